@@ -1,0 +1,3 @@
+"""eslchan: channel-control daemon for FreeSWITCH."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from eslchan.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The Event Socket layer: wire framing, event decoding, command building and links."""

@@ -1,0 +1,158 @@
+"""Incremental ESL framing and event decoding.
+
+Bytes go in at any boundary; whole frames come out. Header values are decoded one by one
+after the block is split into lines, so an encoded newline inside a value can never forge
+a header, and a body is always kept apart from the headers.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from urllib.parse import unquote
+
+from eslchan.esl.message import Event, Frame
+
+
+class ProtocolError(ValueError):
+    """The peer sent bytes that are not an ESL frame."""
+
+
+#: Outer headers that are never URL-encoded by FreeSWITCH (reply texts may hold a '%').
+_RAW_OUTER = frozenset({"Reply-Text", "Content-Type", "Content-Length"})
+
+MAX_HEADER_BLOCK = 1 << 20  # a header block larger than this is not ESL
+MAX_BODY = 64 << 20
+
+
+def parse_header_block(block: str, *, decode: bool, raw: frozenset[str] = frozenset()) -> dict:
+    """Split ``Name: value`` lines, then URL-decode each value on its own (if ``decode``)."""
+    headers: dict[str, str] = {}
+    for line in block.split("\n"):
+        if not line:
+            continue
+        name, sep, value = line.partition(": ")
+        if not sep:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise ProtocolError(f"header line without a colon: {line[:80]!r}")
+            value = value.lstrip(" ")
+        if decode and "%" in value and name not in raw:
+            value = unquote(value)
+        headers[name] = value
+    return headers
+
+
+class FrameParser:
+    """Turns a byte stream into :class:`Frame` objects; feed it any chunking of the stream."""
+
+    __slots__ = ("_buf", "_pending")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pending: tuple[dict[str, str], int] | None = None  # headers waiting for a body
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a whole frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        frames: list[Frame] = []
+        buf = self._buf
+        pos = 0
+        end = len(buf)
+        while True:
+            if self._pending is None:
+                # FreeSWITCH never sends blank lines between frames, but tolerate them.
+                while pos < end and buf[pos] == 0x0A:
+                    pos += 1
+                cut = buf.find(b"\n\n", pos)
+                if cut < 0:
+                    if end - pos > MAX_HEADER_BLOCK:
+                        raise ProtocolError("header block too large")
+                    break
+                block = buf[pos:cut].decode("utf-8", "replace")
+                pos = cut + 2
+                headers = parse_header_block(block, decode=True, raw=_RAW_OUTER)
+                length = headers.get("Content-Length")
+                if length is None:
+                    frames.append(Frame(headers))
+                    continue
+                try:
+                    size = int(length)
+                except ValueError:
+                    raise ProtocolError(f"bad Content-Length {length!r}") from None
+                if size < 0 or size > MAX_BODY:
+                    raise ProtocolError(f"Content-Length out of range: {size}")
+                self._pending = (headers, size)
+            headers, size = self._pending
+            if end - pos < size:
+                break
+            raw = bytes(buf[pos : pos + size])
+            pos += size
+            self._pending = None
+            frames.append(Frame(headers, raw.decode("utf-8", "replace"), raw))
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+def decode_plain_event(text: str) -> Event:
+    """Decode a text/event-plain body: URL-encoded headers, then an optional body."""
+    head, sep, rest = text.partition("\n\n")
+    event = parse_header_block(head, decode=True)
+    if sep and "Content-Length" in event:
+        size = int(event["Content-Length"])
+        data = rest.encode("utf-8", "surrogateescape")[:size]
+        event["_body"] = data.decode("utf-8", "replace")
+    return event
+
+
+def decode_json_event(text: str) -> Event:
+    """Decode a text/event-json body; values stay exactly as sent (they are not URL-encoded)."""
+    try:
+        event = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(f"bad json event: {exc}") from None
+    if not isinstance(event, dict):
+        raise ProtocolError("json event is not an object")
+    return event
+
+
+def decode_xml_event(text: str) -> Event:
+    """Decode a text/event-xml body; FreeSWITCH 1.10 URL-encodes the header values in it."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ProtocolError(f"bad xml event: {exc}") from None
+    event: Event = {}
+    headers = root.find("headers")
+    if headers is not None:
+        for el in headers:
+            value = el.text or ""
+            event[el.tag] = unquote(value) if "%" in value else value
+    length = root.find("Content-Length")
+    body = root.find("body")
+    if length is not None and length.text:
+        event["Content-Length"] = length.text
+    if body is not None:
+        event["_body"] = body.text or ""
+    return event
+
+
+_DECODERS = {
+    "text/event-plain": decode_plain_event,
+    "text/event-json": decode_json_event,
+    "text/event-xml": decode_xml_event,
+}
+
+
+def decode_event(frame: Frame) -> Event:
+    """The event carried by an event frame, whatever its format."""
+    try:
+        decoder = _DECODERS[frame.content_type]
+    except KeyError:
+        raise ProtocolError(f"not an event frame: {frame.content_type!r}") from None
+    return decoder(frame.body)
