@@ -1,0 +1,158 @@
+"""The `eslchan` command: serve, demo, simulate, decode, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _patch() -> None:
+    # Before anything imports socket or ssl: every blocking call must yield to other greenlets.
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        monkey.patch_all()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from eslchan.config import ConfigError, load_config
+    from eslchan.logs import setup_logging
+
+    path = args.config or os.environ.get("ESLCHAN_CONFIG")
+    if not path:
+        print("eslchan serve: give --config FILE or set ESLCHAN_CONFIG", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        _print_problems(path, exc)
+        return 2
+    setup_logging(config.logging.level, config.logging.json)
+    from eslchan.daemon import Daemon
+
+    Daemon(config).serve_forever()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from eslchan.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        _print_problems(args.file, exc)
+        return 1
+    print(
+        f"{args.file}: OK ({len(config.nodes)} node(s), {len(config.accounts)} account(s), "
+        f"http {config.http.listen})"
+    )
+    return 0
+
+
+def _print_problems(path: str, exc: Exception) -> None:
+    for key, message in getattr(exc, "problems", [("(file)", str(exc))]):
+        print(f"{path}: {key}: {message}", file=sys.stderr)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from eslchan import demo
+    from eslchan.logs import setup_logging
+    from eslchan.simulator import Simulator
+
+    setup_logging(args.log_level)
+    sim = Simulator(port=args.esl_port, password="ClueCon", hostname="demo-fs1")
+    sim.start()
+    keys = demo.demo_keys()
+    config = demo.demo_config([("fs1", sim.host, sim.port, "ClueCon")], keys, listen=args.listen)
+    from eslchan.daemon import Daemon
+
+    daemon = Daemon(config)
+    traffic = demo.DemoTraffic(sim, calls=args.calls)
+    traffic.start()
+    daemon.start()
+    url = daemon.url
+    token = demo.fetch_token(url, keys[demo.ACME])
+    acme_user = demo.PARTIES[0].user_id
+    print(
+        f"""
+eslchan demo is running at {url}
+  simulated FreeSWITCH (ESL) on {sim.host}:{sim.port}, password ClueCon
+
+Accounts (id, API key):
+  Admin       {demo.ADMIN}  {keys[demo.ADMIN]}   (superduper admin)
+  Acme        {demo.ACME}  {keys[demo.ACME]}
+  Acme Sales  {demo.ACME_SALES}  {keys[demo.ACME_SALES]}   (child of Acme)
+  Globex      {demo.GLOBEX}  {keys[demo.GLOBEX]}
+
+Try (a token for Acme, valid one hour, is already in these commands):
+  curl -s -X PUT -H "Content-Type: application/json" \\
+      -d '{{"data": {{"api_key": "{keys[demo.ACME]}"}}}}' {url}/v2/api_auth
+  curl -s -H "X-Auth-Token: {token}" {url}/v2/accounts/{demo.ACME}/channels
+  curl -s -H "X-Auth-Token: {token}" {url}/v2/accounts/{demo.ACME}/users/{acme_user}/channels
+  curl -s -H "X-Auth-Token: {token}" -H "Accept: text/csv" {url}/v2/accounts/{demo.ACME}/channels
+  curl -s {url}/health
+  curl -s {url}/v2/openapi.json
+
+Stop with Ctrl-C.
+""",
+        flush=True,
+    )
+    try:
+        daemon.serve_forever()
+    finally:
+        traffic.stop()
+        sim.stop()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from eslchan.simulator.cli import main as simulate_main
+
+    return simulate_main(args.rest)
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from eslchan.esl.decode import run
+
+    return run(args.file)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from eslchan import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="eslchan", description="Channel-control daemon for FreeSWITCH (ESL + Kazoo-compatible REST)."
+    )
+    parser.add_argument("--version", action="version", version=f"eslchan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the daemon")
+    p.add_argument("--config", help="TOML configuration file (default: $ESLCHAN_CONFIG)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="run the daemon on the embedded FreeSWITCH simulator")
+    p.add_argument("--listen", default="127.0.0.1:8000", help="HTTP address (default 127.0.0.1:8000)")
+    p.add_argument("--esl-port", type=int, default=8021, help="simulator ESL port (default 8021, 0=any)")
+    p.add_argument("--calls", type=int, default=6, help="live demo calls kept going (default 6)")
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="run the FreeSWITCH simulator alone", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("decode", help="print the frames of a raw ESL byte stream as JSON lines")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("check-config", help="validate a configuration file and name every problem")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _patch()
+    args = build_parser().parse_args(argv)
+    return args.func(args)

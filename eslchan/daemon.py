@@ -1,0 +1,120 @@
+"""The daemon: one process wiring ESL links → channel registry → REST API and interpreter.
+
+Each layer only knows the one below it: links deliver events to the registry's node
+synchroniser, the interpreter waits on the registry and sends through the links, and the
+Flask app reads the registry and hands actions to the interpreter.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import replace
+
+import gevent
+from gevent.event import Event as GEvent
+from gevent.pywsgi import WSGIServer
+
+from eslchan.api import create_app
+from eslchan.config import Config, load_config
+from eslchan.esl.link import NodeLink
+from eslchan.registry import ChannelRegistry, NodeSync
+from metaflow import Interpreter
+
+log = logging.getLogger("eslchan.daemon")
+
+
+class _AccessLog:
+    """gevent's WSGI access log, sent to our logger instead of stderr."""
+
+    def write(self, line: str) -> None:
+        log.debug(line.rstrip())
+
+
+class Daemon:
+    def __init__(self, config: Config):
+        self.config = config
+        self.registry = ChannelRegistry(config.channels.mapping)
+        self.sync = NodeSync(self.registry, grace_seconds=config.channels.stale_grace_seconds)
+        self.links: dict[str, NodeLink] = {}
+        for node in config.nodes:
+            link = NodeLink(
+                node,
+                config.link,
+                on_event=self.sync.on_event,
+                on_up=self._on_up,
+                on_down=self.sync.on_down,
+                on_lost_events=self._on_lost_events,
+            )
+            self.links[node.name] = link
+        self.interpreter = Interpreter(self.registry, self.links, config.metaflow)
+        self.app = create_app(config, self.registry, self.links, self.interpreter)
+        self.http = WSGIServer(
+            (config.http.host, config.http.port), self.app, log=_AccessLog(), error_log=log
+        )
+        self._stopped = GEvent()
+        self._housekeeping: gevent.Greenlet | None = None
+
+    # -- link life -------------------------------------------------------------------------
+
+    def _on_up(self, node: str) -> None:
+        self.sync.resync(self.links[node])
+
+    def _on_lost_events(self, node: str) -> None:
+        log.warning("node %s lost events; resyncing", node, extra={"node": node})
+        self.sync.resync(self.links[node])
+
+    def _expire_stale(self) -> None:
+        while True:
+            gevent.sleep(1.0)
+            self.sync.expire_stale()
+
+    # -- process life ----------------------------------------------------------------------
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        return self.http.server_host, self.http.server_port
+
+    @property
+    def url(self) -> str:
+        host, port = self.http_address
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        for link in self.links.values():
+            link.start()
+        self.http.start()
+        self._housekeeping = gevent.spawn(self._expire_stale)
+        log.info("eslchan listening on %s with %d node(s)", self.url, len(self.links))
+
+    def stop(self, drain_seconds: float | None = None) -> None:
+        """Stop accepting, let in-flight requests and metaflow runs finish, then close links."""
+        drain = self.config.http.drain_seconds if drain_seconds is None else drain_seconds
+        self.http.stop(timeout=drain)
+        self.interpreter.drain(timeout=drain)
+        if self._housekeeping is not None:
+            self._housekeeping.kill()
+        for link in self.links.values():
+            link.stop()
+        self._stopped.set()
+
+    def reload(self) -> None:
+        """SIGHUP: take new accounts and keys from the config file; ESL links stay as they are."""
+        if self.config.source is None:
+            return
+        try:
+            fresh = load_config(self.config.source)
+        except Exception as exc:  # a bad file must not take the daemon down
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        self.config = replace(self.config, accounts=fresh.accounts, auth=fresh.auth)
+        self.app.config["ESLCHAN"] = self.config
+        log.info("reloaded %d account(s)", len(fresh.accounts))
+
+    def serve_forever(self) -> None:
+        self.start()
+        gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(self.stop))
+        gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(self.stop))
+        gevent.signal_handler(signal.SIGHUP, self.reload)
+        self._stopped.wait()
+        log.info("eslchan stopped")
