@@ -174,6 +174,10 @@ class Config:
 # --- loading -------------------------------------------------------------------------------
 
 
+#: What a secret reads as when its environment variable is unset (already reported).
+MISSING_SECRET = "\0missing"
+
+
 class _Reader:
     """Walks a TOML table, collecting every problem instead of stopping at the first."""
 
@@ -215,7 +219,7 @@ class _Reader:
         if env_name is not None:
             if env_name not in self.env:
                 self.problems.append((f"{key}.{name}_env", f"environment variable {env_name} is not set"))
-                return default
+                return MISSING_SECRET
             return self.env[env_name]
         return direct if direct is not None else default
 
@@ -272,7 +276,7 @@ def parse_config(
         token_ttl=r.positive(a, "auth", "token_ttl", AuthConfig.token_ttl),
         failed_auth_per_minute=r.get(a, "auth", "failed_auth_per_minute", int, 10),
     )
-    if len(auth.signing_key) < 16:
+    if auth.signing_key != MISSING_SECRET and len(auth.signing_key) < 16:
         problems.append(("auth.signing_key", "must be set, at least 16 characters"))
 
     metaflow = _metaflow(r, top.get("metaflow"), source)
@@ -420,7 +424,7 @@ def _accounts(r: _Reader, data: Any) -> list[Account]:
         api_key = r.secret(t, key, "api_key", None)
         if (key_hash is None) == (api_key is None):
             r.problems.append((f"{key}.api_key", "give exactly one of api_key, api_key_env, api_key_hash"))
-        if api_key is not None:
+        if api_key is not None and api_key != MISSING_SECRET:
             if len(api_key) < 16:
                 r.problems.append((f"{key}.api_key", "must be at least 16 characters"))
             key_hash = hash_api_key(api_key)

@@ -1,0 +1,108 @@
+"""Configuration: the sample file is valid, and every mistake is named by its key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eslchan.config import ConfigError, VariableMapping, hash_api_key, load_config, parse_config
+
+SAMPLE = Path(__file__).resolve().parents[1] / "conf" / "eslchan.toml"
+SAMPLE_ENV = {
+    "ESLCHAN_SIGNING_KEY": "s" * 32,
+    "FS1_ESL_PASSWORD": "ClueCon",
+    "ESLCHAN_ADMIN_API_KEY": "k" * 32,
+}
+
+
+def minimal(**extra):
+    raw = {
+        "auth": {"signing_key": "x" * 32},
+        "nodes": [{"name": "fs1", "host": "127.0.0.1", "password": "ClueCon"}],
+        "accounts": [{"id": "a" * 32, "api_key": "k" * 20}],
+    }
+    raw.update(extra)
+    return raw
+
+
+def problems_of(raw, env=None):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, env=env or {})
+    return dict(info.value.problems)
+
+
+def test_sample_config_loads_with_its_secrets_from_the_environment():
+    config = load_config(SAMPLE, env=SAMPLE_ENV)
+    assert config.nodes[0].password == "ClueCon"
+    assert config.auth.signing_key == "s" * 32
+    admin = config.account("ad000000000000000000000000000000")
+    assert admin.superduper_admin and admin.api_key_hash == hash_api_key("k" * 32)
+    assert config.http.listen == "127.0.0.1:8000"
+    assert config.metaflow.callflows_dir == SAMPLE.parent / "callflows"
+
+
+def test_a_misspelt_key_is_named():
+    raw = minimal(channels={"sytem_wide_channels_list": True})
+    assert "channels.sytem_wide_channels_list" in problems_of(raw)
+
+
+def test_wrong_types_are_named_with_the_expected_type():
+    raw = minimal(http={"listen": 8000}, channels={"system_wide_channels_list": "yes"})
+    found = problems_of(raw)
+    assert found["http.listen"] == "must be str, not int"
+    assert found["channels.system_wide_channels_list"] == "must be bool, not str"
+
+
+def test_every_problem_is_reported_at_once():
+    raw = minimal(nodes=[{"name": "bad name!", "host": "", "port": 70000}])
+    found = problems_of(raw)
+    assert {"nodes[0].name", "nodes[0].host", "nodes[0].port", "nodes[0].password"} <= set(found)
+
+
+def test_a_missing_environment_secret_is_named_once():
+    raw = minimal(nodes=[{"name": "fs1", "host": "h", "password_env": "NOPE"}])
+    found = problems_of(raw)
+    assert found == {"nodes[0].password_env": "environment variable NOPE is not set"}
+
+
+def test_accounts_are_checked_for_ids_parents_and_cycles():
+    a, b = "a" * 32, "b" * 32
+    raw = minimal(
+        accounts=[
+            {"id": a, "api_key": "k" * 20, "parent": b},
+            {"id": b, "api_key": "j" * 20, "parent": a},
+            {"id": "NOT-HEX", "api_key": "short"},
+        ]
+    )
+    found = problems_of(raw)
+    assert found["accounts[0].parent"] == "the parent chain loops"
+    assert "accounts[2].id" in found and "accounts[2].api_key" in found
+
+
+def test_api_keys_are_kept_hashed():
+    config = parse_config(minimal(), env={})
+    assert config.accounts[0].api_key_hash == hash_api_key("k" * 20)
+    assert "k" * 20 not in repr(config.accounts)
+
+
+def test_kazoo_preset_maps_to_ecallmgr_variables():
+    config = parse_config(minimal(channels={"preset": "kazoo"}), env={})
+    assert config.channels.mapping == VariableMapping.preset("kazoo")
+    assert config.channels.mapping.account == "ecallmgr_Account-ID"
+
+
+def test_check_config_command_names_the_misspelt_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SAMPLE.read_text().replace("token_ttl", "token_tll"))
+    env = {"PATH": "/usr/bin:/bin", **SAMPLE_ENV}
+    proc = subprocess.run(
+        [sys.executable, "-m", "eslchan", "check-config", str(bad)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 1
+    assert "auth.token_tll: unknown key" in proc.stderr
+    ok = subprocess.run(
+        [sys.executable, "-m", "eslchan", "check-config", str(SAMPLE)], capture_output=True, text=True, env=env
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout
