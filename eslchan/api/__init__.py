@@ -1,0 +1,103 @@
+"""The /v2 REST API (SPEC §5): a Flask application factory, one blueprint per resource.
+
+The app never talks to FreeSWITCH for listings; it reads the channel registry. Actions and
+metaflows go through the metaflow interpreter, whose errors map to HTTP statuses here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from eslchan.api import auth, channels, envelope, openapi, runs, system
+from eslchan.api.auth import FailureLimiter, Tenancy, TokenService
+from eslchan.api.system import Metrics
+from eslchan.config import Config
+
+__all__ = ["Metrics", "create_app"]
+
+
+class ApiState:
+    """What the blueprints share, kept in ``app.extensions["eslchan"]``.
+
+    The configuration is read from ``app.config["ESLCHAN"]`` on each use, so a reload that swaps
+    it (new accounts, keys or signing key) takes effect at once without a new app.
+    """
+
+    def __init__(
+        self, app: Flask, registry: Any, links: Mapping[str, Any], interpreter: Any, metrics: Metrics
+    ):
+        self._app = app
+        self.registry = registry
+        self.links = links
+        self.interpreter = interpreter
+        self.metrics = metrics
+        self.started = time.monotonic()
+        self._for: Config | None = None
+        self._tokens: TokenService | None = None
+        self._tenancy: Tenancy | None = None
+        self._limiter: FailureLimiter | None = None
+
+    @property
+    def config(self) -> Config:
+        return self._app.config["ESLCHAN"]
+
+    def _refresh(self) -> None:
+        config = self.config
+        if config is not self._for:
+            self._tokens = TokenService(config)
+            self._tenancy = Tenancy.from_config(config)
+            if self._limiter is None:
+                self._limiter = FailureLimiter(config.auth.failed_auth_per_minute)
+            else:  # keep counting failures across a reload
+                self._limiter.per_minute = config.auth.failed_auth_per_minute
+            self._for = config
+
+    @property
+    def tokens(self) -> TokenService:
+        self._refresh()
+        assert self._tokens is not None
+        return self._tokens
+
+    @property
+    def tenancy(self) -> Tenancy:
+        self._refresh()
+        assert self._tenancy is not None
+        return self._tenancy
+
+    @property
+    def limiter(self) -> FailureLimiter:
+        self._refresh()
+        assert self._limiter is not None
+        return self._limiter
+
+
+def create_app(
+    config: Config,
+    registry: Any,
+    links: Mapping[str, Any],
+    interpreter: Any,
+    *,
+    metrics: Metrics | None = None,
+) -> Flask:
+    """Build the API app over the daemon's registry, links and interpreter.
+
+    ``metrics`` lets the caller share one :class:`Metrics` (built with ``Metrics(registry, links)``,
+    which subscribes to the links' command latencies); by default the app makes its own.
+    """
+    app = Flask("eslchan.api")
+    app.config["MAX_CONTENT_LENGTH"] = config.http.max_body_bytes
+    app.config["TRAP_HTTP_EXCEPTIONS"] = False
+    app.url_map.strict_slashes = False
+    app.config["ESLCHAN"] = config
+    app.extensions["eslchan"] = ApiState(
+        app, registry, links, interpreter, metrics if metrics is not None else Metrics(registry, links)
+    )
+    envelope.install(app)
+    system.install(app)
+    for blueprint in (auth.bp, channels.bp, runs.bp, system.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,302 @@
+"""The Kazoo envelope around every answer, and the error shapes of SPEC §5.
+
+Success: ``{auth_token, data, request_id, revision, status: "success", timestamp, node, version}``.
+Errors add ``status: "error"``, ``error`` (the HTTP code as a string) and ``message``; ``data``
+carries the details. ``revision`` is an ETag of ``data``, so a caller holding it gets 304.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import socket
+import uuid as _uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from eslchan import __version__
+
+#: Kazoo's error messages, by HTTP status, for errors raised without a more precise one.
+MESSAGES = {
+    400: "invalid request",
+    401: "invalid_credentials",
+    403: "forbidden",
+    404: "faulty request",
+    405: "method not allowed",
+    406: "not acceptable",
+    413: "payload too large",
+    415: "unsupported media type",
+    429: "too many requests",
+    500: "internal server error",
+    502: "freeswitch error",
+    503: "node unavailable",
+    504: "freeswitch timeout",
+}
+
+#: A caller's request id is echoed only if it is a harmless token; anything else gets a fresh one.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_NODE = socket.gethostname()
+
+
+class ApiError(Exception):
+    """An answer other than success; rendered in the error envelope by the app's handler."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str | None = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ):
+        self.status = status
+        self.message = message or MESSAGES.get(status, "error")
+        self.data = {} if data is None else data
+        self.headers = dict(headers or {})
+        super().__init__(f"{status} {self.message}")
+
+
+def validation_error(errors: Mapping[str, Any], message: str = "validation error") -> ApiError:
+    """400 with ``data`` keyed by dotted path, then by JSON-Schema keyword (Kazoo's shape)."""
+    return ApiError(400, message, dict(errors))
+
+
+def field_error(path: str, keyword: str, message: str, **details: Any) -> ApiError:
+    return validation_error({path: {keyword: {"message": message, **details}}})
+
+
+def revision_of(data: Any) -> str:
+    """A stable digest of ``data``: equal data, equal revision, whatever the key order."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def request_id() -> str:
+    rid = g.get("request_id")
+    if rid is None:
+        given = request.headers.get("X-Request-ID", "")
+        rid = given if _REQUEST_ID.match(given) else _uuid.uuid4().hex
+        g.request_id = rid
+    return rid
+
+
+def not_modified(revision: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    wanted = {tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")}
+    return "*" in wanted or revision in wanted
+
+
+def _document(data: Any, status: int, revision: str) -> dict[str, Any]:
+    return {
+        "auth_token": g.get("auth_token") or "",
+        "data": data,
+        "request_id": request_id(),
+        "revision": revision,
+        "status": "success" if status < 400 else "error",
+        "timestamp": _timestamp(),
+        "node": _NODE,
+        "version": __version__,
+    }
+
+
+def respond(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    """A success envelope; 304 (no body) when the caller already holds this revision."""
+    revision = revision_of(data)
+    if status == 200 and request.method in ("GET", "HEAD") and not_modified(revision):
+        resp = Response(status=304)
+    else:
+        body = json.dumps(_document(data, status, revision), default=str)
+        resp = Response(body, status=status, mimetype="application/json")
+    resp.headers["ETag"] = f'"{revision}"'
+    for name, value in (headers or {}).items():
+        resp.headers[name] = value
+    return resp
+
+
+def error_response(err: ApiError) -> Response:
+    revision = revision_of(err.data)
+    doc = _document(err.data, err.status, revision)
+    doc["error"] = str(err.status)
+    doc["message"] = err.message
+    resp = Response(json.dumps(doc, default=str), status=err.status, mimetype="application/json")
+    for name, value in err.headers.items():
+        resp.headers[name] = value
+    return resp
+
+
+# --- CSV listings (Kazoo answers listings as CSV for Accept: text/csv) -----------------------
+
+#: Column order of a channel listing; fields a listing adds beyond these follow, sorted.
+CSV_COLUMNS = (
+    "uuid",
+    "answered",
+    "direction",
+    "destination",
+    "username",
+    "presence_id",
+    "other_leg",
+    "owner_id",
+    "authorizing_id",
+    "authorizing_type",
+    "timestamp",
+    "caller_id_name",
+    "caller_id_number",
+    "callee_id_name",
+    "callee_id_number",
+    "is_onhold",
+    "node",
+    "elapsed_s",
+)
+_PLAIN_NUMBER = re.compile(r"^[+-]?[0-9][0-9 ().-]*$")
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        value = json.dumps(value, sort_keys=True)
+    text = str(value)
+    # caller ids come from the far end: keep a spreadsheet from reading them as formulas
+    if text[:1] in ("=", "@", "\t", "\r") or (text[:1] in ("+", "-") and not _PLAIN_NUMBER.match(text)):
+        text = "'" + text
+    return text
+
+
+def wants_csv() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", "text/csv"], default="application/json")
+    return (
+        best == "text/csv"
+        and request.accept_mimetypes["text/csv"] > request.accept_mimetypes["application/json"]
+    )
+
+
+def respond_listing(rows: list[dict[str, Any]], filename: str) -> Response:
+    """A listing as the envelope, or as CSV when the caller asks for text/csv."""
+    if not wants_csv():
+        return respond(rows)
+    revision = revision_of(rows)
+    headers = {
+        "ETag": f'"{revision}"',
+        "Content-Disposition": f'attachment; filename="{filename}.csv"',
+    }
+    if not_modified(revision):
+        return Response(status=304, headers=headers)
+    columns = list(CSV_COLUMNS)
+    extra = sorted({key for row in rows for key in row} - set(columns))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns + extra)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(col)) for col in columns + extra])
+    return Response(out.getvalue(), status=200, mimetype="text/csv", headers=headers)
+
+
+# --- request bodies ------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body() -> dict[str, Any]:
+    """The request body as a JSON object, or the 400 of SPEC §5 saying precisely what is wrong."""
+    raw = request.get_data(cache=True)  # 413 from werkzeug past max_content_length
+    if not raw.strip():
+        raise ApiError(400, "invalid json", {"json": {"invalid": {"message": "the request body is empty"}}})
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        detail = {"message": f"the body is not UTF-8: {exc.reason} at byte {exc.start}"}
+        raise ApiError(400, "invalid json", {"json": {"invalid": detail}}) from None
+    except json.JSONDecodeError as exc:
+        detail = {"message": exc.msg, "line": exc.lineno, "column": exc.colno}
+        raise ApiError(400, "invalid json", {"json": {"invalid": detail}}) from None
+    except (ValueError, RecursionError) as exc:
+        msg = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, "invalid json", {"json": {"invalid": {"message": msg}}}) from None
+    if not isinstance(body, dict):
+        raise field_error(
+            "json", "type", f"the request body must be a JSON object, not {json_type(body)}", target="object"
+        )
+    return body
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    headers: dict[str, str] = {}
+    data: Any = {}
+    if isinstance(exc, MethodNotAllowed):
+        allowed = sorted(set(exc.valid_methods or ()))
+        headers["Allow"] = ", ".join(allowed)
+        data = {"allowed_methods": allowed}
+    elif status == 404:
+        data = {"path": request.path}
+    elif status == 413:
+        data = {"max_body_bytes": current_app.config.get("MAX_CONTENT_LENGTH")}
+    message = MESSAGES.get(status) or (exc.name or "error").lower()
+    return error_response(ApiError(status, message, data, headers))
+
+
+def _unexpected(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(ApiError(500, data={"request_id": request_id()}))
+
+
+def _before() -> Response | None:
+    request_id()
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        return error_response(ApiError(413, data={"max_body_bytes": limit}))
+    return None
+
+
+def _after(resp: Response) -> Response:
+    resp.headers["X-Request-ID"] = request_id()
+    return resp
+
+
+def install(app: Flask) -> None:
+    """Every answer of ``app`` — success, error, 404, 405, 413, crash — in the envelope."""
+    app.before_request(_before)
+    app.after_request(_after)
+    app.register_error_handler(ApiError, error_response)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def listing_rows(channels: Iterable[Any], now: float) -> list[dict[str, Any]]:
+    return [ch.listing(now) for ch in channels]  # the registry keeps them oldest first

@@ -1,0 +1,839 @@
+"""GET /v2/openapi.json: the OpenAPI 3.1 document of every route, parameter, envelope and error.
+
+Schemas are JSON Schema 2020-12 (OpenAPI 3.1's dialect), so the tests validate every documented
+example, and real answers, with jsonschema.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from flask import Blueprint, Response
+
+from eslchan import __version__
+from eslchan.api.envelope import not_modified, revision_of
+
+REF = "#/components/schemas/"
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+ACCOUNT = "4b8c4a8b3f1c4d2e9a7b6c5d4e3f2a1b"
+CHANNEL = "dab25c76-7479-4ed2-ba92-6b725d68e351"
+TOKEN = "eyJhY2NvdW50X2lkIjoiNGI4YzRhOGIzZjFjNGQyZTlhN2I2YzVkNGUzZjJhMWIifQ.Z1ZBzw.5xQ2hL0c8mJf3tYkK9uQ"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF + name}
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+def _envelope_example(data: Any, status: str = "success", **extra: Any) -> dict[str, Any]:
+    doc = {
+        "auth_token": TOKEN,
+        "data": data,
+        "request_id": "5f1d0b7e2a9c4f6b8e3d1a0c9b8a7f6e",
+        "revision": "0c7d2f5a9b1e4c3d8a6f0b2e4d6c8a1f",
+        "status": status,
+        "timestamp": "2026-11-26T15:04:05Z",
+        "node": "eslchan-1",
+        "version": __version__,
+    }
+    doc.update(extra)
+    return doc
+
+
+def _error_example(code: int, message: str, data: Any) -> dict[str, Any]:
+    return _envelope_example(data, "error", error=str(code), message=message)
+
+
+CHANNEL_EXAMPLE = {
+    "answered": True,
+    "authorizing_id": "63fbb9ac78e11f3ccb387928a423798a",
+    "authorizing_type": "device",
+    "callee_id_name": "Bob",
+    "callee_id_number": "2000",
+    "caller_id_name": "Alice",
+    "caller_id_number": "1001",
+    "destination": "user_zu0bf7",
+    "direction": "outbound",
+    "elapsed_s": 42,
+    "is_onhold": False,
+    "node": "fs1",
+    "other_leg": "d220c187-e18e-4c42-bab2-459d10260091",
+    "owner_id": "72855158432d790dfb22d03ff64c033e",
+    "presence_id": "user_zu0bf7@account.realm.com",
+    "timestamp": 63573977746,
+    "username": "user_zu0bf7",
+    "uuid": CHANNEL,
+}
+DETAIL_EXAMPLE = {
+    **CHANNEL_EXAMPLE,
+    "call_id": CHANNEL,
+    "other_leg_call_id": "d220c187-e18e-4c42-bab2-459d10260091",
+    "name": "sofia/internal/1001@account.realm.com",
+    "context": "default",
+    "state": "CS_EXECUTE",
+    "callstate": "ACTIVE",
+    "application": "park",
+    "hangup_cause": None,
+    "custom_channel_vars": {
+        "eslchan_account_id": ACCOUNT,
+        "eslchan_owner_id": "72855158432d790dfb22d03ff64c033e",
+    },
+    "stale": False,
+}
+RUN_EXAMPLE = {
+    "id": "8d6f1e0a2b3c4d5e",
+    "channel": CHANNEL,
+    "module": "play",
+    "current": "play",
+    "state": "running",
+    "started": 1795705445.25,
+}
+
+
+def _schemas() -> dict[str, Any]:
+    string_or_null = _nullable("string")
+    channel_props: dict[str, Any] = {
+        "uuid": {"type": "string", "pattern": UUID_PATTERN, "description": "Unique-ID"},
+        "answered": {"type": "boolean", "description": "true once CHANNEL_ANSWER was seen"},
+        "direction": {**string_or_null, "description": "Call-Direction: inbound or outbound"},
+        "destination": {**string_or_null, "description": "Caller-Destination-Number"},
+        "username": {**string_or_null, "description": "mapped username variable, lower-cased"},
+        "presence_id": string_or_null,
+        "other_leg": {**string_or_null, "description": "Other-Leg-Unique-ID while bridged"},
+        "owner_id": string_or_null,
+        "authorizing_id": string_or_null,
+        "authorizing_type": string_or_null,
+        "timestamp": {"type": "integer", "description": "creation, Gregorian seconds (Unix + 62167219200)"},
+        "caller_id_name": string_or_null,
+        "caller_id_number": string_or_null,
+        "callee_id_name": string_or_null,
+        "callee_id_number": string_or_null,
+        "is_onhold": {"type": "boolean"},
+        "node": {"type": "string", "description": "configured FreeSWITCH node name"},
+        "elapsed_s": {"type": "number", "minimum": 0, "description": "seconds since creation"},
+    }
+    envelope_props: dict[str, Any] = {
+        "auth_token": {"type": "string", "description": "the token the request carried (or was issued)"},
+        "data": {},
+        "request_id": {"type": "string", "description": "X-Request-ID of the request, or a fresh one"},
+        "revision": {"type": "string", "description": "ETag of data; send it as If-None-Match for a 304"},
+        "status": {"enum": ["success"]},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "node": {"type": "string", "description": "host name of the eslchan instance that answered"},
+        "version": {"type": "string"},
+    }
+    envelope_required = list(envelope_props)
+    keyword_errors = {
+        "type": "object",
+        "description": "JSON-Schema keyword (required, type, enum, pattern, ...) -> details",
+        "additionalProperties": {
+            "type": "object",
+            "required": ["message"],
+            "properties": {"message": {"type": "string"}},
+        },
+    }
+    node_schema = {
+        "type": "object",
+        "required": ["module"],
+        "properties": {
+            "module": {"type": "string", "description": "a known metaflow module"},
+            "data": {"type": "object", "description": "validated by schemas/metaflows.<module>.json"},
+            "children": {"type": "object", "additionalProperties": _ref("MetaflowNode")},
+        },
+    }
+    return {
+        "Envelope": {
+            "type": "object",
+            "required": envelope_required,
+            "properties": envelope_props,
+        },
+        "ErrorEnvelope": {
+            "type": "object",
+            "required": [*envelope_required, "error", "message"],
+            "properties": {
+                **envelope_props,
+                "status": {"enum": ["error"]},
+                "error": {"type": "string", "pattern": "^[1-5][0-9]{2}$", "description": "the HTTP status"},
+                "message": {"type": "string"},
+            },
+        },
+        "ValidationErrors": {
+            "type": "object",
+            "description": "dotted path of the offending field -> keyword -> details",
+            "additionalProperties": keyword_errors,
+        },
+        "Channel": {
+            "type": "object",
+            "required": ["uuid", "answered", "timestamp", "node"],
+            "properties": channel_props,
+        },
+        "ChannelDetail": {
+            "allOf": [_ref("Channel")],
+            "type": "object",
+            "required": ["call_id", "state"],
+            "properties": {
+                "call_id": {"type": "string"},
+                "other_leg_call_id": string_or_null,
+                "state": {**string_or_null, "description": "FreeSWITCH channel state, e.g. CS_EXECUTE"},
+                "name": {
+                    **string_or_null,
+                    "description": "channel name, e.g. sofia/internal/1001@example.com",
+                },
+                "context": {**string_or_null, "description": "dialplan context"},
+                "application": {**string_or_null, "description": "the application running now"},
+                "callstate": string_or_null,
+                "hangup_cause": string_or_null,
+                "custom_channel_vars": {"type": "object", "additionalProperties": {"type": "string"}},
+                "stale": {"type": "boolean", "description": "true while the node's link is down"},
+            },
+        },
+        "ApiAuthRequest": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "data": {
+                    "type": "object",
+                    "required": ["api_key"],
+                    "properties": {"api_key": {"type": "string", "minLength": 1}},
+                }
+            },
+        },
+        "ApiAuthResult": {
+            "type": "object",
+            "required": ["account_id", "account_name", "token_ttl"],
+            "properties": {
+                "account_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                "account_name": {"type": "string"},
+                "superduper_admin": {"type": "boolean"},
+                "token_ttl": {"type": "integer", "description": "seconds the token is valid"},
+            },
+        },
+        "ActionRequest": {
+            "type": "object",
+            "description": "one action; runs what PUT {module: action, data: params} runs. "
+            "A top-level action is accepted too.",
+            "properties": {
+                "action": {"type": "string"},
+                "data": {
+                    "type": "object",
+                    "properties": {"action": {"type": "string"}},
+                    "additionalProperties": True,
+                },
+            },
+            "anyOf": [{"required": ["action"]}, {"required": ["data"]}],
+        },
+        "ActionResult": {"type": "object", "description": "what the action did, once FreeSWITCH accepted it"},
+        "MetaflowNode": node_schema,
+        "MetaflowRequest": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "action": {"enum": ["metaflow"]},
+                "data": {
+                    "description": "the root node, or Kazoo's shape with the node under data.data",
+                    "oneOf": [
+                        _ref("MetaflowNode"),
+                        {
+                            "type": "object",
+                            "required": ["data"],
+                            "properties": {"data": _ref("MetaflowNode")},
+                            "not": {"required": ["module"]},
+                        },
+                    ],
+                },
+            },
+        },
+        "Run": {
+            "type": "object",
+            "required": ["id", "state"],
+            "properties": {
+                "id": {"type": "string"},
+                "state": {"type": "string"},
+                "current": {"type": ["string", "null"]},
+                "started": {"type": "number"},
+            },
+        },
+        "NodeHealth": {
+            "type": "object",
+            "required": ["state", "up"],
+            "properties": {
+                "state": {"enum": ["connecting", "up", "down", "auth_failed"]},
+                "up": {"type": "boolean"},
+                "channels": {"type": "integer", "minimum": 0},
+                "events_received": {"type": "integer", "minimum": 0},
+                "events_dropped": {"type": "integer", "minimum": 0},
+                "reconnects": {"type": "integer", "minimum": 0},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "nodes", "nodes_up", "channels"],
+            "properties": {
+                "status": {"enum": ["ok", "unavailable"]},
+                "nodes": {"type": "object", "additionalProperties": _ref("NodeHealth")},
+                "nodes_up": {"type": "integer", "minimum": 0},
+                "channels": {"type": "integer", "minimum": 0},
+                "uptime_s": {"type": "integer", "minimum": 0},
+            },
+        },
+    }
+
+
+def _success(data_schema: dict[str, Any]) -> dict[str, Any]:
+    return {"allOf": [_ref("Envelope"), {"properties": {"data": data_schema}}]}
+
+
+def _error(data_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    if data_schema is None:
+        return _ref("ErrorEnvelope")
+    return {"allOf": [_ref("ErrorEnvelope"), {"properties": {"data": data_schema}}]}
+
+
+def _json(schema: dict[str, Any], example: Any, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema, "example": example}},
+    }
+
+
+HEALTH_UP = {
+    "status": "ok",
+    "nodes": {
+        "fs1": {
+            "state": "up",
+            "up": True,
+            "channels": 2,
+            "events_received": 1520,
+            "events_dropped": 0,
+            "reconnects": 0,
+        }
+    },
+    "nodes_up": 1,
+    "channels": 2,
+    "uptime_s": 3600,
+}
+HEALTH_DOWN = {
+    "status": "unavailable",
+    "nodes": {
+        "fs1": {
+            "state": "connecting",
+            "up": False,
+            "channels": 2,
+            "events_received": 1520,
+            "events_dropped": 0,
+            "reconnects": 3,
+        }
+    },
+    "nodes_up": 0,
+    "channels": 2,
+    "uptime_s": 3600,
+}
+
+
+def _responses() -> dict[str, Any]:
+    validation = _ref("ValidationErrors")
+    return {
+        "NotModified": {"description": "the caller's If-None-Match holds the current revision; no body"},
+        "InvalidJson": _json(
+            _error({"type": "object", "required": ["json"]}),
+            _error_example(
+                400,
+                "invalid json",
+                {"json": {"invalid": {"message": "Expecting value", "line": 1, "column": 1}}},
+            ),
+            "the body is not JSON, or not a JSON object",
+        ),
+        "ValidationError": _json(
+            _error(validation),
+            _error_example(
+                400,
+                "validation error",
+                {"data.target": {"required": {"message": "Field is required but missing"}}},
+            ),
+            "bad input (schema violation, malformed id, action the channel's state does not allow, "
+            "invalid JSON: data.json.invalid)",
+        ),
+        "Unauthorized": _json(
+            _error(), _error_example(401, "invalid_credentials", {}), "no, invalid or expired token"
+        ),
+        "Forbidden": _json(
+            _error(),
+            _error_example(403, "forbidden", {"account_id": ACCOUNT}),
+            "the token's account may not act on this account (or on the system-wide listing)",
+        ),
+        "BadIdentifier": _json(
+            _error({"type": "array", "items": {"type": "string"}}),
+            _error_example(404, "bad identifier", [CHANNEL]),
+            "no such channel in this account (unknown and foreign channels look the same)",
+        ),
+        "FaultyRequest": _json(
+            _error(), _error_example(404, "faulty request", {"path": "/v2/nothing"}), "unknown path"
+        ),
+        "MethodNotAllowed": {
+            "description": "the path exists but not with this method; Allow lists the methods",
+            "headers": {"Allow": {"schema": {"type": "string"}}},
+            "content": {
+                "application/json": {
+                    "schema": _error(),
+                    "example": _error_example(
+                        405, "method not allowed", {"allowed_methods": ["GET", "HEAD"]}
+                    ),
+                }
+            },
+        },
+        "TooLarge": _json(
+            _error(),
+            _error_example(413, "payload too large", {"max_body_bytes": 65536}),
+            "the body is larger than http.max_body_bytes",
+        ),
+        "RateLimited": {
+            "description": "too many failed authentications from this address; retry later",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "content": {
+                "application/json": {
+                    "schema": _error(),
+                    "example": _error_example(429, "too many requests", {"retry_after": 42}),
+                }
+            },
+        },
+        "FreeswitchError": _json(
+            _error({"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}),
+            _error_example(502, "freeswitch error", {"text": "-ERR No such channel!", "node": "fs1"}),
+            "FreeSWITCH refused the command (-ERR / -USAGE); its text is in data.text",
+        ),
+        "Unavailable": _json(
+            _error(),
+            _error_example(503, "node unavailable", {"node": "fs1", "reason": "link down"}),
+            "the channel's node is not connected",
+        ),
+        "Timeout": _json(
+            _error(),
+            _error_example(504, "freeswitch timeout", {"node": "fs1", "reason": "no reply in 5 s"}),
+            "FreeSWITCH did not answer within link.command_timeout",
+        ),
+    }
+
+
+def _param(
+    name: str,
+    where: str,
+    schema: dict[str, Any],
+    description: str,
+    required: bool = False,
+    example: Any = None,
+) -> dict[str, Any]:
+    p: dict[str, Any] = {"name": name, "in": where, "schema": schema, "description": description}
+    if required or where == "path":
+        p["required"] = True
+    if example is not None:
+        p["example"] = example
+    return p
+
+
+def _parameters() -> dict[str, Any]:
+    return {
+        "AccountId": _param(
+            "account_id",
+            "path",
+            {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "the account (32 lowercase hex)",
+            example=ACCOUNT,
+        ),
+        "UserId": _param(
+            "user_id",
+            "path",
+            {"type": "string", "pattern": "^[A-Za-z0-9_.@+-]{1,128}$"},
+            "owner_id of the channels",
+            example="72855158432d790dfb22d03ff64c033e",
+        ),
+        "DeviceId": _param(
+            "device_id",
+            "path",
+            {"type": "string", "pattern": "^[A-Za-z0-9_.@+-]{1,128}$"},
+            "authorizing_id of the channels",
+            example="63fbb9ac78e11f3ccb387928a423798a",
+        ),
+        "ChannelUuid": _param(
+            "channel_uuid",
+            "path",
+            {"type": "string", "pattern": UUID_PATTERN},
+            "the channel's Unique-ID",
+            example=CHANNEL,
+        ),
+        "RunId": _param("run_id", "path", {"type": "string"}, "a metaflow run id", example=RUN_EXAMPLE["id"]),
+        "RequestId": _param(
+            "X-Request-ID",
+            "header",
+            {"type": "string", "pattern": "^[A-Za-z0-9._:@/+=-]{1,128}$"},
+            "echoed as request_id and in the X-Request-ID response header",
+            example="crm-4711",
+        ),
+        "IfNoneMatch": _param(
+            "If-None-Match",
+            "header",
+            {"type": "string"},
+            "a revision from an earlier answer: 304 if data is unchanged",
+            example='"0c7d2f5a9b1e4c3d8a6f0b2e4d6c8a1f"',
+        ),
+        "Accept": _param(
+            "Accept",
+            "header",
+            {"type": "string", "enum": ["application/json", "text/csv"]},
+            "text/csv answers a listing as CSV (one row per channel)",
+            example="text/csv",
+        ),
+    }
+
+
+_P = "#/components/parameters/"
+_R = "#/components/responses/"
+
+
+def _p(*names: str) -> list[dict[str, str]]:
+    return [{"$ref": _P + n} for n in ("RequestId", *names)]
+
+
+def _r(**codes: str) -> dict[str, Any]:
+    return {code.removeprefix("r"): {"$ref": _R + name} for code, name in codes.items()}
+
+
+_AUTHED = {
+    "r400": "ValidationError",
+    "r401": "Unauthorized",
+    "r403": "Forbidden",
+    "r405": "MethodNotAllowed",
+    "r429": "RateLimited",
+}
+_BODY = {"r413": "TooLarge"}
+_CONTROL = {"r404": "BadIdentifier", "r502": "FreeswitchError", "r503": "Unavailable", "r504": "Timeout"}
+
+
+def _listing(summary: str, params: list[dict[str, str]], op_id: str) -> dict[str, Any]:
+    csv_example = (
+        "uuid,answered,direction,destination,username,presence_id,other_leg,owner_id,"
+        "authorizing_id,authorizing_type,timestamp,caller_id_name,caller_id_number,callee_id_name,"
+        "callee_id_number,is_onhold,node,elapsed_s\r\n"
+        f"{CHANNEL},true,outbound,user_zu0bf7,user_zu0bf7,user_zu0bf7@account.realm.com,"
+        "d220c187-e18e-4c42-bab2-459d10260091,72855158432d790dfb22d03ff64c033e,"
+        "63fbb9ac78e11f3ccb387928a423798a,device,63573977746,Alice,1001,Bob,2000,false,fs1,42\r\n"
+    )
+    return {
+        "get": {
+            "operationId": op_id,
+            "summary": summary,
+            "description": "Answered from eslchan's memory, never by asking FreeSWITCH.",
+            "tags": ["channels"],
+            "parameters": [*params, {"$ref": _P + "IfNoneMatch"}, {"$ref": _P + "Accept"}],
+            "responses": {
+                "200": {
+                    "description": "the channels, oldest first",
+                    "content": {
+                        "application/json": {
+                            "schema": _success({"type": "array", "items": _ref("Channel")}),
+                            "example": _envelope_example([CHANNEL_EXAMPLE]),
+                        },
+                        "text/csv": {"schema": {"type": "string"}, "example": csv_example},
+                    },
+                },
+                **_r(r304="NotModified", **_AUTHED),
+            },
+        }
+    }
+
+
+def build_document() -> dict[str, Any]:
+    channel_params = _p("AccountId", "ChannelUuid")
+    paths: dict[str, Any] = {
+        "/v2/api_auth": {
+            "put": {
+                "operationId": "createToken",
+                "summary": "Exchange an account's API key for a signed, expiring token",
+                "tags": ["auth"],
+                "security": [],
+                "parameters": _p(),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": _ref("ApiAuthRequest"),
+                            "example": {"data": {"api_key": "0123456789abcdef0123456789abcdef"}},
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json(
+                        _success(_ref("ApiAuthResult")),
+                        _envelope_example(
+                            {
+                                "account_id": ACCOUNT,
+                                "account_name": "Acme",
+                                "superduper_admin": False,
+                                "token_ttl": 3600,
+                            }
+                        ),
+                        "the token is in auth_token; send it as X-Auth-Token or Authorization: Bearer",
+                    ),
+                    **_r(
+                        r400="ValidationError",
+                        r401="Unauthorized",
+                        r405="MethodNotAllowed",
+                        r413="TooLarge",
+                        r429="RateLimited",
+                    ),
+                },
+            }
+        },
+        "/v2/channels": _listing(
+            "All channels of all nodes (superduper admin, and only with system_wide_channels_list on; "
+            "otherwise 403)",
+            _p(),
+            "listSystemChannels",
+        ),
+        "/v2/accounts/{account_id}/channels": _listing(
+            "The account's live channels", _p("AccountId"), "listAccountChannels"
+        ),
+        "/v2/accounts/{account_id}/users/{user_id}/channels": _listing(
+            "Channels whose owner_id is the user", _p("AccountId", "UserId"), "listUserChannels"
+        ),
+        "/v2/accounts/{account_id}/devices/{device_id}/channels": _listing(
+            "Channels whose authorizing_id is the device", _p("AccountId", "DeviceId"), "listDeviceChannels"
+        ),
+        "/v2/accounts/{account_id}/channels/{channel_uuid}": {
+            "get": {
+                "operationId": "getChannel",
+                "summary": "One channel's details",
+                "tags": ["channels"],
+                "parameters": [*channel_params, {"$ref": _P + "IfNoneMatch"}],
+                "responses": {
+                    "200": _json(
+                        _success(_ref("ChannelDetail")), _envelope_example(DETAIL_EXAMPLE), "the channel"
+                    ),
+                    **_r(r304="NotModified", r404="BadIdentifier", **_AUTHED),
+                },
+            },
+            "post": {
+                "operationId": "runAction",
+                "summary": "Run one action (transfer, hangup, break, intercept, callflow, move, play, ...)",
+                "description": "Runs exactly what PUT {module: action, data: params} runs; answers once "
+                "FreeSWITCH accepted the command.",
+                "tags": ["channels"],
+                "parameters": channel_params,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": _ref("ActionRequest"),
+                            "example": {
+                                "data": {
+                                    "action": "transfer",
+                                    "target": "2600",
+                                    "takeback_dtmf": "*1",
+                                    "moh": "media_id",
+                                }
+                            },
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        _success(_ref("ActionResult")),
+                        _envelope_example({"action": "transfer", "target": "2600"}),
+                        "FreeSWITCH accepted the command",
+                    ),
+                    **_r(**_AUTHED, **_BODY, **_CONTROL),
+                },
+            },
+            "put": {
+                "operationId": "startMetaflow",
+                "summary": "Put a metaflow (a tree of actions) on the channel",
+                "description": "The whole tree is validated first; the run then goes on in the background.",
+                "tags": ["metaflows"],
+                "parameters": channel_params,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": _ref("MetaflowRequest"),
+                            "examples": {
+                                "kazoo": {
+                                    "summary": "Kazoo's shape",
+                                    "value": {"action": "metaflow", "data": {"data": {"module": "hangup"}}},
+                                },
+                                "tree": {
+                                    "summary": "a node with children",
+                                    "value": {
+                                        "action": "metaflow",
+                                        "data": {
+                                            "module": "collect_dtmf",
+                                            "data": {"max_digits": 1},
+                                            "children": {
+                                                "1": {"module": "transfer", "data": {"target": "2600"}},
+                                                "_": {"module": "hangup"},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        }
+                    },
+                },
+                "responses": {
+                    "202": {
+                        "description": "validated and started; Location lists the channel's runs",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": {
+                            "application/json": {
+                                "schema": _success(_ref("Run")),
+                                "example": _envelope_example(RUN_EXAMPLE),
+                            }
+                        },
+                    },
+                    **_r(**_AUTHED, **_BODY, **_CONTROL),
+                },
+            },
+        },
+        "/v2/accounts/{account_id}/channels/{channel_uuid}/metaflows": {
+            "get": {
+                "operationId": "listRuns",
+                "summary": "The metaflow runs of the channel",
+                "tags": ["metaflows"],
+                "parameters": [*channel_params, {"$ref": _P + "IfNoneMatch"}],
+                "responses": {
+                    "200": _json(
+                        _success({"type": "array", "items": _ref("Run")}),
+                        _envelope_example([RUN_EXAMPLE]),
+                        "runs of the channel",
+                    ),
+                    **_r(r304="NotModified", r404="BadIdentifier", **_AUTHED),
+                },
+            }
+        },
+        "/v2/accounts/{account_id}/channels/{channel_uuid}/metaflows/{run_id}": {
+            "delete": {
+                "operationId": "stopRun",
+                "summary": "Stop a metaflow run",
+                "tags": ["metaflows"],
+                "parameters": _p("AccountId", "ChannelUuid", "RunId"),
+                "responses": {
+                    "200": _json(
+                        _success(_ref("Run")),
+                        _envelope_example({**RUN_EXAMPLE, "state": "stopped"}),
+                        "the run, stopped",
+                    ),
+                    **_r(r404="BadIdentifier", **_AUTHED),
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "Per-node ESL link state; 503 when no node is connected",
+                "tags": ["system"],
+                "security": [],
+                "parameters": _p(),
+                "responses": {
+                    "200": _json(
+                        _success(_ref("Health")), _envelope_example(HEALTH_UP), "at least one node up"
+                    ),
+                    "503": _json(
+                        _error(_ref("Health")),
+                        _error_example(503, "no node connected", HEALTH_DOWN),
+                        "no node is up",
+                    ),
+                    **_r(r405="MethodNotAllowed"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics: channels per node, link state, events received/dropped, "
+                "API requests by route and status, ESL command latency",
+                "tags": ["system"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format",
+                        "content": {
+                            "text/plain": {
+                                "schema": {"type": "string"},
+                                "example": 'eslchan_channels{node="fs1"} 2.0\n',
+                            }
+                        },
+                    },
+                    **_r(r405="MethodNotAllowed"),
+                },
+            }
+        },
+        "/v2/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document, bare (not in the envelope) so OpenAPI tools read it as is",
+                "tags": ["system"],
+                "security": [],
+                "parameters": _p("IfNoneMatch"),
+                "responses": {
+                    "200": {
+                        "description": "the OpenAPI document",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["openapi", "info", "paths", "components"],
+                                }
+                            }
+                        },
+                    },
+                    **_r(r304="NotModified", r405="MethodNotAllowed"),
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "eslchan",
+            "version": __version__,
+            "description": "Kazoo-compatible channels API over FreeSWITCH's Event Socket. Every JSON answer "
+            "is "
+            "the Kazoo envelope; errors add error, message and details in data. Unknown paths answer 404 "
+            "'faulty request' (components.responses.FaultyRequest).",
+        },
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "security": [{"authToken": []}, {"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "responses": _responses(),
+            "parameters": _parameters(),
+            "securitySchemes": {
+                "authToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
+
+
+_DOCUMENT = build_document()
+_BODY_JSON = json.dumps(_DOCUMENT, indent=1)
+
+
+def document() -> dict[str, Any]:
+    return copy.deepcopy(_DOCUMENT)
+
+
+bp = Blueprint("openapi", __name__)
+
+
+@bp.route("/v2/openapi.json", methods=["GET"])
+def openapi_json() -> Response:
+    revision = revision_of(_DOCUMENT)
+    headers = {"ETag": f'"{revision}"'}
+    if not_modified(revision):
+        return Response(status=304, headers=headers)
+    return Response(_BODY_JSON, status=200, mimetype="application/json", headers=headers)

@@ -1,0 +1,140 @@
+"""Operations endpoints: GET /health (per-node link state) and GET /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from eslchan.api.envelope import ApiError, respond
+
+LINK_STATES = ("connecting", "up", "down", "auth_failed")
+
+
+class _LiveCollector(Collector):
+    """Read at scrape time from the registry and the links, so the numbers are never stale."""
+
+    def __init__(self, registry: Any, links: Mapping[str, Any]):
+        self._registry = registry
+        self._links = links
+
+    def collect(self) -> Iterator[Any]:
+        channels = GaugeMetricFamily("eslchan_channels", "Live channels tracked, per node", labels=["node"])
+        nodes = set(self._links)
+        for ch in self._registry.all():
+            nodes.add(ch.node)
+        counts = {n: 0 for n in nodes}
+        for ch in self._registry.all():
+            counts[ch.node] = counts.get(ch.node, 0) + 1
+        for node, count in sorted(counts.items()):
+            channels.add_metric([node], count)
+        yield channels
+
+        up = GaugeMetricFamily("eslchan_link_up", "1 when the node's ESL link is up", labels=["node"])
+        state = GaugeMetricFamily(
+            "eslchan_link_state",
+            "The node's ESL link state (1 for the current one)",
+            labels=["node", "state"],
+        )
+        received = CounterMetricFamily(
+            "eslchan_events_received", "ESL events received from the node", labels=["node"]
+        )
+        dropped = CounterMetricFamily(
+            "eslchan_events_dropped", "ESL events dropped (queue overflow) for the node", labels=["node"]
+        )
+        reconnects = CounterMetricFamily("eslchan_link_reconnects", "ESL link reconnections", labels=["node"])
+        for name, link in sorted(self._links.items()):
+            up.add_metric([name], 1 if link.is_up else 0)
+            for s in LINK_STATES:
+                state.add_metric([name, s], 1 if link.state == s else 0)
+            stats = dict(link.stats)
+            received.add_metric([name], float(stats.get("events_received", 0)))
+            dropped.add_metric([name], float(stats.get("events_dropped", 0)))
+            reconnects.add_metric([name], float(stats.get("reconnects", 0)))
+        yield from (up, state, received, dropped, reconnects)
+
+
+class Metrics:
+    """The app's Prometheus metrics, in a CollectorRegistry of its own (several apps per process)."""
+
+    def __init__(self, registry: Any, links: Mapping[str, Any]):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "eslchan_api_requests",
+            "REST API requests answered, by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.command_seconds = Histogram(
+            "eslchan_esl_command_seconds",
+            "ESL command round trip, by node, command and outcome",
+            ["node", "command", "outcome"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.registry.register(_LiveCollector(registry, links))
+        for link in links.values():
+            link.add_command_listener(self.on_command)
+
+    def on_command(self, node: str, cmd: Any, seconds: float, error: str | None) -> None:
+        outcome = "ok" if error is None else "error"
+        self.command_seconds.labels(node, getattr(cmd, "name", "?"), outcome).observe(seconds)
+
+    def observe_request(self, route: str, method: str, status: int) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _count_request(resp: Response) -> Response:
+    metrics: Metrics = current_app.extensions["eslchan"].metrics
+    # the route template, never the raw path: ids in paths would make unbounded label sets
+    route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+    metrics.observe_request(route, request.method, resp.status_code)
+    return resp
+
+
+def install(app: Flask) -> None:
+    app.after_request(_count_request)
+
+
+bp = Blueprint("system", __name__)
+
+
+@bp.route("/health", methods=["GET"])
+def health() -> Response:
+    ext = current_app.extensions["eslchan"]
+    nodes = {}
+    for name, link in sorted(ext.links.items()):
+        stats = dict(link.stats)
+        nodes[name] = {
+            "state": link.state,
+            "up": bool(link.is_up),
+            "channels": len(ext.registry.for_node(name)),
+            "events_received": stats.get("events_received", 0),
+            "events_dropped": stats.get("events_dropped", 0),
+            "reconnects": stats.get("reconnects", 0),
+        }
+    data = {
+        "status": "ok" if any(n["up"] for n in nodes.values()) else "unavailable",
+        "nodes": nodes,
+        "nodes_up": sum(1 for n in nodes.values() if n["up"]),
+        "channels": len(ext.registry),
+        "uptime_s": int(time.monotonic() - ext.started),
+    }
+    if not data["nodes_up"]:
+        g.setdefault("auth_token", "")
+        raise ApiError(503, "no node connected", data)
+    return respond(data)
+
+
+@bp.route("/metrics", methods=["GET"])
+def metrics() -> Response:
+    body = current_app.extensions["eslchan"].metrics.exposition()
+    return Response(body, status=200, content_type=CONTENT_TYPE_LATEST)
