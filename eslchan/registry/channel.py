@@ -1,0 +1,145 @@
+"""One live channel as the registry keeps it: only the fields the API serves.
+
+A FreeSWITCH channel event carries 150+ headers; a Channel keeps about twenty values and
+the mapped/prefixed custom variables, so thousands of channels stay small (SPEC §4).
+"""
+
+from __future__ import annotations
+
+import sys
+
+#: Unix seconds + this = Gregorian seconds (Kazoo's ``timestamp``).
+GREGORIAN_OFFSET = 62167219200
+
+_intern = sys.intern
+
+
+def intern(value: str | None) -> str | None:
+    """Share one string object for values repeated across channels (nodes, states, ids)."""
+    return None if value is None else _intern(value)
+
+
+class Channel:
+    """A FreeSWITCH session on one node. Mutated only by :class:`ChannelRegistry`."""
+
+    __slots__ = (
+        "node",
+        "uuid",
+        "name",
+        "direction",
+        "destination",
+        "context",
+        "username",
+        "presence_id",
+        "other_leg",
+        "account_id",
+        "owner_id",
+        "authorizing_id",
+        "authorizing_type",
+        "created",
+        "caller_id_name",
+        "caller_id_number",
+        "callee_id_name",
+        "callee_id_number",
+        "is_onhold",
+        "answered",
+        "state",
+        "callstate",
+        "hangup_cause",
+        "application",
+        "custom",
+        "stale",
+        # ordering keys (generation << 48 | Event-Sequence) of the last applied update, per
+        # part of the state, so an older event never overwrites newer state
+        "seq",
+        "var_seq",
+        "app_seq",
+        "hold_seq",
+        "leg_seq",
+    )
+
+    def __init__(self, node: str, uuid: str, created: float) -> None:
+        self.node = _intern(node)
+        self.uuid = uuid
+        self.name: str | None = None
+        self.direction: str | None = None
+        self.destination: str | None = None
+        self.context: str | None = None
+        self.username: str | None = None
+        self.presence_id: str | None = None
+        self.other_leg: str | None = None
+        self.account_id: str | None = None
+        self.owner_id: str | None = None
+        self.authorizing_id: str | None = None
+        self.authorizing_type: str | None = None
+        self.created = created
+        self.caller_id_name: str | None = None
+        self.caller_id_number: str | None = None
+        self.callee_id_name: str | None = None
+        self.callee_id_number: str | None = None
+        self.is_onhold = False
+        self.answered = False
+        self.state: str | None = None
+        self.callstate: str | None = None
+        self.hangup_cause: str | None = None
+        self.application: str | None = None
+        self.custom: dict[str, str] | None = None
+        self.stale = False
+        self.seq = -1
+        self.var_seq = -1
+        self.app_seq = -1
+        self.hold_seq = -1
+        self.leg_seq = -1
+
+    @property
+    def timestamp(self) -> int:
+        """Creation time in Gregorian seconds."""
+        return int(self.created) + GREGORIAN_OFFSET
+
+    @property
+    def has_variables(self) -> bool:
+        """False while no event with the channel variables was seen (resync dumps those)."""
+        return self.var_seq >= 0
+
+    def listing(self, now: float) -> dict:
+        """The Kazoo listing fields (SPEC §4); the account is for access control, not shown."""
+        return {
+            "uuid": self.uuid,
+            "answered": self.answered,
+            "direction": self.direction,
+            "destination": self.destination,
+            "username": self.username,
+            "presence_id": self.presence_id,
+            "other_leg": self.other_leg,
+            "owner_id": self.owner_id,
+            "authorizing_id": self.authorizing_id,
+            "authorizing_type": self.authorizing_type,
+            "timestamp": self.timestamp,
+            "caller_id_name": self.caller_id_name,
+            "caller_id_number": self.caller_id_number,
+            "callee_id_name": self.callee_id_name,
+            "callee_id_number": self.callee_id_number,
+            "is_onhold": self.is_onhold,
+            "node": self.node,
+            "elapsed_s": max(0, int(now - self.created)),
+        }
+
+    def detail(self, now: float) -> dict:
+        """Listing plus the state a caller needs to act on the channel."""
+        out = self.listing(now)
+        out.update(
+            call_id=self.uuid,
+            other_leg_call_id=self.other_leg,
+            name=self.name,
+            context=self.context,
+            state=self.state,
+            callstate=self.callstate,
+            hangup_cause=self.hangup_cause,
+            application=self.application,
+            custom_channel_vars=dict(self.custom) if self.custom else {},
+            stale=self.stale,
+        )
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.node}/{self.uuid} {self.state} {self.callstate}>"

@@ -1,0 +1,700 @@
+"""The channel registry: every live channel of every node, from events, with no I/O.
+
+``apply(node, event)`` is the only way events change state. FreeSWITCH does not deliver
+events in Event-Sequence order, so each channel remembers the ordering key of the last
+update it took, per part of its state (headers, variables, application, hold, bridge), and
+an older event never overwrites newer state. The key is ``generation << 48 | sequence``:
+Event-Sequence restarts when FreeSWITCH restarts, and the restarted process has a new
+Core-UUID, which gets the next generation for that node.
+
+A channel is created from whichever of its events arrives first; CHANNEL_DESTROY removes it
+and leaves a tombstone for a while, so a late event cannot bring it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Mapping
+
+from eslchan.config import VariableMapping
+from eslchan.esl.message import Event
+from eslchan.registry.channel import Channel, intern
+from eslchan.registry.waiting import ChannelGone, Waiter
+
+log = logging.getLogger("eslchan.registry")
+
+Listener = Callable[[str, Channel | None, Event], None]
+
+_GEN_SHIFT = 48
+_DEAD = -2  # ordering key of an event from a FreeSWITCH process that has since restarted
+
+#: Events that concern a channel even when they lack a Channel-State header.
+CHANNEL_EVENTS = frozenset(
+    """CHANNEL_CREATE CHANNEL_UUID CHANNEL_ANSWER CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HOLD
+    CHANNEL_UNHOLD CHANNEL_CALLSTATE CHANNEL_STATE CALL_UPDATE CHANNEL_EXECUTE
+    CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CHANNEL_DESTROY
+    CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ORIGINATE CHANNEL_OUTGOING CHANNEL_PARK
+    CHANNEL_UNPARK CHANNEL_DATA""".split()
+)
+
+
+class ResyncMark:
+    """What happened on a node while its resync runs: the uuids events touched."""
+
+    __slots__ = ("node", "touched")
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.touched: set[str] = set()
+
+
+class ChannelRegistry:
+    """In-memory channels of all nodes, keyed by (node, uuid), with tenancy indexes."""
+
+    def __init__(
+        self,
+        mapping: VariableMapping | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        stale_grace: float = 30.0,
+        tombstone_ttl: float = 300.0,
+        tombstone_max: int = 200_000,
+    ) -> None:
+        self.mapping = mapping or VariableMapping()
+        self.clock = clock
+        self.stale_grace = stale_grace
+        self.tombstone_ttl = tombstone_ttl
+        self.tombstone_max = tombstone_max
+        m = self.mapping
+        self._v_account = "variable_" + m.account
+        self._v_owner = "variable_" + m.owner
+        self._v_authz_id = "variable_" + m.authorizing_id
+        self._v_authz_type = "variable_" + m.authorizing_type
+        self._v_username = "variable_" + m.username
+        self._v_presence = "variable_" + m.presence_id
+        self._v_prefix = "variable_" + m.custom_prefix if m.custom_prefix else None
+        # mapped names outside the prefix keep their full name in custom_channel_vars
+        self._mapped = {
+            "variable_" + n: intern(n)
+            for n in (
+                m.account,
+                m.owner,
+                m.authorizing_id,
+                m.authorizing_type,
+                m.username,
+                m.presence_id,
+            )
+        }
+        self._nodes: dict[str, dict[str, Channel]] = {}
+        self._count = 0
+        self._by_account: dict[str, set[Channel]] = {}
+        self._by_owner: dict[tuple[str, str], set[Channel]] = {}
+        self._by_device: dict[tuple[str, str], set[Channel]] = {}
+        self._tombstones: dict[str, OrderedDict[str, float]] = {}
+        self._gens: dict[str, dict[str, int]] = {}
+        self._current_gen: dict[str, int] = {}
+        self._pending_legs: dict[str, dict[str, tuple[str | None, int, float]]] = {}
+        self._waiters: dict[tuple[str, str], list[Waiter]] = {}
+        self._listeners: list[Listener] = []
+        self._resyncs: dict[str, list[ResyncMark]] = {}
+        self._down_since: dict[str, float] = {}
+        self.stats = {"events": 0, "ignored_old": 0, "ignored_destroyed": 0, "created": 0,
+                      "destroyed": 0, "removed": 0, "restarts": 0}
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    def get(self, node: str, uuid: str) -> Channel | None:
+        nodemap = self._nodes.get(node)
+        return None if nodemap is None else nodemap.get(uuid)
+
+    def find(self, uuid: str) -> Channel | None:
+        """The channel with that uuid on any node (uuids are globally unique in practice)."""
+        for nodemap in self._nodes.values():
+            ch = nodemap.get(uuid)
+            if ch is not None:
+                return ch
+        return None
+
+    def all(self) -> list[Channel]:
+        return _sorted(ch for nodemap in self._nodes.values() for ch in nodemap.values())
+
+    def for_node(self, node: str) -> list[Channel]:
+        return _sorted(self._nodes.get(node, {}).values())
+
+    def for_account(self, account_id: str) -> list[Channel]:
+        return _sorted(self._by_account.get(account_id, ()))
+
+    def for_owner(self, account_id: str, owner_id: str) -> list[Channel]:
+        return _sorted(self._by_owner.get((account_id, owner_id), ()))
+
+    def for_device(self, account_id: str, device_id: str) -> list[Channel]:
+        """Channels whose authorizing_id is the device."""
+        return _sorted(self._by_device.get((account_id, device_id), ()))
+
+    def nodes(self) -> list[str]:
+        return list(self._nodes)
+
+    def is_destroyed(self, node: str, uuid: str) -> bool:
+        """True if the channel was destroyed recently (late events for it are ignored)."""
+        return self._tombstoned(node, uuid)
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    def expect(
+        self,
+        node: str,
+        uuid: str,
+        names: Collection[str],
+        predicate: Callable[[Event], bool] | None = None,
+    ) -> Waiter:
+        """Register now for the channel's next matching event; ``.wait(timeout)`` later.
+
+        Use it around a command so the event cannot slip by while the command is in flight::
+
+            with registry.expect(node, uuid, {"CHANNEL_EXECUTE_COMPLETE"}) as w:
+                link.send(cmd)
+                event = w.wait(10)
+
+        Raises ChannelGone at once if the channel is not (or no longer) known.
+        """
+        if self.get(node, uuid) is None:
+            reason = "destroyed" if self._tombstoned(node, uuid) else "unknown"
+            raise ChannelGone(node, uuid, reason)
+        waiter = Waiter(node, uuid, names, predicate, self._cancel_waiter)
+        self._waiters.setdefault((node, uuid), []).append(waiter)
+        return waiter
+
+    def wait_for(
+        self,
+        node: str,
+        uuid: str,
+        names: Collection[str],
+        timeout: float | None,
+        predicate: Callable[[Event], bool] | None = None,
+    ) -> Event | None:
+        """The channel's next event named in ``names`` (None on timeout); raises ChannelGone
+        when the channel is destroyed or removed first. Waiting for CHANNEL_DESTROY itself
+        returns that event."""
+        return self.expect(node, uuid, names, predicate).wait(timeout)
+
+    def listen(self, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(node, channel, event)`` after every applied channel event, and
+        with a synthetic CHANNEL_DESTROY (``Eslchan-Removed``: reason) when a resync or an
+        expired node removes a channel. The channel passed with a destroy is the removed one
+        (its account still tells whose it was). Runs inside apply(): must not block."""
+        self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            try:
+                self._listeners.remove(callback)
+            except ValueError:
+                pass
+
+        return unsubscribe
+
+    def _cancel_waiter(self, waiter: Waiter) -> None:
+        key = (waiter.node, waiter.uuid)
+        lst = self._waiters.get(key)
+        if lst is None:
+            return
+        try:
+            lst.remove(waiter)
+        except ValueError:
+            return
+        if not lst:
+            del self._waiters[key]
+
+    def _wake(self, node: str, uuid: str, event: Event) -> None:
+        lst = self._waiters.get((node, uuid))
+        if not lst:
+            return
+        keep = [w for w in lst if not w.offer(event)]
+        if keep:
+            self._waiters[(node, uuid)] = keep
+        else:
+            del self._waiters[(node, uuid)]
+
+    def _gone(self, node: str, uuid: str, reason: str) -> None:
+        for w in self._waiters.pop((node, uuid), ()):
+            w.gone(reason)
+
+    def _notify(self, node: str, ch: Channel | None, event: Event) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb(node, ch, event)
+            except Exception:  # one broken subscriber must not stop the registry
+                log.exception("channel listener failed")
+
+    # -- applying events -------------------------------------------------------------------
+
+    def apply(self, node: str, event: Event) -> Channel | None:
+        """Apply one event from ``node``; returns the channel it concerns (None if none)."""
+        return self._apply(node, event, wake=True)
+
+    def _apply(self, node: str, event: Event, *, wake: bool) -> Channel | None:
+        self.stats["events"] += 1
+        key = self._order_key(node, event)
+        if key == _DEAD:
+            self.stats["ignored_old"] += 1
+            return None
+        uuid = event.get("Unique-ID")
+        if not uuid:
+            return None
+        name = event.get("Event-Name", "")
+        if name not in CHANNEL_EVENTS and "Channel-State" not in event:
+            return None
+        nodemap = self._nodes.get(node)
+        if nodemap is None:
+            nodemap = self._nodes[node] = {}
+            node = intern(node)
+        if name == "CHANNEL_UUID":
+            old = event.get("Old-Unique-ID")
+            if old and old != uuid:
+                self._rename(node, nodemap, old, uuid)
+        marks = self._resyncs.get(node)
+        if marks:
+            for mark in marks:
+                mark.touched.add(uuid)
+        ch = nodemap.get(uuid)
+        if name == "CHANNEL_DESTROY" or event.get("Channel-State") == "CS_DESTROY":
+            self._destroy(node, nodemap, uuid, ch, event, key)
+            return ch
+        if ch is None:
+            if self._tombstoned(node, uuid):
+                self.stats["ignored_destroyed"] += 1
+                return None
+            ch = self._create(node, nodemap, uuid, event)
+        self._update(ch, event, name, key)
+        if wake:
+            self._wake(node, uuid, event)
+        self._notify(node, ch, event)
+        return ch
+
+    def _order_key(self, node: str, event: Event) -> int | None:
+        core = event.get("Core-UUID")
+        gen = 0
+        if core:
+            gens = self._gens.get(node)
+            if gens is None:
+                gens = self._gens[node] = {}
+            gen = gens.get(core, -1)
+            if gen < 0:
+                gen = len(gens)
+                gens[core] = gen
+                if gen:
+                    self.stats["restarts"] += 1
+                    log.info("node %s restarted (new Core-UUID %s)", node, core)
+                self._current_gen[node] = gen
+            elif gen < self._current_gen.get(node, 0):
+                return _DEAD
+        seq = event.get("Event-Sequence")
+        if not seq:
+            return None
+        try:
+            return (gen << _GEN_SHIFT) | int(seq)
+        except ValueError:
+            return None
+
+    def _create(self, node: str, nodemap: dict[str, Channel], uuid: str, event: Event) -> Channel:
+        ch = Channel(node, uuid, _created(event, self.clock))
+        nodemap[uuid] = ch
+        self._count += 1
+        self.stats["created"] += 1
+        pending = self._pending_legs.get(node)
+        if pending:
+            leg = pending.pop(uuid, None)
+            if leg is not None:
+                ch.other_leg, ch.leg_seq = leg[0], leg[1]
+        return ch
+
+    def _update(self, ch: Channel, event: Event, name: str, key: int | None) -> None:
+        get = event.get
+        newer = key is None or key > ch.seq
+        if newer and key is not None:
+            ch.seq = key
+        # an older event only fills what is still unknown, so arrival order does not matter
+        for header, slot, interned in _HEADER_FIELDS:
+            value = get(header)
+            if value is None or (not newer and getattr(ch, slot) is not None):
+                continue
+            if not value and slot in _NONEMPTY_SLOTS:
+                continue
+            setattr(ch, slot, intern(value) if interned else value)
+        value = get("Caller-Channel-Created-Time")  # constant for a channel: take it anywhere
+        if value and value != "0":
+            try:
+                ch.created = int(value) / 1e6
+            except ValueError:
+                pass
+        # answered and the hangup cause only ever move forward: take them from any event
+        if not ch.answered and (
+            name == "CHANNEL_ANSWER"
+            or get("Answer-State") == "answered"
+            or get("Caller-Channel-Answered-Time", "0") not in ("0", "")
+        ):
+            ch.answered = True
+        value = get("Hangup-Cause")
+        if value and ch.hangup_cause is None:
+            ch.hangup_cause = intern(value)
+        if key is None or key > ch.var_seq:
+            self._update_variables(ch, event, key)
+        if name == "CHANNEL_EXECUTE":
+            if key is None or key > ch.app_seq:
+                ch.application = intern(get("Application"))
+                if key is not None:
+                    ch.app_seq = key
+        elif name == "CHANNEL_EXECUTE_COMPLETE":
+            # last writer wins: nothing newer than this completion is known to run
+            if key is None or key > ch.app_seq:
+                ch.application = None
+                if key is not None:
+                    ch.app_seq = key
+        elif name in ("CHANNEL_HOLD", "CHANNEL_UNHOLD"):
+            if key is None or key > ch.hold_seq:
+                ch.is_onhold = name == "CHANNEL_HOLD"
+                if key is not None:
+                    ch.hold_seq = key
+        elif name in ("CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE"):
+            self._bridge(ch, event, name == "CHANNEL_BRIDGE", key)
+        if ch.presence_id is None:
+            value = get("Channel-Presence-ID")
+            if value:
+                ch.presence_id = value
+
+    def _update_variables(self, ch: Channel, event: Event, key: int | None) -> None:
+        """Tenancy fields and custom variables, from an event that carries the variables."""
+        prefix = self._v_prefix
+        mapped = self._mapped
+        custom: dict[str, str] = {}
+        seen = False
+        for k, v in event.items():
+            if not k.startswith("variable_"):
+                continue
+            seen = True
+            if prefix is not None and k.startswith(prefix):
+                custom[intern(k[len(prefix) :])] = v
+            elif k in mapped:
+                custom[mapped[k]] = v
+        if not seen:
+            return  # this event type carries no variables: keep what we know
+        if key is not None:
+            ch.var_seq = key
+        elif ch.var_seq < 0:
+            ch.var_seq = 0
+        get = event.get
+        account = _nonempty(get(self._v_account))
+        owner = _nonempty(get(self._v_owner))
+        authz = _nonempty(get(self._v_authz_id))
+        if account != ch.account_id or owner != ch.owner_id or authz != ch.authorizing_id:
+            self._unindex(ch)
+            ch.account_id = intern(account)
+            ch.owner_id = intern(owner)
+            ch.authorizing_id = intern(authz)
+            self._index(ch)
+        ch.authorizing_type = intern(_nonempty(get(self._v_authz_type)))
+        username = _nonempty(get(self._v_username)) or _nonempty(get("variable_user_name"))
+        ch.username = username.lower() if username else None
+        presence = _nonempty(get(self._v_presence)) or _nonempty(get("Channel-Presence-ID"))
+        ch.presence_id = presence
+        ch.custom = custom or None
+        if ch.app_seq < 0:
+            app = _nonempty(get("variable_current_application"))
+            if app is not None:
+                ch.application = intern(app)
+        if ch.leg_seq < 0:
+            bridged = _nonempty(get("variable_bridge_uuid"))
+            if bridged is not None:
+                ch.other_leg = bridged
+
+    def _bridge(self, ch: Channel, event: Event, bridged: bool, key: int | None) -> None:
+        """CHANNEL_BRIDGE/UNBRIDGE reach only the A side: set (or clear) both legs."""
+        other_uuid = event.get("Other-Leg-Unique-ID") or event.get("Bridge-B-Unique-ID")
+        if other_uuid == ch.uuid:
+            other_uuid = event.get("Bridge-A-Unique-ID")
+        order = -1 if key is None else key
+        if key is None or key > ch.leg_seq:
+            ch.other_leg = other_uuid if bridged else None
+            ch.leg_seq = order
+        if not other_uuid:
+            return
+        other = self.get(ch.node, other_uuid)
+        if other is None:  # that leg's first event is still to come: keep it for then
+            if not self._tombstoned(ch.node, other_uuid):
+                pending = self._pending_legs.setdefault(ch.node, {})
+                known = pending.get(other_uuid)
+                if known is None or order > known[1]:
+                    pending[other_uuid] = (ch.uuid if bridged else None, order, self.clock())
+            return
+        if key is None or key > other.leg_seq:
+            if bridged:
+                other.other_leg = ch.uuid
+            elif other.other_leg == ch.uuid:
+                other.other_leg = None
+            other.leg_seq = order
+
+    def _rename(self, node: str, nodemap: dict[str, Channel], old: str, new: str) -> None:
+        """CHANNEL_UUID: the channel created under a temporary uuid takes its final one."""
+        ch = nodemap.pop(old, None)
+        self._tombstone(node, old)  # a late event under the old uuid must not recreate it
+        if ch is not None:
+            if new in nodemap:  # events under the new uuid arrived first: keep that channel
+                self._unindex(ch)
+                self._count -= 1
+            else:
+                ch.uuid = new
+                nodemap[new] = ch
+        waiters = self._waiters.pop((node, old), None)
+        if waiters:
+            for w in waiters:
+                w.uuid = new
+            self._waiters.setdefault((node, new), []).extend(waiters)
+
+    def _destroy(
+        self,
+        node: str,
+        nodemap: dict[str, Channel],
+        uuid: str,
+        ch: Channel | None,
+        event: Event,
+        key: int | None,
+    ) -> None:
+        self._tombstone(node, uuid)
+        if ch is None:
+            return
+        self._update(ch, event, event.get("Event-Name", ""), key)
+        del nodemap[uuid]
+        self._count -= 1
+        self._unindex(ch)
+        self.stats["destroyed"] += 1
+        self._wake(node, uuid, event)
+        self._gone(node, uuid, "destroyed")
+        self._notify(node, ch, event)
+
+    def _remove(self, ch: Channel, reason: str) -> None:
+        """Drop a channel that FreeSWITCH no longer has, without an event for it."""
+        nodemap = self._nodes.get(ch.node)
+        if nodemap is None or nodemap.get(ch.uuid) is not ch:
+            return
+        del nodemap[ch.uuid]
+        self._count -= 1
+        self._unindex(ch)
+        self._tombstone(ch.node, ch.uuid)
+        self.stats["removed"] += 1
+        self._gone(ch.node, ch.uuid, reason)
+        event: Event = {
+            "Event-Name": "CHANNEL_DESTROY",
+            "Unique-ID": ch.uuid,
+            "Eslchan-Removed": reason,
+        }
+        self._notify(ch.node, ch, event)
+
+    # -- tombstones ------------------------------------------------------------------------
+
+    def _tombstone(self, node: str, uuid: str) -> None:
+        stones = self._tombstones.get(node)
+        if stones is None:
+            stones = self._tombstones[node] = OrderedDict()
+        now = self.clock()
+        stones[uuid] = now + self.tombstone_ttl
+        stones.move_to_end(uuid)
+        while stones:
+            first_uuid, expiry = next(iter(stones.items()))
+            if expiry > now and len(stones) <= self.tombstone_max:
+                break
+            stones.popitem(last=False)
+        pending = self._pending_legs.get(node)
+        if pending:  # bridges announced for legs that never showed up
+            for leg_uuid in [u for u, (_, _, t) in pending.items() if now - t > self.tombstone_ttl]:
+                del pending[leg_uuid]
+
+    def _tombstoned(self, node: str, uuid: str) -> bool:
+        stones = self._tombstones.get(node)
+        if not stones:
+            return False
+        expiry = stones.get(uuid)
+        return expiry is not None and expiry > self.clock()
+
+    # -- indexes ---------------------------------------------------------------------------
+
+    def _index(self, ch: Channel) -> None:
+        account = ch.account_id
+        if account is None:
+            return
+        self._by_account.setdefault(account, set()).add(ch)
+        if ch.owner_id is not None:
+            self._by_owner.setdefault((account, ch.owner_id), set()).add(ch)
+        if ch.authorizing_id is not None:
+            self._by_device.setdefault((account, ch.authorizing_id), set()).add(ch)
+
+    def _unindex(self, ch: Channel) -> None:
+        account = ch.account_id
+        if account is None:
+            return
+        _discard(self._by_account, account, ch)
+        if ch.owner_id is not None:
+            _discard(self._by_owner, (account, ch.owner_id), ch)
+        if ch.authorizing_id is not None:
+            _discard(self._by_device, (account, ch.authorizing_id), ch)
+
+    # -- resync and node life ---------------------------------------------------------------
+
+    def begin_resync(self, node: str) -> ResyncMark:
+        """Start recording which channels events touch while a snapshot is being taken."""
+        mark = ResyncMark(node)
+        self._resyncs.setdefault(node, []).append(mark)
+        return mark
+
+    def abort_resync(self, mark: ResyncMark) -> None:
+        marks = self._resyncs.get(mark.node)
+        if marks and mark in marks:
+            marks.remove(mark)
+
+    def needs_dump(self, node: str, uuid: str) -> bool:
+        """Should a resync fetch this channel's variables (uuid_dump)?"""
+        ch = self.get(node, uuid)
+        if ch is None:
+            return not self._tombstoned(node, uuid)
+        return not ch.has_variables
+
+    def apply_dump(self, node: str, dump: Event) -> Channel | None:
+        """Apply a ``uuid_dump <uuid> json`` result: like an event (it carries Core-UUID and
+        Event-Sequence, so it is ordered against real events), but it wakes no waiter."""
+        return self._apply(node, dump, wake=False)
+
+    def apply_row(self, node: str, row: Mapping[str, str], mark: ResyncMark) -> Channel | None:
+        """Refresh (or, failing a dump, create) a channel from a ``show channels`` row. A
+        channel an event touched during the resync keeps the event's newer state."""
+        uuid = row.get("uuid")
+        if not uuid or uuid in mark.touched or self._tombstoned(node, uuid):
+            return self.get(node, uuid) if uuid else None
+        nodemap = self._nodes.setdefault(node, {})
+        ch = nodemap.get(uuid)
+        if ch is None:
+            try:
+                created = float(row.get("created_epoch") or 0) or self.clock()
+            except ValueError:
+                created = self.clock()
+            ch = Channel(node, uuid, created)
+            nodemap[uuid] = ch
+            self._count += 1
+            self.stats["created"] += 1
+            ch.name = row.get("name") or None
+            ch.direction = intern(row.get("direction") or None)
+            ch.destination = intern(row.get("dest"))
+            ch.context = intern(row.get("context") or None)
+            ch.caller_id_name = row.get("cid_name")
+            ch.caller_id_number = row.get("cid_num")
+            ch.callee_id_name = row.get("callee_name")
+            ch.callee_id_number = row.get("callee_num")
+            ch.presence_id = row.get("presence_id") or None
+        state = row.get("state")
+        if state:
+            ch.state = intern(state)
+        callstate = row.get("callstate")
+        if callstate:
+            ch.callstate = intern(callstate)
+            if callstate in ("ACTIVE", "HELD"):
+                ch.answered = True
+        if ch.app_seq < 0 and row.get("application"):
+            ch.application = intern(row["application"])
+        return ch
+
+    def end_resync(self, mark: ResyncMark, present: Collection[str]) -> list[Channel]:
+        """Finish a resync: drop what FreeSWITCH no longer has (unless an event showed it
+        during the resync), and the node's channels are no longer stale. Returns the
+        removed channels."""
+        self.abort_resync(mark)
+        node = mark.node
+        nodemap = self._nodes.get(node, {})
+        present = present if isinstance(present, (set, frozenset)) else set(present)
+        removed = [
+            ch
+            for uuid, ch in nodemap.items()
+            if uuid not in present and uuid not in mark.touched
+        ]
+        for ch in removed:
+            self._remove(ch, "resync")
+        if node not in self._down_since:  # a link lost again meanwhile keeps them stale
+            for ch in nodemap.values():
+                ch.stale = False
+        return removed
+
+    def node_down(self, node: str, now: float | None = None) -> None:
+        """The node's link is lost: its channels stay listed, marked stale, for the grace."""
+        self._down_since.setdefault(node, self.clock() if now is None else now)
+        for ch in self._nodes.get(node, {}).values():
+            ch.stale = True
+
+    def node_up(self, node: str) -> None:
+        """The link is back; the resync that follows settles the stale channels."""
+        self._down_since.pop(node, None)
+
+    def is_down(self, node: str) -> bool:
+        return node in self._down_since
+
+    def expire_stale(self, now: float | None = None) -> list[Channel]:
+        """Remove the channels of nodes down for longer than the grace period."""
+        now = self.clock() if now is None else now
+        removed: list[Channel] = []
+        for node, since in list(self._down_since.items()):
+            if now - since < self.stale_grace:
+                continue
+            gone = list(self._nodes.get(node, {}).values())
+            for ch in gone:
+                self._remove(ch, "node down")
+            removed.extend(gone)
+        return removed
+
+    def remove_node(self, node: str, reason: str = "removed") -> list[Channel]:
+        gone = list(self._nodes.get(node, {}).values())
+        for ch in gone:
+            self._remove(ch, reason)
+        return gone
+
+
+#: (event header, Channel slot, intern the value?) taken from every channel event.
+_HEADER_FIELDS = (
+    ("Channel-State", "state", True),
+    ("Channel-Call-State", "callstate", True),
+    ("Channel-Name", "name", False),
+    ("Call-Direction", "direction", True),
+    ("Caller-Destination-Number", "destination", True),
+    ("Caller-Context", "context", True),
+    ("Caller-Caller-ID-Name", "caller_id_name", False),
+    ("Caller-Caller-ID-Number", "caller_id_number", False),
+    ("Caller-Callee-ID-Name", "callee_id_name", False),
+    ("Caller-Callee-ID-Number", "callee_id_number", False),
+)
+_NONEMPTY_SLOTS = frozenset({"state", "callstate", "name", "direction", "context"})
+
+
+def _nonempty(value: str | None) -> str | None:
+    return value if value else None
+
+
+def _created(event: Event, clock: Callable[[], float]) -> float:
+    for header in ("Caller-Channel-Created-Time", "Event-Date-Timestamp"):
+        value = event.get(header)
+        if value and value != "0":
+            try:
+                return int(value) / 1e6
+            except ValueError:
+                pass
+    return clock()
+
+
+def _discard(index: dict, key: object, ch: Channel) -> None:
+    bucket = index.get(key)
+    if bucket is not None:
+        bucket.discard(ch)
+        if not bucket:
+            del index[key]
+
+
+def _sorted(channels: Iterable[Channel]) -> list[Channel]:
+    return sorted(channels, key=lambda c: (c.created, c.uuid))
