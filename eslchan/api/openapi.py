@@ -80,8 +80,8 @@ DETAIL_EXAMPLE = {
     "application": "park",
     "hangup_cause": None,
     "custom_channel_vars": {
-        "eslchan_account_id": ACCOUNT,
-        "eslchan_owner_id": "72855158432d790dfb22d03ff64c033e",
+        "account_id": ACCOUNT,
+        "owner_id": "72855158432d790dfb22d03ff64c033e",
     },
     "stale": False,
 }

@@ -7,7 +7,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -63,6 +70,8 @@ class Metrics:
     """The app's Prometheus metrics, in a CollectorRegistry of its own (several apps per process)."""
 
     def __init__(self, registry: Any, links: Mapping[str, Any]):
+        # *_created series double every counter's output and no dashboard here reads them
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "eslchan_api_requests",
