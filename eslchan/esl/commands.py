@@ -221,6 +221,9 @@ def media(value: object, field: str = "media") -> Arg:
     else:
         if not _MEDIA_PATH.fullmatch(text) or text.startswith("-"):
             raise CommandError(field, "not a valid media reference (scheme or file path)")
+    # uuid_broadcast reads "path::app(arg)" as "run this application": never let one through.
+    if "::" in text:
+        raise CommandError(field, "'::' (application call) not allowed in media")
     if ".." in text.split("?")[0].split("/"):
         raise CommandError(field, "'..' path segments not allowed")
     return _mint(text, field)
