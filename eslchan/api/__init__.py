@@ -88,7 +88,7 @@ def create_app(
     ``metrics`` lets the caller share one :class:`Metrics` (built with ``Metrics(registry, links)``,
     which subscribes to the links' command latencies); by default the app makes its own.
     """
-    app = Flask("eslchan.api")
+    app = Flask("eslchan.api", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.http.max_body_bytes
     app.config["TRAP_HTTP_EXCEPTIONS"] = False
     app.url_map.strict_slashes = False
