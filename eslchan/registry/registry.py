@@ -377,9 +377,9 @@ class ChannelRegistry:
                 continue
             seen = True
             if prefix is not None and k.startswith(prefix):
-                custom[intern(k[len(prefix) :])] = v
+                custom[intern(k[len(prefix) :])] = _share(v)
             elif k in mapped:
-                custom[mapped[k]] = v
+                custom[mapped[k]] = _share(v)
         if not seen:
             return  # this event type carries no variables: keep what we know
         if key is not None:
@@ -390,6 +390,7 @@ class ChannelRegistry:
         account = _nonempty(get(self._v_account))
         owner = _nonempty(get(self._v_owner))
         authz = _nonempty(get(self._v_authz_id))
+        account, owner, authz = intern(account), intern(owner), intern(authz)
         if account != ch.account_id or owner != ch.owner_id or authz != ch.authorizing_id:
             self._unindex(ch)
             ch.account_id = intern(account)
@@ -398,9 +399,9 @@ class ChannelRegistry:
             self._index(ch)
         ch.authorizing_type = intern(_nonempty(get(self._v_authz_type)))
         username = _nonempty(get(self._v_username)) or _nonempty(get("variable_user_name"))
-        ch.username = username.lower() if username else None
+        ch.username = intern(username.lower()) if username else None
         presence = _nonempty(get(self._v_presence)) or _nonempty(get("Channel-Presence-ID"))
-        ch.presence_id = presence
+        ch.presence_id = intern(presence)
         ch.custom = custom or None
         if ch.app_seq < 0:
             app = _nonempty(get("variable_current_application"))
@@ -441,8 +442,9 @@ class ChannelRegistry:
         """CHANNEL_UUID: the channel created under a temporary uuid takes its final one."""
         ch = nodemap.pop(old, None)
         self._tombstone(node, old)  # a late event under the old uuid must not recreate it
+        destroyed = self._tombstoned(node, new)  # the rename itself arrived late
         if ch is not None:
-            if new in nodemap:  # events under the new uuid arrived first: keep that channel
+            if new in nodemap or destroyed:  # events under the new uuid came first: keep those
                 self._unindex(ch)
                 self._count -= 1
             else:
@@ -452,7 +454,10 @@ class ChannelRegistry:
         if waiters:
             for w in waiters:
                 w.uuid = new
-            self._waiters.setdefault((node, new), []).extend(waiters)
+                if destroyed:
+                    w.gone("destroyed")
+                else:
+                    self._waiters.setdefault((node, new), []).append(w)
 
     def _destroy(
         self,
@@ -665,12 +670,17 @@ _HEADER_FIELDS = (
     ("Call-Direction", "direction", True),
     ("Caller-Destination-Number", "destination", True),
     ("Caller-Context", "context", True),
-    ("Caller-Caller-ID-Name", "caller_id_name", False),
-    ("Caller-Caller-ID-Number", "caller_id_number", False),
-    ("Caller-Callee-ID-Name", "callee_id_name", False),
-    ("Caller-Callee-ID-Number", "callee_id_number", False),
+    ("Caller-Caller-ID-Name", "caller_id_name", True),
+    ("Caller-Caller-ID-Number", "caller_id_number", True),
+    ("Caller-Callee-ID-Name", "callee_id_name", True),
+    ("Caller-Callee-ID-Number", "callee_id_number", True),
 )
 _NONEMPTY_SLOTS = frozenset({"state", "callstate", "name", "direction", "context"})
+
+
+def _share(value: str) -> str:
+    """Short values (ids, names, flags) repeat across channels: keep one copy of each."""
+    return intern(value) if len(value) <= 64 else value
 
 
 def _nonempty(value: str | None) -> str | None:
