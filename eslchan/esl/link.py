@@ -1,0 +1,389 @@
+"""NodeLink: the persistent, self-healing link to one FreeSWITCH node.
+
+Two inbound connections per node (SPEC §8): an *event* connection subscribed to the
+configured events, and a *command* connection that carries api/bgapi/sendmsg and only
+receives BACKGROUND_JOB results and heartbeats, so an event burst never delays a command.
+Either connection dying takes the link down; it is rebuilt forever with exponential backoff,
+jitter and a cap. The layers above hear about it through ``on_up``/``on_down`` and receive
+events through ``on_event``, all called from one dispatcher greenlet in arrival order.
+Events wait in a bounded queue: on overflow they are counted, logged and reported through
+``on_lost_events`` (after the events queued before the loss), so the registry resyncs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from gevent.event import Event as GEvent
+
+from eslchan.config import LinkOptions, NodeConfig
+from eslchan.esl.commands import Command, control
+from eslchan.esl.connection import AuthFailed, EslConnection
+from eslchan.esl.errors import CommandRejected, CommandTimeout, EslError, LinkDown
+from eslchan.esl.message import Event, Frame
+from eslchan.esl.parser import ProtocolError, decode_event
+
+log = logging.getLogger("eslchan.esl")
+
+CommandListener = Callable[[str, Command, float, "str | None"], None]
+
+_UP, _DOWN, _LOST = "up", "down", "lost"  # markers in the event queue
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_:]+")
+_DISPATCH_YIELD_EVERY = 64
+
+
+def _noop(*_args: Any) -> None:
+    return None
+
+
+def _is_failure(text: str) -> bool:
+    return text.startswith("-ERR") or text.startswith("-USAGE")
+
+
+class NodeLink:
+    def __init__(
+        self,
+        node: NodeConfig,
+        options: LinkOptions,
+        *,
+        on_event: Callable[[str, Event], None] = _noop,
+        on_up: Callable[[str], None] = _noop,
+        on_down: Callable[[str], None] = _noop,
+        on_lost_events: Callable[[str], None] = _noop,
+    ) -> None:
+        self.node = node
+        self.options = options
+        self.name = node.name
+        self.on_event = on_event
+        self.on_up = on_up
+        self.on_down = on_down
+        self.on_lost_events = on_lost_events
+        self.state = "down"
+        self.last_error: str | None = None
+        self._counters = {
+            "events_received": 0,
+            "events_dropped": 0,
+            "events_undecodable": 0,
+            "reconnects": 0,
+            "connects": 0,
+            "connect_failures": 0,
+            "auth_failures": 0,
+            "commands": 0,
+            "command_errors": 0,
+            "lost_event_reports": 0,
+        }
+        self._queue: deque[Frame | str] = deque()
+        self._wake = GEvent()
+        self._overflowing = False
+        self._dropped_in_episode = 0
+        self._cmd: EslConnection | None = None
+        self._evt: EslConnection | None = None
+        self._stopping = GEvent()
+        self._supervisor: gevent.Greenlet | None = None
+        self._dispatcher: gevent.Greenlet | None = None
+        self._listeners: list[CommandListener] = []
+        self._attempt = 0
+
+    # --- public state ---------------------------------------------------------------------
+
+    @property
+    def is_up(self) -> bool:
+        return self.state == "up"
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self._counters,
+            "state": self.state,
+            "event_queue": len(self._queue),
+            "last_error": self.last_error,
+        }
+
+    def add_command_listener(self, fn: CommandListener) -> None:
+        """``fn(node, cmd, seconds, error)`` after every command; error is None or a class name."""
+        self._listeners.append(fn)
+
+    # --- life -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._supervisor is not None:
+            return
+        self._stopping.clear()
+        self._dispatcher = gevent.spawn(self._dispatch_loop)
+        self._supervisor = gevent.spawn(self._supervise)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for conn in (self._cmd, self._evt):
+            if conn is not None:
+                conn.close("link stopped")
+        if self._supervisor is not None:
+            self._supervisor.kill(block=True, timeout=2)
+        if self._dispatcher is not None:
+            self._dispatcher.kill(block=True, timeout=2)
+        self._supervisor = self._dispatcher = None
+        self._cmd = self._evt = None
+        self.state = "down"
+
+    def _backoff(self) -> float:
+        o = self.options
+        delay = min(o.backoff_max, o.backoff_initial * (2 ** min(self._attempt, 30)))
+        delay *= 1 + random.uniform(-o.backoff_jitter, o.backoff_jitter)
+        self._attempt += 1
+        return max(0.0, min(delay, o.backoff_max))
+
+    def _supervise(self) -> None:
+        extra = {"node": self.name}
+        while not self._stopping.is_set():
+            self.state = "connecting"
+            try:
+                cmd, evt = self._connect_once()
+            except AuthFailed as exc:
+                self.state = "auth_failed"
+                self.last_error = f"authentication refused: {exc.reason}"
+                self._counters["auth_failures"] += 1
+                delay = self._backoff()
+                log.error(
+                    "node %s (%s:%s): authentication refused: %s; retrying in %.1f s",
+                    self.name, self.node.host, self.node.port, exc.reason, delay, extra=extra,
+                )  # fmt: skip
+            except (EslError, OSError) as exc:
+                self.state = "down"
+                self.last_error = str(exc)
+                self._counters["connect_failures"] += 1
+                delay = self._backoff()
+                log.warning(
+                    "node %s: cannot connect: %s; retrying in %.1f s",
+                    self.name, exc, delay, extra=extra,
+                )  # fmt: skip
+            else:
+                self._attempt = 0
+                gevent.wait([cmd.closed, evt.closed, self._stopping], count=1)
+                reason = cmd.close_reason or evt.close_reason or "stopped"
+                self._teardown(cmd, evt)
+                if self._stopping.is_set():
+                    break
+                self.last_error = reason
+                self._counters["reconnects"] += 1
+                delay = self._backoff()
+                log.warning(
+                    "node %s: link down: %s; reconnecting in %.1f s",
+                    self.name, reason, delay, extra=extra,
+                )  # fmt: skip
+            if self._stopping.wait(delay):
+                break
+
+    def _connect_once(self) -> tuple[EslConnection, EslConnection]:
+        o, n = self.options, self.node
+        timeout = o.connect_timeout
+        cmd = EslConnection(
+            n.host, n.port, n.password, name=f"{n.name}/cmd", connect_timeout=timeout,
+            watchdog=o.watchdog,
+        )  # fmt: skip
+        evt = EslConnection(
+            n.host, n.port, n.password, name=f"{n.name}/events", connect_timeout=timeout,
+            watchdog=o.watchdog,
+        )  # fmt: skip
+        early: list[Frame] = []  # events that beat the subscription reply to the supervisor
+        evt.on_event = early.append
+        try:
+            cmd.connect()
+            self._subscribe(cmd, "json", ["BACKGROUND_JOB", "HEARTBEAT"], timeout)
+            evt.connect()
+            events = list(dict.fromkeys([*o.events, "HEARTBEAT"]))  # heartbeats feed the watchdog
+            self._subscribe(evt, o.event_format, events, timeout)
+        except BaseException:
+            cmd.close("connect failed")
+            evt.close("connect failed")
+            raise
+        # no yield from here on: "up" is announced before any event of this connection
+        self._cmd, self._evt = cmd, evt
+        self.state = "up"
+        self._counters["connects"] += 1
+        self._put_marker(_UP)
+        for frame in early:
+            self._enqueue_event(frame)
+        evt.on_event = self._enqueue_event
+        log.info("node %s: link up (%s:%s)", n.name, n.host, n.port, extra={"node": n.name})
+        return cmd, evt
+
+    @staticmethod
+    def _subscribe(conn: EslConnection, fmt: str, events: list[str], timeout: float) -> None:
+        for name in events:
+            for part in name.split():
+                if not _EVENT_NAME.fullmatch(part):
+                    raise ValueError(f"bad event name in subscription: {name!r}")
+        reply = conn.request(control(f"event {fmt} {' '.join(events)}"), timeout)
+        if not reply.reply_text.startswith("+OK"):
+            raise LinkDown(f"node {conn.name}: subscription refused: {reply.reply_text}")
+
+    def _teardown(self, cmd: EslConnection, evt: EslConnection) -> None:
+        was_up = self._cmd is cmd
+        if was_up:
+            self._cmd = self._evt = None
+            self.state = "down"
+        cmd.close("link down")
+        evt.close("link down")
+        if was_up:
+            self._put_marker(_DOWN)
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _enqueue_event(self, frame: Frame) -> None:
+        """From the event connection's reader: never blocks, bounded."""
+        self._counters["events_received"] += 1
+        if len(self._queue) >= self.options.event_queue_max:
+            self._counters["events_dropped"] += 1
+            self._dropped_in_episode += 1
+            if not self._overflowing:
+                self._overflowing = True
+                log.error(
+                    "node %s: event queue full (%d): dropping events, a resync will follow",
+                    self.name, self.options.event_queue_max, extra={"node": self.name},
+                )  # fmt: skip
+                self._queue.append(_LOST)  # markers bypass the bound
+            return
+        self._queue.append(frame)
+        self._wake.set()
+
+    def _put_marker(self, marker: str) -> None:
+        self._queue.append(marker)
+        self._wake.set()
+
+    def _dispatch_loop(self) -> None:
+        queue = self._queue
+        name = self.name
+        since_yield = 0
+        while True:
+            if not queue:
+                self._wake.clear()
+                if not queue:
+                    self._wake.wait()
+                continue
+            item = queue.popleft()
+            if type(item) is Frame:
+                try:
+                    event = decode_event(item)
+                except ProtocolError as exc:
+                    self._counters["events_undecodable"] += 1
+                    log.warning("node %s: undecodable event: %s", name, exc, extra={"node": name})
+                    continue
+                self._call(self.on_event, name, event)
+                since_yield += 1
+                if since_yield >= _DISPATCH_YIELD_EVERY:
+                    since_yield = 0
+                    gevent.sleep(0)
+            elif item == _UP:
+                self._call(self.on_up, name)
+            elif item == _DOWN:
+                self._call(self.on_down, name)
+            elif item == _LOST:
+                dropped, self._dropped_in_episode = self._dropped_in_episode, 0
+                self._overflowing = False
+                self._counters["lost_event_reports"] += 1
+                log.error(
+                    "node %s: %d events were dropped; reporting lost events", name, dropped,
+                    extra={"node": name},
+                )  # fmt: skip
+                self._call(self.on_lost_events, name)
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("node %s: %s failed", self.name, getattr(fn, "__name__", fn))
+
+    # --- commands -------------------------------------------------------------------------
+
+    def _conn(self) -> EslConnection:
+        conn = self._cmd
+        if conn is None or self.state != "up":
+            raise LinkDown(f"node {self.name} is not connected ({self.state})")
+        return conn
+
+    def _run(self, cmd: Command, fn: Callable[[], str]) -> str:
+        self._counters["commands"] += 1
+        started = time.monotonic()
+        error: str | None = None
+        try:
+            return fn()
+        except EslError as exc:
+            error = type(exc).__name__
+            self._counters["command_errors"] += 1
+            raise
+        finally:
+            if self._listeners:
+                seconds = time.monotonic() - started
+                for listener in self._listeners:
+                    try:
+                        listener(self.name, cmd, seconds, error)
+                    except Exception:
+                        log.exception("node %s: command listener failed", self.name)
+
+    def api(self, cmd: Command, timeout: float | None = None) -> str:
+        """Run an ``api`` command; returns its body. CommandRejected on a -ERR/-USAGE body."""
+        if cmd.kind != "api":
+            raise ValueError(f"not an api command: {cmd.text}")
+        wait = self.options.command_timeout if timeout is None else timeout
+
+        def run() -> str:
+            body = self._conn().request(cmd, wait).body
+            if _is_failure(body):
+                raise CommandRejected(body.strip(), cmd.text)
+            return body
+
+        return self._run(cmd, run)
+
+    def bgapi(self, cmd: Command, timeout: float | None = None) -> str:
+        """Run a ``bgapi`` command and wait for its BACKGROUND_JOB; returns the job's body."""
+        if cmd.kind != "bgapi" or not cmd.job_uuid:
+            raise ValueError(f"not a bgapi command: {cmd.text}")
+        job = cmd.job_uuid
+        wait = self.options.command_timeout if timeout is None else timeout
+
+        def run() -> str:
+            conn = self._conn()
+            deadline = time.monotonic() + wait
+            waiter = conn.expect_job(job)  # before sending: the result may beat the reply
+            try:
+                reply = conn.request(cmd, wait).reply_text
+                if not reply.startswith("+OK"):
+                    raise CommandRejected(reply, cmd.text)
+                try:
+                    event = waiter.get(timeout=max(0.0, deadline - time.monotonic()))
+                except gevent.Timeout:
+                    raise CommandTimeout(
+                        f"node {self.name}: no result for {cmd.name} (job {job}) within {wait:g} s"
+                    ) from None
+            finally:
+                conn.forget_job(job)
+            body = event.get("_body", "")
+            if _is_failure(body):
+                raise CommandRejected(body.strip(), cmd.text)
+            return body
+
+        return self._run(cmd, run)
+
+    def send(self, cmd: Command, timeout: float | None = None) -> str:
+        """Send a sendmsg/control command; returns its Reply-Text. CommandRejected on -ERR."""
+        if cmd.kind not in ("sendmsg", "control"):
+            raise ValueError(f"use api()/bgapi() for {cmd.text}")
+        wait = self.options.command_timeout if timeout is None else timeout
+
+        def run() -> str:
+            text = self._conn().request(cmd, wait).reply_text
+            if _is_failure(text):
+                raise CommandRejected(text, cmd.text)
+            return text
+
+        return self._run(cmd, run)
+
+    def __repr__(self) -> str:
+        return f"<NodeLink {self.name} {self.node.host}:{self.node.port} {self.state}>"
