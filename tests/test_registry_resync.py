@@ -1,0 +1,354 @@
+"""Resync and node life: rebuilding a node's channels from FreeSWITCH's own answers, events
+during a resync, stale channels while a link is down, and FreeSWITCH restarts.
+
+The FreeSWITCH answers here are the recorded ones of capture 05 (`show channels as json`,
+`uuid_dump … json`), served by a small stand-in that speaks for FreeSWITCH; end-to-end
+resyncs over real TCP are in test_registry_scenario.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import gevent
+import pytest
+
+from eslchan.config import VariableMapping
+from eslchan.esl.errors import CommandRejected, CommandTimeout, LinkDown
+from eslchan.esl.parser import FrameParser, decode_event
+from eslchan.registry import ChannelGone, ChannelRegistry, NodeSync, Resyncer
+from eslchan.registry.resync import parse_show_channels
+
+pytestmark = pytest.mark.timeout(30)
+
+U1 = "2dff7fe3-6508-443f-aa41-0ffda2720427"
+U1B = "0bfa4df5-5376-4418-baf7-ef57642d9454"
+U2 = "e0b2d7b5-58fa-408b-b063-e8714171ffe0"
+U2B = "012a8b01-5784-4958-b8d9-d85a1ee9750b"
+
+
+class Clock:
+    def __init__(self, now: float = 1795701700.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordedFreeSwitch:
+    """Answers `api show channels as json` and `api uuid_dump <u> json` as FreeSWITCH did in
+    capture 05; `during` runs inside a command, as events arriving meanwhile would."""
+
+    def __init__(self, show: str, dumps: dict[str, str], name: str = "fs1"):
+        self.name = name
+        self.is_up = True
+        self.show = show
+        self.dumps = dict(dumps)
+        self.sent: list[str] = []
+        self.during: dict[str, object] = {}  # command text -> callable run before answering
+        self.fail: dict[str, Exception] = {}
+
+    def api(self, cmd, timeout=None) -> str:
+        self.sent.append(cmd.text)
+        hook = self.during.pop(cmd.text, None)
+        if hook is not None:
+            hook()
+        gevent.sleep(0)  # other greenlets (the event dispatcher) run while we wait
+        if cmd.text in self.fail:
+            raise self.fail.pop(cmd.text)
+        if not self.is_up:
+            raise LinkDown("down")
+        if cmd.text == "api show channels as json":
+            return self.show
+        if cmd.text.startswith("api uuid_dump "):
+            uuid = cmd.text.split()[2]
+            if uuid in self.dumps:
+                return self.dumps[uuid]
+            raise CommandRejected("-ERR No such channel!\n", "uuid_dump")
+        raise AssertionError(f"unexpected command {cmd.text}")
+
+
+@pytest.fixture(scope="module")
+def capture05(captures_dir):
+    """(events before FreeSWITCH answered `show channels`, that answer, dumps of each listed
+    channel, events after)."""
+    before: list[dict] = []
+    later: list[dict] = []
+    show = None
+    dumps: dict[str, str] = {}
+    for frame in FrameParser().feed((captures_dir / "05_bridge.c1.recv").read_bytes()):
+        if frame.is_event:
+            (later if show else before).append(decode_event(frame))
+        elif frame.content_type == "api/response":
+            body = frame.body
+            if body.startswith('{"row_count"') and '"application"' in body:
+                show = body
+            elif body.startswith('{"Event-Name":"CHANNEL_DATA"'):
+                dumps[json.loads(body)["Unique-ID"]] = body
+    assert show is not None and U1 in dumps
+    # FreeSWITCH's dump of the other legs: their latest state, as a CHANNEL_DATA event
+    for row in parse_show_channels(show):
+        uuid = row["uuid"]
+        if uuid not in dumps:
+            state: dict = {}
+            for ev in sorted((e for e in before if e.get("Unique-ID") == uuid),
+                             key=lambda e: int(e["Event-Sequence"])):
+                if "variable_uuid" in ev:  # this one carries all the variables
+                    state = {k: v for k, v in state.items() if not k.startswith("variable_")}
+                state.update(ev)
+            dumps[uuid] = json.dumps(dict(state, **{"Event-Name": "CHANNEL_DATA"}))
+    return before, show, dumps, later
+
+
+def fields(ch) -> dict:
+    d = ch.detail(0)
+    d.pop("elapsed_s")
+    return d
+
+
+def test_resync_of_an_empty_registry_rebuilds_every_channel(capture05):
+    before, show, dumps, _ = capture05
+    fs = RecordedFreeSwitch(show, dumps)
+    reg = ChannelRegistry(VariableMapping(), clock=Clock())
+    result = Resyncer(reg, fs).run()
+    assert {c.uuid for c in reg.all()} == {U1, U1B, U2, U2B}
+    assert result.channels == 4 and result.dumped == 4 and result.removed == []
+    assert fs.sent[0] == "api show channels as json"
+    assert sorted(fs.sent[1:]) == sorted(f"api uuid_dump {u} json" for u in (U1, U1B, U2, U2B))
+    # the same tenancy, caller ids, states as the registry fed with the events
+    by_events = ChannelRegistry(VariableMapping(), clock=Clock())
+    for ev in before:
+        by_events.apply("fs1", ev)
+    for uuid in (U1, U1B, U2, U2B):
+        got, want = fields(reg.get("fs1", uuid)), fields(by_events.get("fs1", uuid))
+        for key in ("account_id", "owner_id", "authorizing_id", "authorizing_type", "username",
+                    "presence_id", "direction", "destination", "caller_id_name",
+                    "caller_id_number", "answered", "state", "timestamp", "custom_channel_vars"):
+            assert got.get(key) == want.get(key), (uuid, key)
+    assert [c.uuid for c in reg.for_owner("acct1", "user2")] == sorted(
+        [U2, U2B], key=lambda u: (reg.get("fs1", u).created, u)
+    )
+    assert reg.get("fs1", U1).other_leg == U2  # from the dump's bridge_uuid
+
+
+def test_resync_dumps_only_channels_it_does_not_know(capture05):
+    before, show, dumps, _ = capture05
+    reg = ChannelRegistry(VariableMapping(), clock=Clock())
+    for ev in before:
+        reg.apply("fs1", ev)
+    fs = RecordedFreeSwitch(show, dumps)
+    result = Resyncer(reg, fs).run()
+    assert fs.sent == ["api show channels as json"] and result.dumped == 0
+    assert len(reg) == 4
+
+
+def test_channels_freeswitch_no_longer_has_are_removed(capture05):
+    before, show, dumps, _ = capture05
+    reg = ChannelRegistry(VariableMapping(), clock=Clock())
+    for ev in before:
+        reg.apply("fs1", ev)
+    removed: list[str] = []
+    reg.listen(lambda node, ch, ev: ev.get("Eslchan-Removed") and removed.append(ch.uuid))
+    waiter = reg.expect("fs1", U2, {"CHANNEL_ANSWER"})
+    fs = RecordedFreeSwitch('{"row_count": 0}\n', {})  # FreeSWITCH restarted meanwhile
+    result = Resyncer(reg, fs).run()
+    assert len(reg) == 0 and sorted(result.removed) == sorted([U1, U1B, U2, U2B])
+    assert sorted(removed) == sorted(result.removed)
+    with pytest.raises(ChannelGone) as info:
+        waiter.wait(1)
+    assert info.value.reason == "resync"
+
+
+def test_no_event_during_a_resync_is_lost(capture05):
+    """While the snapshot is taken, events keep coming: a channel destroyed meanwhile stays
+    gone, a channel created meanwhile stays, and state from events is not overwritten by
+    the (older) snapshot."""
+    before, show, dumps, later = capture05
+    reg = ChannelRegistry(VariableMapping(), clock=Clock())
+    for ev in before:
+        if ev.get("Unique-ID") != U2B:  # never saw U2B: it will need a dump
+            reg.apply("fs1", ev)
+    fs = RecordedFreeSwitch(show, dumps)
+    hangup_u1 = [e for e in later if e.get("Unique-ID") == U1 and e["Event-Name"] == "CHANNEL_HANGUP"]
+    destroy_u2b = [e for e in later if e.get("Unique-ID") == U2B and e["Event-Name"] in (
+        "CHANNEL_HANGUP", "CHANNEL_DESTROY")]
+    new_uuid = "99999999-8888-4777-a666-555555555555"
+    created = dict(before[-1], **{"Event-Name": "CHANNEL_CREATE", "Unique-ID": new_uuid,
+                                  "Channel-State": "CS_INIT", "Event-Sequence": "2000"})
+
+    def meanwhile_show():  # after FreeSWITCH took its snapshot, before we read it
+        for ev in hangup_u1 + [created]:
+            reg.apply("fs1", ev)
+
+    def meanwhile_dump():  # U2B is destroyed while we ask for its variables
+        for ev in destroy_u2b:
+            reg.apply("fs1", ev)
+
+    fs.during["api show channels as json"] = meanwhile_show
+    fs.during[f"api uuid_dump {U2B} json"] = meanwhile_dump
+    Resyncer(reg, fs).run()
+    assert {c.uuid for c in reg.all()} == {U1, U1B, U2, new_uuid}
+    assert reg.get("fs1", U1).hangup_cause == "NORMAL_CLEARING"  # kept from the event
+    assert reg.get("fs1", U2B) is None and reg.is_destroyed("fs1", U2B)
+
+
+def test_a_dump_refused_or_timed_out(capture05):
+    _, show, dumps, _ = capture05
+    fs = RecordedFreeSwitch(show, {u: d for u, d in dumps.items() if u != U1B})  # U1B: -ERR
+    fs.fail[f"api uuid_dump {U2B} json"] = CommandTimeout("no answer")
+    reg = ChannelRegistry(VariableMapping(), clock=Clock())
+    result = Resyncer(reg, fs).run()
+    assert reg.get("fs1", U1B) is None and result.vanished == 1  # gone by the time we asked
+    row_only = reg.get("fs1", U2B)  # listed, without variables: from its row for now
+    assert row_only is not None and row_only.account_id is None
+    assert (row_only.state, row_only.callstate, row_only.answered) == ("CS_EXECUTE", "ACTIVE", True)
+    assert reg.needs_dump("fs1", U2B)  # the next resync asks again
+
+
+def test_show_channels_failure_leaves_the_registry_as_it_was(capture05):
+    before, show, dumps, _ = capture05
+    reg = ChannelRegistry(VariableMapping(), clock=Clock())
+    for ev in before:
+        reg.apply("fs1", ev)
+    fs = RecordedFreeSwitch(show, dumps)
+    fs.fail["api show channels as json"] = CommandTimeout("no answer")
+    with pytest.raises(CommandTimeout):
+        Resyncer(reg, fs).run()
+    assert len(reg) == 4
+
+
+def test_show_channels_rows():
+    assert parse_show_channels('{"row_count": 0}\n') == []
+    rows = parse_show_channels('{"row_count":1,"rows":[{"uuid":"a","state":"CS_EXECUTE"}]}\n')
+    assert rows == [{"uuid": "a", "state": "CS_EXECUTE"}]
+    with pytest.raises(ValueError):
+        parse_show_channels("-ERR oops\n")
+
+
+# --- node life --------------------------------------------------------------------------------
+
+
+def test_down_node_channels_stay_stale_for_the_grace_then_go(capture05):
+    before, show, dumps, _ = capture05
+    clock = Clock()
+    reg = ChannelRegistry(VariableMapping(), clock=clock, stale_grace=30)
+    for ev in before:
+        reg.apply("fs1", ev)
+        reg.apply("fs2", ev)  # another node with (here) the same uuids: no collision
+    assert len(reg) == 8
+    waiter = reg.expect("fs1", U1, {"CHANNEL_ANSWER"})
+    reg.node_down("fs1")
+    assert all(c.detail(clock.now)["stale"] for c in reg.for_node("fs1"))
+    assert not any(c.stale for c in reg.for_node("fs2"))
+    clock.now += 29
+    assert reg.expire_stale() == [] and len(reg) == 8
+    clock.now += 2
+    assert len(reg.expire_stale()) == 4 and len(reg) == 4
+    assert {c.node for c in reg.all()} == {"fs2"}
+    with pytest.raises(ChannelGone) as info:
+        waiter.wait(1)
+    assert info.value.reason == "node down"
+
+
+def test_reconnect_within_the_grace_settles_the_stale_channels(capture05):
+    before, show, dumps, later = capture05
+    clock = Clock()
+    reg = ChannelRegistry(VariableMapping(), clock=clock, stale_grace=30)
+    for ev in before:
+        reg.apply("fs1", ev)
+    reg.node_down("fs1")
+    clock.now += 10
+    # meanwhile (events lost) U2B went away; FreeSWITCH lists the other three
+    rows = [r for r in json.loads(show)["rows"] if r["uuid"] != U2B]
+    fs = RecordedFreeSwitch(json.dumps({"row_count": len(rows), "rows": rows}), dumps)
+    reg.node_up("fs1")
+    assert all(c.stale for c in reg.all())  # until the resync has settled them
+    Resyncer(reg, fs).run()
+    assert {c.uuid for c in reg.all()} == {U1, U1B, U2}
+    assert not any(c.stale for c in reg.all())
+    clock.now += 60
+    assert reg.expire_stale() == []
+
+
+def test_freeswitch_restart_restarts_event_sequence(capture05):
+    """A restarted FreeSWITCH has a new Core-UUID and counts Event-Sequence from 1 again:
+    its events are newer than any of the old process, whatever their numbers."""
+    before, *_ = capture05
+    reg = ChannelRegistry(VariableMapping(), clock=Clock())
+    for ev in before:
+        reg.apply("fs1", ev)
+    ch = reg.get("fs1", U1)
+    assert ch.state == "CS_EXECUTE"
+    new_core = "f83c6190-0000-4000-8000-000000000000"
+    restarted = dict(before[-1], **{"Core-UUID": new_core, "Event-Sequence": "3",
+                                    "Event-Name": "CHANNEL_STATE", "Unique-ID": U1,
+                                    "Channel-State": "CS_HANGUP"})
+    reg.apply("fs1", restarted)
+    assert ch.state == "CS_HANGUP"
+    old = dict(before[-1], **{"Event-Sequence": "99999", "Event-Name": "CHANNEL_STATE",
+                              "Unique-ID": U1, "Channel-State": "CS_ROUTING"})
+    reg.apply("fs1", old)  # a straggler of the dead process
+    assert ch.state == "CS_HANGUP"
+    fresh = dict(restarted, **{"Unique-ID": "12345678-1234-4234-8234-123456789012",
+                               "Event-Name": "CHANNEL_CREATE", "Event-Sequence": "4"})
+    reg.apply("fs1", fresh)
+    assert reg.get("fs1", fresh["Unique-ID"]) is not None
+    assert reg.stats["restarts"] == 1
+
+
+def test_tombstones_expire():
+    clock = Clock()
+    reg = ChannelRegistry(VariableMapping(), clock=clock, tombstone_ttl=60)
+    ev = {"Event-Name": "CHANNEL_DESTROY", "Unique-ID": "u1", "Channel-State": "CS_REPORTING",
+          "Core-UUID": "c", "Event-Sequence": "10"}
+    reg.apply("fs1", ev)
+    assert reg.is_destroyed("fs1", "u1")
+    late = dict(ev, **{"Event-Name": "CHANNEL_STATE", "Event-Sequence": "9"})
+    reg.apply("fs1", late)
+    assert len(reg) == 0
+    clock.now += 61
+    assert not reg.is_destroyed("fs1", "u1")
+
+
+# --- NodeSync: the glue the daemon uses ------------------------------------------------------
+
+
+def test_node_sync_resyncs_on_up_marks_stale_on_down_and_retries(capture05):
+    before, show, dumps, _ = capture05
+    reg = ChannelRegistry(VariableMapping())
+    fs = RecordedFreeSwitch(show, dumps)
+    sync = NodeSync(reg, grace_seconds=30, links={"fs1": fs}, retry_initial=0.01)
+    for ev in before[:10]:
+        sync.on_event("fs1", ev)
+    fs.fail["api show channels as json"] = CommandTimeout("busy")  # first try fails
+    sync.on_up("fs1")
+    assert sync.wait_synced("fs1", timeout=5)
+    assert len(reg) == 4 and sync.results["fs1"].dumped >= 1
+    assert fs.sent.count("api show channels as json") == 2
+
+    fs.is_up = False
+    sync.on_down("fs1")
+    assert not sync.is_synced("fs1")
+    assert all(c.stale for c in reg.all()) and len(reg) == 4
+    sync.resync(fs)  # link says up again, but the node drops at once: LinkDown ends it
+    gevent.sleep(0.05)
+    assert not sync.is_synced("fs1") and all(c.stale for c in reg.all())
+
+    fs.is_up = True
+    sync.on_up("fs1")
+    assert sync.wait_synced("fs1", timeout=5)
+    assert not any(c.stale for c in reg.all())
+    sync.stop()
+
+
+def test_node_sync_expires_a_dead_node_after_the_grace(capture05):
+    before, show, dumps, _ = capture05
+    reg = ChannelRegistry(VariableMapping())
+    sync = NodeSync(reg, grace_seconds=0.05)
+    for ev in before:
+        sync.on_event("fs1", ev)
+    sync.on_down("fs1")
+    assert len(reg) == 4
+    gevent.sleep(0.2)  # the grace timer fires by itself
+    assert len(reg) == 0
+    sync.stop()
