@@ -1,7 +1,7 @@
 """JSON Schemas shipped with eslchan (metaflow nodes and module data)."""
 
-from importlib.resources import files
 import json
+from importlib.resources import files
 from typing import Any
 
 

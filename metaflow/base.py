@@ -1,0 +1,212 @@
+"""What a module handler sees: the run context, and the outcome it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from gevent.queue import Empty, Queue
+
+from eslchan.esl import commands as esl
+from eslchan.esl.errors import LinkDown
+from eslchan.esl.message import Event
+from eslchan.registry.waiting import ChannelGone
+
+if TYPE_CHECKING:  # pragma: no cover
+    from metaflow.interpreter import Interpreter, Run
+
+
+class StateError(Exception):
+    """The action is not allowed in the channel's current state (HTTP 400 naming why)."""
+
+    def __init__(self, message: str, field: str = "state"):
+        self.errors = {field: {"not_allowed": {"message": message}}}
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What comes after a node: ``continue`` (child ``_``), ``branch`` (child ``key``, else
+    ``_``), ``stop``, or ``goto`` (run another validated tree in place of the children)."""
+
+    kind: str
+    key: str | None = None
+    node: dict | None = None
+    label: str | None = None
+
+
+CONTINUE = Outcome("continue")
+STOP = Outcome("stop")
+
+
+def branch(key: str) -> Outcome:
+    return Outcome("branch", key=key)
+
+
+def goto(node: dict, label: str) -> Outcome:
+    return Outcome("goto", node=node, label=label)
+
+
+Handler = Callable[["Context", dict], Outcome]
+
+
+class Context:
+    """One run on one channel: its commands go through the node's link, its waits through
+    the registry. Handlers never touch sockets or sleep to poll."""
+
+    def __init__(self, interpreter: Interpreter, run: Run):
+        self.interpreter = interpreter
+        self.run = run
+        self.node: str = run.node
+        self.uuid: str = run.channel_uuid
+        self.config = interpreter.config
+        self.registry = interpreter.registry
+        self.jumps = 0
+        self._children: list[gevent.Greenlet] = []
+
+    # -- the channel -----------------------------------------------------------------------
+
+    @property
+    def channel(self) -> Any:
+        ch = self.registry.get(self.node, self.uuid)
+        if ch is None:
+            raise ChannelGone(self.node, self.uuid, "destroyed")
+        return ch
+
+    def arg_uuid(self, uuid: str | None = None) -> esl.Arg:
+        return esl.uuid(uuid or self.uuid)
+
+    def peer(self) -> str | None:
+        """The bridged peer's uuid right now, if any."""
+        return self.channel.other_leg
+
+    def require_peer(self, why: str) -> str:
+        peer = self.peer()
+        if not peer:
+            raise StateError(f"the channel is not bridged: {why}")
+        return peer
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Per-channel memory shared by every run on the channel (e.g. the recording)."""
+        return self.interpreter.channel_state(self.node, self.uuid)
+
+    def media(self, ref: str, field: str = "media") -> esl.Arg:
+        from metaflow.media import media_arg
+
+        return media_arg(ref, self.config, field)
+
+    # -- commands --------------------------------------------------------------------------
+
+    @property
+    def link(self) -> Any:
+        link = self.interpreter.links.get(self.node)
+        if link is None:
+            raise LinkDown(f"no link to node {self.node}")
+        return link
+
+    def api(self, cmd: esl.Command, timeout: float | None = None) -> str:
+        return self._accepted(self.link.api(cmd, timeout=timeout))
+
+    def bgapi(self, cmd: esl.Command, timeout: float | None = None) -> str:
+        return self._accepted(self.link.bgapi(cmd, timeout=timeout))
+
+    def send(self, cmd: esl.Command, timeout: float | None = None) -> str:
+        return self._accepted(self.link.send(cmd, timeout=timeout))
+
+    def _accepted(self, reply: str) -> str:
+        self.run.accepted(reply)
+        return reply
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def expect(self, names: Collection[str], predicate: Callable[[Event], bool] | None = None,
+               uuid: str | None = None) -> Any:
+        """Register for an event before sending the command that causes it."""
+        return self.registry.expect(self.node, uuid or self.uuid, names, predicate)
+
+    def wait(self, waiter: Any, timeout: float | None) -> Event | None:
+        self.run.accepted(None)  # a waiting run has done what an action must confirm
+        return waiter.wait(timeout)
+
+    def wait_for(self, names: Collection[str], timeout: float | None,
+                 predicate: Callable[[Event], bool] | None = None,
+                 uuid: str | None = None) -> Event | None:
+        """The channel's next matching event; None on timeout; ChannelGone if it went away."""
+        return self.wait(self.expect(names, predicate, uuid), timeout)
+
+    @contextmanager
+    def events(self, uuids: Collection[str] | None = None, *, gone_on_destroy: bool = True
+               ) -> Iterator[EventStream]:
+        """Every event of one or several channels (e.g. the legs of an attended transfer), in
+        order, with no gap between two reads. By default the run's channel being destroyed
+        raises ChannelGone from ``get``."""
+        stream = EventStream(self, set(uuids or (self.uuid,)), gone_on_destroy)
+        unsubscribe = self.registry.listen(stream.offer)
+        try:
+            _ = self.channel  # subscribed first, so a hangup cannot slip between check and wait
+            yield stream
+        finally:
+            unsubscribe()
+
+    def execute_and_wait(self, uuid: esl.Arg, app: str, arg: esl.Arg | None,
+                         timeout: float | None = None) -> Event | None:
+        """Run a dialplan application on a channel and wait until it completed."""
+        import uuid as _uuid
+
+        ev = str(_uuid.uuid4())
+        waiter = self.expect({"CHANNEL_EXECUTE_COMPLETE"},
+                             lambda e: e.get("Application-UUID") == ev, uuid=str(uuid))
+        try:
+            self.send(esl.execute(uuid, app, arg, event_uuid=ev))
+        except BaseException:
+            waiter.cancel()
+            raise
+        return self.wait(waiter, timeout)
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
+        """A helper greenlet that dies with the run."""
+        g = gevent.spawn(fn, *args)
+        self._children.append(g)
+        return g
+
+    def close(self) -> None:
+        gevent.killall([g for g in self._children if not g.dead], block=True, timeout=5)
+        self._children.clear()
+
+
+class EventStream:
+    """A queue of events of a set of channels, fed by a registry listener."""
+
+    def __init__(self, ctx: Context, uuids: set[str], gone_on_destroy: bool = True):
+        self.ctx = ctx
+        self.node = ctx.node
+        self.uuids = uuids
+        self.gone_on_destroy = gone_on_destroy
+        self._queue: Queue = Queue()
+
+    def watch(self, uuid: str) -> None:
+        self.uuids.add(uuid)
+
+    def offer(self, node: str, channel: Any, event: Event) -> None:
+        if node == self.node and event.get("Unique-ID") in self.uuids:
+            self._queue.put(event)
+
+    def put(self, item: Any) -> None:
+        """Inject a non-event item (e.g. a finished background job)."""
+        self._queue.put(item)
+
+    def get(self, timeout: float | None) -> Any:
+        """Next item, or None when ``timeout`` seconds pass first."""
+        self.ctx.run.accepted(None)
+        try:
+            item = self._queue.get(timeout=None if timeout is None else max(0.0, timeout))
+        except Empty:
+            return None
+        if (self.gone_on_destroy and isinstance(item, dict)
+                and item.get("Event-Name") == "CHANNEL_DESTROY" and item.get("Unique-ID") == self.ctx.uuid):
+            raise ChannelGone(self.node, self.ctx.uuid, "destroyed")
+        return item

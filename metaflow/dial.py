@@ -1,0 +1,53 @@
+"""Endpoints from the configured dial-string templates (device, user, number)."""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+from eslchan.esl import commands as esl
+from metaflow.base import Context, StateError
+
+
+def endpoint(ctx: Context, kind: str, value: str, field: str) -> esl.Arg:
+    """``dial_templates[kind]`` filled with the validated id/number (and the channel's domain)."""
+    templates = getattr(ctx.config, "dial_templates", {}) or {}
+    template = templates.get(kind)
+    if not template:
+        raise StateError(f"no dial template for {kind} is configured", field)
+    token = str(esl.dial_target(value, field))
+    domain = None
+    presence = getattr(ctx.channel, "presence_id", None) or ""
+    if "@" in presence:
+        domain = str(esl.dial_target(presence.rsplit("@", 1)[1], "domain"))
+    values: dict[str, Any] = {"id": token, "number": token, "target": token}
+    if domain:
+        values["domain"] = domain
+    needed = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    missing = needed - set(values)
+    if missing:
+        raise StateError(f"the {kind} dial template needs {', '.join(sorted(missing))}, "
+                         "which this channel does not have", field)
+    return esl.endpoint(template.format(**values), field)
+
+
+def originate_vars(ctx: Context, new_uuid: str, timeout: int, auto_answer: bool = False
+                   ) -> dict[esl.Arg, esl.Arg]:
+    """Channel variables of a leg eslchan originates on behalf of this channel."""
+    ch = ctx.channel
+    out = {esl.var_name("origination_uuid"): esl.uuid(new_uuid),
+           esl.var_name("originate_timeout"): esl.integer(timeout, "timeout", 1, 3600)}
+    for var, value in (("origination_caller_id_number", ch.caller_id_number),
+                       ("origination_caller_id_name", ch.caller_id_name)):
+        if value:
+            try:
+                out[esl.var_name(var)] = esl.dial_target(value, var) if "number" in var \
+                    else esl.var_value(value, var)
+            except esl.CommandError:
+                pass  # an odd caller id is left out rather than failing the action
+    if auto_answer:
+        out[esl.var_name("sip_auto_answer")] = esl.word("true")
+    account_var = getattr(getattr(ctx.registry, "mapping", None), "account", None)
+    if ch.account_id and account_var:  # the new leg belongs to the same account
+        out[esl.var_name(account_var)] = esl.dial_target(ch.account_id, "account_id")
+    return out

@@ -1,0 +1,186 @@
+"""The tree-walking interpreter: one greenlet per run, modules dispatched by name."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid as _uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gevent
+from gevent import GreenletExit
+from gevent.event import AsyncResult
+
+from eslchan.esl.message import Event
+from eslchan.registry.waiting import ChannelGone
+from metaflow.base import Context, Outcome, StateError
+from metaflow.registry import ModuleRegistry
+from metaflow.validation import MISSING, TreeValidator, ValidationFailed
+
+log = logging.getLogger("eslchan.metaflow")
+
+Step = tuple[dict | None, str]
+
+
+def _child(node: dict, path: str, key: str) -> Step:
+    children = node.get("children") or {}
+    return (children[key], f"{path}children.{key}.") if key in children else (None, path)
+
+
+#: outcome kind → the next node (and its path); the whole of the interpreter's branching.
+NEXT: dict[str, Callable[[dict, str, Outcome], Step]] = {
+    "continue": lambda node, path, o: _child(node, path, "_"),
+    "branch": lambda node, path, o: _child(node, path, o.key if o.key in (node.get("children") or {})
+                                           else "_"),
+    "stop": lambda node, path, o: (None, path),
+    "goto": lambda node, path, o: (o.node, f"{o.label}:"),
+}
+
+
+class Run:
+    """One metaflow running on one channel."""
+
+    def __init__(self, channel: Any, tree: dict, account_id: str | None, kind: str = "metaflow"):
+        self.id = _uuid.uuid4().hex
+        self.node: str = channel.node
+        self.channel_uuid: str = channel.uuid
+        self.account_id = account_id
+        self.tree = tree
+        self.kind = kind
+        self.current = ""
+        self.current_module: str = tree["module"]
+        self.state = "running"
+        self.started = time.time()
+        self.ended: float | None = None
+        self.error: str | None = None
+        self.result: str | None = None
+        self.first = AsyncResult()  # first command accepted (or the run waits, or ends)
+        self.greenlet: gevent.Greenlet | None = None
+
+    def accepted(self, reply: str | None) -> None:
+        if not self.first.ready():
+            self.result = reply
+            self.first.set(reply)
+
+    def finish(self, state: str, exc: BaseException | None = None) -> None:
+        self.state, self.ended = state, time.time()
+        if exc is not None:
+            self.error = str(exc)
+        if not self.first.ready():
+            if state == "channel_gone":
+                exc = StateError("the channel hung up before the action ran")
+            self.first.set_exception(exc) if exc is not None else self.first.set(None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "module": self.tree["module"], "tree": self.tree,
+                "channel": self.channel_uuid, "node": self.node,
+                "current": {"path": self.current.rstrip(".") or "", "module": self.current_module},
+                "state": self.state, "started": self.started, "ended": self.ended,
+                "error": self.error}
+
+
+class Interpreter:
+    def __init__(self, registry: Any, links: Mapping[str, Any], config: Any, *,
+                 modules: ModuleRegistry | None = None):
+        self.registry = registry
+        self.links = links
+        self.config = config
+        self.modules = modules if modules is not None else ModuleRegistry()
+        self.validator = TreeValidator(self.modules, config)
+        self._runs: dict[str, Run] = {}
+        self._state: dict[tuple[str, str], dict[str, Any]] = {}
+        registry.listen(self._on_event)
+
+    # -- public API --------------------------------------------------------------------------
+
+    def validate(self, tree: dict) -> dict:
+        """The whole tree, defaults filled in; raises ValidationFailed."""
+        return self.validator.validate(tree)
+
+    def start(self, channel: Any, tree: dict, account_id: str | None = None, *,
+              kind: str = "metaflow") -> Run:
+        """Start a run in its own greenlet and return at once (the tree is validated again,
+        which is idempotent, so an unvalidated tree can never run)."""
+        run = Run(channel, self.validate(tree), account_id, kind)
+        self._runs[run.id] = run
+        run.greenlet = gevent.spawn(self._execute, run)
+        return run
+
+    def run_action(self, channel: Any, action: dict) -> dict:
+        """A POST action: a one-node flow through the same code. Returns once FreeSWITCH has
+        accepted the first command; raises what went wrong before that."""
+        params = dict(action)
+        name = params.pop("action", None)
+        if not isinstance(name, str):
+            raise ValidationFailed({"data.action": {"required": {"message": MISSING}}})
+        if name not in self.modules:
+            raise ValidationFailed({"data.action": {"enum": {
+                "message": f"Unknown action '{name}'", "value": name, "target": self.modules.names()}}})
+        run = self.start(channel, {"module": name, "data": params}, channel.account_id, kind="action")
+        reply = run.first.get()
+        return {"id": run.id, "action": name, "channel": run.channel_uuid, "node": run.node,
+                "state": run.state, "reply": (reply or "").strip() or None, "data": run.tree["data"]}
+
+    def runs(self, channel_uuid: str) -> list[Run]:
+        return [r for r in self._runs.values() if r.channel_uuid == channel_uuid]
+
+    def get(self, run_id: str) -> Run | None:
+        return self._runs.get(run_id)
+
+    def stop(self, run_id: str) -> bool:
+        run = self._runs.get(run_id)
+        if run is None or run.greenlet is None:
+            return False
+        run.greenlet.kill(block=True, timeout=5)
+        return True
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Let runs end on their own for up to ``timeout`` seconds, then stop the rest."""
+        greenlets = [r.greenlet for r in self._runs.values() if r.greenlet is not None]
+        gevent.joinall(greenlets, timeout=timeout)
+        gevent.killall([g for g in greenlets if not g.dead], block=True, timeout=5)
+
+    def channel_state(self, node: str, uuid: str) -> dict[str, Any]:
+        return self._state.setdefault((node, uuid), {})
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _walk(self, run: Run, ctx: Context) -> None:
+        node, path = run.tree, ""
+        while node is not None:
+            run.current, run.current_module = path, node["module"]
+            spec = self.modules.get(node["module"])
+            if spec is None:
+                raise StateError(f"module {node['module']} is no longer registered")
+            outcome = spec.handler(ctx, node.get("data") or {})
+            node, path = NEXT[outcome.kind](node, path, outcome)
+
+    def _execute(self, run: Run) -> None:
+        ctx = Context(self, run)
+        try:
+            self._walk(run, ctx)
+            run.finish("finished")
+        except ChannelGone:
+            run.finish("channel_gone")  # the call ended: a normal end for a metaflow
+        except GreenletExit:
+            run.finish("stopped")
+        except Exception as exc:
+            log.warning("metaflow run %s on %s failed at %s: %s", run.id, run.channel_uuid,
+                        run.current_module, exc)
+            run.finish("failed", exc)
+        finally:
+            ctx.close()
+            self._runs.pop(run.id, None)
+
+    def _on_event(self, node: str, channel: Any, event: Event) -> None:
+        """Per-channel memory follows the channel: forgotten when it is destroyed, and a
+        recording FreeSWITCH stopped on its own (time limit) is no longer 'on'."""
+        name = event.get("Event-Name")
+        if name == "CHANNEL_DESTROY":
+            self._state.pop((node, event.get("Unique-ID", "")), None)
+        elif name == "RECORD_STOP":
+            state = self._state.get((node, event.get("Unique-ID", "")))
+            if state and state.get("recording") == event.get("Record-File-Path"):
+                state.pop("recording", None)
+                state.pop("masked", None)

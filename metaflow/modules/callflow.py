@@ -1,0 +1,33 @@
+"""callflow: continue the call in a named flow the operator stored as
+``<callflows_dir>/<id>.json`` (a metaflow node, or a Kazoo callflow doc with ``flow``)."""
+
+import json
+from pathlib import Path
+
+from metaflow.base import Context, Outcome, StateError, goto
+from metaflow.validation import ValidationFailed
+
+MAX_JUMPS = 16
+
+
+def run(ctx: Context, data: dict) -> Outcome:
+    directory = getattr(ctx.config, "callflows_dir", None)
+    if not directory:
+        raise StateError("no callflows_dir is configured", "data.id")
+    path = Path(directory) / f"{data['id']}.json"
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ValidationFailed({"data.id": {"not_found": {
+            "message": f"No callflow named '{data['id']}'", "value": data["id"]}}}) from None
+    except (OSError, ValueError) as exc:
+        raise StateError(f"callflow '{data['id']}' cannot be read: {exc}", "data.id") from None
+    node = doc.get("flow", doc) if isinstance(doc, dict) else doc
+    try:
+        tree = ctx.interpreter.validate(node)
+    except ValidationFailed as exc:
+        raise ValidationFailed({f"callflow:{data['id']}.{k}": v for k, v in exc.errors.items()}) from None
+    ctx.jumps += 1
+    if ctx.jumps > MAX_JUMPS:
+        raise StateError(f"more than {MAX_JUMPS} callflows in one run (a loop?)", "data.id")
+    return goto(tree, f"callflow:{data['id']}")

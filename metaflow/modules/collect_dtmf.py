@@ -1,0 +1,32 @@
+"""collect_dtmf: collect digits from the channel and branch on them ('_' for no match or
+timeout). Digits arrive as DTMF events through the registry."""
+
+import time
+
+from eslchan.esl import commands as esl
+from metaflow.base import Context, Outcome, branch
+
+
+def run(ctx: Context, data: dict) -> Outcome:
+    wanted = int(data.get("max_digits", 1))
+    first = data.get("timeout", 5000) / 1000.0
+    between = data.get("interdigit_timeout", 2000) / 1000.0
+    terminators = set(data.get("terminators", ["#"]))
+    digits = ""
+    with ctx.events() as stream:
+        deadline = time.monotonic() + first
+        while len(digits) < wanted:
+            event = stream.get(deadline - time.monotonic())
+            if event is None:
+                break
+            if event.get("Event-Name") != "DTMF":
+                continue
+            digit = event.get("DTMF-Digit", "")
+            if digit in terminators:
+                break
+            digits += digit
+            deadline = time.monotonic() + between
+    if digits and data.get("collection_name"):
+        name = esl.var_name(data["collection_name"], "data.collection_name")
+        ctx.api(esl.api("uuid_setvar", ctx.arg_uuid(), name, esl.digits(digits)))
+    return branch(digits or "_")

@@ -1,0 +1,140 @@
+"""transfer: blind (uuid_transfer of self, peer or both into the dialplan) or attended, as
+Kazoo's konami transfer does it:
+
+1. the transferee (this channel's peer) is parked on music on hold (``moh``);
+2. a leg to ``target`` is originated and the transferor (this channel) hears ``ringback``;
+3. when the target answers, transferor and target are bridged (a consultation);
+4. the transferor pressing ``takeback_dtmf`` at any time hangs up the target and takes the
+   transferee back; the target not answering within ``timeout`` or hanging up does too;
+5. the transferor hanging up completes the transfer: transferee and target are bridged.
+
+Branches: ``completed``, ``takeback``, ``timeout``, ``failed`` (else ``_``); it stops when
+the transferor's own channel is gone.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as _uuid
+
+from eslchan.esl import commands as esl
+from eslchan.esl.errors import EslError
+from metaflow.base import CONTINUE, STOP, Context, Outcome, branch
+from metaflow.dial import endpoint, originate_vars
+
+FLAGS = {"self": None, "peer": "-bleg", "both": "-both"}
+
+
+def run(ctx: Context, data: dict) -> Outcome:
+    kind = data.get("transfer_type")
+    if kind is None:  # Kazoo's POST transfer with takeback/moh/ringback is an attended one
+        kind = "attended" if {"takeback_dtmf", "moh"} & set(data) else "blind"
+    return attended(ctx, data) if kind == "attended" else blind(ctx, data)
+
+
+def blind(ctx: Context, data: dict) -> Outcome:
+    leg = data.get("leg", "self")
+    args = [ctx.arg_uuid()]
+    if FLAGS[leg]:
+        ctx.require_peer(f"a transfer of leg '{leg}' needs a bridged call")
+        args.append(esl.word(FLAGS[leg]))
+    args += [esl.dial_target(data["target"], "data.target"),
+             esl.context(data.get("dialplan") or ctx.config.default_dialplan, "data.dialplan"),
+             esl.context(data.get("context") or ctx.config.default_context, "data.context")]
+    ctx.api(esl.api("uuid_transfer", *args))
+    return CONTINUE
+
+
+def attended(ctx: Context, data: dict) -> Outcome:
+    transferee = ctx.require_peer("an attended transfer needs the transferor bridged to a transferee")
+    return AttendedTransfer(ctx, data, transferee).run()
+
+
+class AttendedTransfer:
+    def __init__(self, ctx: Context, data: dict, transferee: str):
+        self.ctx = ctx
+        self.transferor = ctx.uuid
+        self.transferee = transferee
+        self.target = str(_uuid.uuid4())
+        self.timeout = int(data.get("timeout", 20))
+        self.takeback = data.get("takeback_dtmf", "*1")
+        self.moh = ctx.media(data["moh"], "data.moh") if data.get("moh") else esl.media(ctx.config.moh, "moh")
+        self.ringback = ctx.media(data.get("ringback", "%(2000,4000,440,480)"), "data.ringback")
+        self.dial = esl.dial_string(endpoint(ctx, "number", data["target"], "data.target"),
+                                    originate_vars(ctx, self.target, self.timeout))
+        self.answered = False
+        self.transferor_gone = False
+        self.typed = ""
+
+    def api(self, name: str, *args: esl.Arg) -> None:
+        self.ctx.api(esl.api(name, *args))
+
+    def bridge(self, a: str, b: str) -> None:
+        self.api("uuid_bridge", esl.uuid(a), esl.uuid(b))
+
+    def kill_target(self) -> None:
+        try:
+            self.api("uuid_kill", esl.uuid(self.target), esl.hangup_cause("NORMAL_CLEARING"))
+        except EslError:
+            pass  # already gone
+
+    def take_back(self, outcome: str) -> Outcome:
+        self.kill_target()
+        if self.transferor_gone:
+            self.api("uuid_kill", esl.uuid(self.transferee), esl.hangup_cause("NORMAL_CLEARING"))
+            return STOP
+        self.bridge(self.transferor, self.transferee)
+        return branch(outcome)
+
+    def originate(self, stream: object) -> None:
+        try:
+            self.ctx.link.bgapi(esl.bgapi("originate", self.dial, esl.app_ref("park")),
+                                timeout=self.timeout + 10)
+        except EslError as exc:
+            stream.put(("originate_failed", str(exc)))  # type: ignore[attr-defined]
+
+    def run(self) -> Outcome:
+        ctx = self.ctx
+        with ctx.events({self.transferor, self.transferee, self.target}, gone_on_destroy=False) as stream:
+            for leg in (self.transferor, self.transferee):  # neither hangs up when unbridged
+                self.api("uuid_setvar", esl.uuid(leg), esl.var_name("park_after_bridge"), esl.word("true"))
+            self.api("uuid_park", esl.uuid(self.transferee))
+            ctx.send(esl.execute(esl.uuid(self.transferee), "endless_playback", self.moh))
+            ctx.send(esl.execute(esl.uuid(self.transferor), "endless_playback", self.ringback))
+            ctx.spawn(self.originate, stream)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                item = stream.get(None if self.answered else deadline - time.monotonic())
+                if item is None:
+                    return self.take_back("timeout")
+                outcome = self.step(item)
+                if outcome is not None:
+                    return outcome
+
+    def step(self, item: object) -> Outcome | None:
+        if isinstance(item, tuple):  # the originate failed (no answer, busy, bad target...)
+            return None if self.answered else self.take_back("failed")
+        event: dict = item  # type: ignore[assignment]
+        name, uuid = event.get("Event-Name"), event.get("Unique-ID")
+        if uuid == self.target and name == "CHANNEL_ANSWER" and not self.answered:
+            self.answered = True
+            self.bridge(self.transferee if self.transferor_gone else self.transferor, self.target)
+            return STOP if self.transferor_gone else None
+        if uuid == self.target and name == "CHANNEL_DESTROY":
+            return self.take_back("failed")
+        if uuid == self.transferee and name == "CHANNEL_DESTROY":
+            # the transferee left: transferor and target are on their own
+            if not self.answered:
+                self.kill_target()
+            return branch("failed")
+        if uuid == self.transferor and name == "CHANNEL_DESTROY":
+            self.transferor_gone = True
+            if self.answered:  # the transferor hung up after consulting: complete it
+                self.bridge(self.transferee, self.target)
+                return STOP
+            return None  # partial: the transferee gets the target when it answers
+        if uuid == self.transferor and name == "DTMF" and self.takeback:
+            self.typed = (self.typed + event.get("DTMF-Digit", ""))[-len(self.takeback):]
+            if self.typed == self.takeback:
+                return self.take_back("takeback")
+        return None

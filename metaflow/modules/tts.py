@@ -1,0 +1,26 @@
+"""tts: speak text with the text-to-speech engine and wait until it is said."""
+
+from eslchan.esl import commands as esl
+from metaflow.base import CONTINUE, Context, Outcome
+from metaflow.modules.play import legs
+
+# Kazoo's voice names mapped to flite's voices; other names pass through to the engine.
+FLITE_VOICES = {"female": "slt", "male": "kal"}
+
+
+def run(ctx: Context, data: dict) -> Outcome:
+    engine = data.get("engine", "flite")
+    voice = data.get("voice", "female")
+    if engine == "flite":
+        voice = FLITE_VOICES.get(voice, voice)
+    arg = esl.join([esl.word(engine, "data.engine"), esl.word(voice, "data.voice"),
+                    esl.free_text(data["text"], "data.text")], "|")
+    terminators = "".join(data.get("terminators", [])) or "none"
+    targets = legs(ctx, data.get("leg", "self"))
+    for uuid in targets:
+        stops = esl.digits(terminators, "data.terminators") if terminators != "none" else esl.word("none")
+        ctx.api(esl.api("uuid_setvar", esl.uuid(uuid), esl.var_name("playback_terminators"), stops))
+    for uuid in targets[1:]:
+        ctx.send(esl.execute(esl.uuid(uuid), "speak", arg))
+    ctx.execute_and_wait(esl.uuid(targets[0]), "speak", arg)
+    return CONTINUE
