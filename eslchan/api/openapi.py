@@ -87,11 +87,31 @@ DETAIL_EXAMPLE = {
 }
 RUN_EXAMPLE = {
     "id": "8d6f1e0a2b3c4d5e",
-    "channel": CHANNEL,
+    "kind": "metaflow",
     "module": "play",
-    "current": "play",
+    "tree": {"module": "play", "data": {"id": "welcome"}, "children": {"_": {"module": "hangup"}}},
+    "channel": CHANNEL,
+    "node": "fs1",
+    "current": {"path": "", "module": "play"},
     "state": "running",
     "started": 1795705445.25,
+    "ended": None,
+    "error": None,
+}
+ACTION_RESULT_EXAMPLE = {
+    "id": "3a9e5c7b1d2f4e6a",
+    "action": "transfer",
+    "channel": CHANNEL,
+    "node": "fs1",
+    "state": "running",
+    "reply": "+OK",
+    "data": {
+        "target": "2600",
+        "takeback_dtmf": "*1",
+        "moh": "media_id",
+        "leg": "bleg",
+        "transfer_type": "attended",
+    },
 }
 
 
@@ -227,7 +247,19 @@ def _schemas() -> dict[str, Any]:
             },
             "anyOf": [{"required": ["action"]}, {"required": ["data"]}],
         },
-        "ActionResult": {"type": "object", "description": "what the action did, once FreeSWITCH accepted it"},
+        "ActionResult": {
+            "type": "object",
+            "description": "what the action did, once FreeSWITCH accepted its first command",
+            "properties": {
+                "id": {"type": "string", "description": "the run id (the action runs as a one-node flow)"},
+                "action": {"type": "string"},
+                "channel": {"type": "string"},
+                "node": {"type": "string"},
+                "state": {"type": "string"},
+                "reply": {"type": ["string", "null"], "description": "FreeSWITCH's reply, e.g. +OK"},
+                "data": {"type": "object", "description": "the action's parameters, defaults filled in"},
+            },
+        },
         "MetaflowNode": node_schema,
         "MetaflowRequest": {
             "type": "object",
@@ -253,9 +285,20 @@ def _schemas() -> dict[str, Any]:
             "required": ["id", "state"],
             "properties": {
                 "id": {"type": "string"},
-                "state": {"type": "string"},
-                "current": {"type": ["string", "null"]},
-                "started": {"type": "number"},
+                "kind": {"type": "string", "description": "metaflow (PUT) or action (POST)"},
+                "module": {"type": "string", "description": "module of the root node"},
+                "tree": _ref("MetaflowNode"),
+                "channel": {"type": "string"},
+                "node": {"type": "string"},
+                "current": {
+                    "type": ["object", "null"],
+                    "description": "the node running now: its path in the tree and its module",
+                    "properties": {"path": {"type": "string"}, "module": {"type": ["string", "null"]}},
+                },
+                "state": {"type": "string", "description": "running, then done, stopped or failed"},
+                "started": {"type": "number", "description": "Unix seconds"},
+                "ended": {"type": ["number", "null"]},
+                "error": {"type": ["string", "object", "null"]},
             },
         },
         "NodeHealth": {
@@ -642,7 +685,7 @@ def build_document() -> dict[str, Any]:
                 "responses": {
                     "200": _json(
                         _success(_ref("ActionResult")),
-                        _envelope_example({"action": "transfer", "target": "2600"}),
+                        _envelope_example(ACTION_RESULT_EXAMPLE),
                         "FreeSWITCH accepted the command",
                     ),
                     **_r(**_AUTHED, **_BODY, **_CONTROL),
