@@ -22,7 +22,7 @@ def captures_dir() -> Path:
 
 # --- the daemon on the simulator, over real TCP and real HTTP -----------------------------------
 
-import http.client  # noqa: E402
+import http.client as _http_client  # noqa: E402  (the `http` fixture below takes the name)
 import json as _json  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
@@ -110,7 +110,7 @@ class HttpClient:
         if body is not None:
             data = _json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        conn = _http_client.HTTPConnection(self.host, self.port, timeout=30)
         try:
             conn.request(method, path, body=data, headers=hdrs)
             resp = conn.getresponse()
