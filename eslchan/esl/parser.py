@@ -57,6 +57,11 @@ class FrameParser:
         """Bytes received but not yet part of a whole frame."""
         return len(self._buf)
 
+    @property
+    def incomplete(self) -> bool:
+        """True while part of a frame has been received (the stream ended mid-frame)."""
+        return bool(self._buf) or self._pending is not None
+
     def feed(self, data: bytes) -> list[Frame]:
         self._buf += data
         frames: list[Frame] = []
