@@ -87,7 +87,14 @@ def demo_config(
         channels=ChannelsConfig(system_wide_channels_list=system_wide, stale_grace_seconds=10.0),
         accounts=demo_accounts(keys),
         auth=AuthConfig(signing_key=secrets.token_hex(32)),
-        metaflow=metaflow or MetaflowConfig(media={"welcome": "tone_stream://%(400,200,523);loops=2"}),
+        metaflow=metaflow
+        or MetaflowConfig(
+            media={
+                "welcome": "tone_stream://%(400,200,523);loops=2",
+                # the Kazoo channels document's POST example asks for moh "media_id"
+                "media_id": "tone_stream://%(1000,4000,440);loops=-1",
+            }
+        ),
     )
 
 
