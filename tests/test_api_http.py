@@ -372,7 +372,7 @@ def test_put_metaflow_runs_are_listed_and_stoppable(simulator, daemon, http):
     call = place(simulator, daemon, ALICE)
     acme = http.token(ACME)
     base = f"/v2/accounts/{ACME}/channels/{call.a_uuid}"
-    tree = {"module": "sleep", "data": {"duration_ms": 60_000}, "children": {"_": {"module": "hangup"}}}
+    tree = {"module": "sleep", "data": {"duration": 60}, "children": {"_": {"module": "hangup"}}}
     resp = http.request("PUT", base, {"action": "metaflow", "data": tree}, token=acme)
     assert resp.status == 202, resp.json
     run = resp.json["data"]
