@@ -133,6 +133,9 @@ class Interpreter:
         if run is None or run.greenlet is None:
             return False
         run.greenlet.kill(block=True, timeout=5)
+        if run.state == "running":  # killed before it ever ran
+            run.finish("stopped")
+            self._runs.pop(run.id, None)
         return True
 
     def drain(self, timeout: float = 10.0) -> None:

@@ -28,7 +28,7 @@ FLAGS = {"self": None, "peer": "-bleg", "both": "-both"}
 def run(ctx: Context, data: dict) -> Outcome:
     kind = data.get("transfer_type")
     if kind is None:  # Kazoo's POST transfer with takeback/moh/ringback is an attended one
-        kind = "attended" if {"takeback_dtmf", "moh"} & set(data) else "blind"
+        kind = "attended" if {"takeback_dtmf", "moh", "ringback"} & set(data) else "blind"
     return attended(ctx, data) if kind == "attended" else blind(ctx, data)
 
 
