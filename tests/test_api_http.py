@@ -482,3 +482,60 @@ def test_kazoo_curl_examples_work_verbatim(simulator, daemon, http):
     assert {alice.a_uuid, alice.b_uuid} <= {r["uuid"] for r in seen[1][1]["data"]}
     assert [r["uuid"] for r in seen[2][1]["data"]] == [alice.a_uuid]
     eventually(lambda: simulator.channel(bob.a_uuid) is None)
+
+
+def test_413_for_a_chunked_body_without_content_length(simulator, daemon, http):
+    """A body streamed in chunks is cut off at the limit too, not read to the end."""
+    import http.client as http_client
+
+    call = place(simulator, daemon, ALICE)
+    limit = daemon.config.http.max_body_bytes
+
+    def chunks():
+        yield b'{"data": {"action": "hangup", "pad": "'
+        for _ in range(limit // 4096 + 2):
+            yield b"x" * 4096
+        yield b'"}}'
+
+    conn = http_client.HTTPConnection(*daemon.http_address, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            f"/v2/accounts/{ACME}/channels/{call.a_uuid}",
+            body=chunks(),
+            encode_chunked=True,
+            headers={"X-Auth-Token": http.token(ACME), "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert resp.status == 413, body
+    assert body["message"] == "payload too large"
+    assert simulator.channel(call.a_uuid) is not None
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(simulator, daemon, http):
+    import http.client as http_client
+
+    call = place(simulator, daemon, ALICE)
+
+    def chunks():
+        yield b'{"data": {"action": '
+        yield b'"hangup"}}'
+
+    conn = http_client.HTTPConnection(*daemon.http_address, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            f"/v2/accounts/{ACME}/channels/{call.a_uuid}",
+            body=chunks(),
+            encode_chunked=True,
+            headers={"X-Auth-Token": http.token(ACME), "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert resp.status == 200, body
+    eventually(lambda: simulator.channel(call.a_uuid) is None)

@@ -311,6 +311,7 @@ def _schemas() -> dict[str, Any]:
                 "events_received": {"type": "integer", "minimum": 0},
                 "events_dropped": {"type": "integer", "minimum": 0},
                 "reconnects": {"type": "integer", "minimum": 0},
+                "last_error": {"type": ["string", "null"], "description": "why the link last failed"},
             },
         },
         "Health": {
@@ -370,6 +371,7 @@ HEALTH_DOWN = {
             "events_received": 1520,
             "events_dropped": 0,
             "reconnects": 3,
+            "last_error": "ConnectionRefusedError: [Errno 111] Connection refused",
         }
     },
     "nodes_up": 0,

@@ -55,6 +55,14 @@ class _LiveCollector(Collector):
             "eslchan_events_dropped", "ESL events dropped (queue overflow) for the node", labels=["node"]
         )
         reconnects = CounterMetricFamily("eslchan_link_reconnects", "ESL link reconnections", labels=["node"])
+        lost = CounterMetricFamily(
+            "eslchan_lost_event_reports",
+            "Times FreeSWITCH or the queue reported lost events",
+            labels=["node"],
+        )
+        queue = GaugeMetricFamily(
+            "eslchan_event_queue", "Events received but not yet applied", labels=["node"]
+        )
         for name, link in sorted(self._links.items()):
             up.add_metric([name], 1 if link.is_up else 0)
             for s in LINK_STATES:
@@ -63,7 +71,9 @@ class _LiveCollector(Collector):
             received.add_metric([name], float(stats.get("events_received", 0)))
             dropped.add_metric([name], float(stats.get("events_dropped", 0)))
             reconnects.add_metric([name], float(stats.get("reconnects", 0)))
-        yield from (up, state, received, dropped, reconnects)
+            lost.add_metric([name], float(stats.get("lost_event_reports", 0)))
+            queue.add_metric([name], float(stats.get("event_queue", 0)))
+        yield from (up, state, received, dropped, reconnects, lost, queue)
 
 
 class Metrics:
@@ -129,6 +139,7 @@ def health() -> Response:
             "events_received": stats.get("events_received", 0),
             "events_dropped": stats.get("events_dropped", 0),
             "reconnects": stats.get("reconnects", 0),
+            "last_error": stats.get("last_error"),
         }
     data = {
         "status": "ok" if any(n["up"] for n in nodes.values()) else "unavailable",
