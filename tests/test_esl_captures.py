@@ -93,9 +93,7 @@ def test_real_recv_boundaries_and_random_splits_give_the_same_frames(captures_di
     # the real recv() chunk boundaries from the timeline
     scenario, conn = name[: -len(".recv")].split(".", 1)
     timeline = captures_dir / f"{scenario}.timeline.jsonl"
-    chunks = [
-        json.loads(line) for line in timeline.read_text().splitlines() if '"recv"' in line
-    ]
+    chunks = [json.loads(line) for line in timeline.read_text().splitlines() if '"recv"' in line]
     parser = FrameParser()
     frames = []
     for ch in chunks:

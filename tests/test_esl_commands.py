@@ -215,9 +215,7 @@ def test_execute_puts_the_argument_in_a_body():
 
 
 def test_execute_length_counts_utf8_bytes_and_options():
-    cmd = c.execute(
-        c.uuid(U), "speak", c.free_text("Zoë 東京"), event_lock=True, loops=2, event_uuid=U
-    )
+    cmd = c.execute(c.uuid(U), "speak", c.free_text("Zoë 東京"), event_lock=True, loops=2, event_uuid=U)
     head, _, body = cmd.wire.partition(b"\n\n")
     assert body == "Zoë 東京".encode()
     assert f"content-length: {len(body)}".encode() in head.split(b"\n")
@@ -235,9 +233,7 @@ def test_execute_length_counts_utf8_bytes_and_options():
 
 def test_execute_without_argument_ends_with_empty_line():
     cmd = c.execute(c.uuid(U), "answer")
-    assert cmd.wire == (
-        f"sendmsg {U}\ncall-command: execute\nexecute-app-name: answer\n\n".encode()
-    )
+    assert cmd.wire == (f"sendmsg {U}\ncall-command: execute\nexecute-app-name: answer\n\n".encode())
 
 
 def test_hangup():
@@ -266,8 +262,7 @@ def test_dial_string_escapes_values():
         },
     )
     assert ds == (
-        "{origination_caller_id_name='Alice Smith',absolute_codec_string=PCMU\\,PCMA}"
-        "user/1001@example.com"
+        "{origination_caller_id_name='Alice Smith',absolute_codec_string=PCMU\\,PCMA}user/1001@example.com"
     )
     assert not ds.last_only  # a quoted value does not split the originate arguments
     cmd = c.api("originate", ds, c.app_ref("park"))

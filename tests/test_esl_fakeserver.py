@@ -121,6 +121,12 @@ class FakeEsl:
             except OSError:
                 pass
 
+    def send_raw(self, event_name: str, data: bytes) -> None:
+        """Write pre-built frames to every connection subscribed to ``event_name``."""
+        for conn in list(self.conns):
+            if conn.wants(event_name):
+                conn.sock.sendall(data)
+
     def _handle(self, sock, _addr) -> None:
         sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_SNDBUF, 4 << 20)
         conn = FakeConn(self, sock)

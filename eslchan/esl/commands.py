@@ -385,8 +385,7 @@ APPLICATIONS = frozenset(
 )
 
 _CONTROL_VERBS = frozenset(
-    "auth event filter exit noevents nixevent myevents linger nolinger log nolog "
-    "divert_events resume".split()
+    "auth event filter exit noevents nixevent myevents linger nolinger log nolog divert_events resume".split()
 )
 
 

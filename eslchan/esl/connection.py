@@ -278,9 +278,7 @@ class EslConnection(InboundESL):
             return slot.result.get(timeout=timeout)
         except gevent.Timeout:
             slot.abandoned = True
-            raise CommandTimeout(
-                f"node {self.name}: no answer to {cmd.name} within {timeout:g} s"
-            ) from None
+            raise CommandTimeout(f"node {self.name}: no answer to {cmd.name} within {timeout:g} s") from None
         except BaseException:
             slot.abandoned = True
             raise
