@@ -539,3 +539,53 @@ def test_a_chunked_body_within_the_limit_is_read_whole(simulator, daemon, http):
         conn.close()
     assert resp.status == 200, body
     eventually(lambda: simulator.channel(call.a_uuid) is None)
+
+
+def test_answers_over_http_match_the_openapi_document(simulator, daemon, http):
+    """What the interpreter-backed endpoints really answer is what /v2/openapi.json says."""
+    from test_api_openapi import response_schema, validator
+
+    doc = http.get("/v2/openapi.json").json
+    acme = http.token(ACME)
+    alice = place(simulator, daemon, ALICE)
+    bob = place(simulator, daemon, BOB)
+    one = "/v2/accounts/{account_id}/channels/{channel_uuid}"
+    runs = one + "/metaflows"
+    base = f"/v2/accounts/{ACME}/channels/{alice.a_uuid}"
+    answers = []
+    tree = {"module": "sleep", "data": {"duration": 60}}
+    started = http.request("PUT", base, {"action": "metaflow", "data": tree}, token=acme)
+    answers.append((one, "put", started))
+    answers.append((runs, "get", http.get(f"{base}/metaflows", token=acme)))
+    answers.append(
+        (
+            runs + "/{run_id}",
+            "delete",
+            http.request("DELETE", f"{base}/metaflows/{started.json['data']['id']}", token=acme),
+        )
+    )
+    answers.append((one, "post", http.request("POST", base, {"data": {"action": "dance"}}, token=acme)))
+    simulator.fail_next("-ERR no reason")
+    answers.append((one, "post", http.request("POST", base, {"data": {"action": "hangup"}}, token=acme)))
+    answers.append((one, "post", http.request("POST", base, {"data": {"action": "hangup"}}, token=acme)))
+    answers.append(("/health", "get", http.get("/health")))
+    simulator.stop()
+    eventually(lambda: not daemon.links["fs1"].is_up)
+    answers.append(
+        (
+            one,
+            "post",
+            http.request(
+                "POST",
+                f"/v2/accounts/{ACME}/channels/{bob.a_uuid}",
+                {"data": {"action": "hangup"}},
+                token=acme,
+            ),
+        )
+    )
+    answers.append(("/health", "get", http.get("/health")))
+    assert [a[2].status for a in answers] == [202, 200, 200, 400, 502, 200, 200, 503, 503]
+    for path, method, resp in answers:
+        pointer = response_schema(doc, path, method, resp.status)
+        errors = [e.message for e in validator(doc, pointer).iter_errors(resp.json)]
+        assert not errors, (path, method, resp.status, errors)
