@@ -261,13 +261,15 @@ class ChannelRegistry:
             for mark in marks:
                 mark.touched.add(uuid)
         ch = nodemap.get(uuid)
-        if name == "CHANNEL_DESTROY" or event.get("Channel-State") == "CS_DESTROY":
+        if name == "CHANNEL_DESTROY":
             self._destroy(node, nodemap, uuid, ch, event, key)
             return ch
         if ch is None:
             if self._tombstoned(node, uuid):
                 self.stats["ignored_destroyed"] += 1
                 return None
+            if event.get("Channel-State") == "CS_DESTROY":
+                return None  # a dying channel's last word: its CHANNEL_DESTROY removes it
             ch = self._create(node, nodemap, uuid, event)
         self._update(ch, event, name, key)
         if wake:

@@ -232,10 +232,15 @@ class NodeSync:
                 try:
                     result = Resyncer(self.registry, link, concurrency=self.concurrency).run()
                 except LinkDown:
+                    if link.is_up:  # the link came back meanwhile: resync the new connection
+                        continue
                     return  # the next link up resyncs
-                except (CommandTimeout, CommandRejected, ValueError) as exc:
-                    log.warning("resync of %s failed: %s; retrying", node, exc,
-                                extra={"node": node})
+                except Exception as exc:  # timeout, -ERR, odd answer: try again, later
+                    if isinstance(exc, (CommandTimeout, CommandRejected, ValueError)):
+                        log.warning("resync of %s failed: %s; retrying", node, exc,
+                                    extra={"node": node})
+                    else:
+                        log.exception("resync of %s failed; retrying", node, extra={"node": node})
                     if not link.is_up:
                         return
                     gevent.sleep(delay)  # back off before asking a struggling node again
