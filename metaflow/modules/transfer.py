@@ -1,7 +1,8 @@
 """transfer: blind (uuid_transfer of self, peer or both into the dialplan) or attended, as
 Kazoo's konami transfer does it:
 
-1. the transferee (this channel's peer) is parked on music on hold (``moh``);
+1. both legs are parked (``uuid_transfer -both park inline``, with ``park_after_bridge`` so
+   no leg hangs up when a bridge ends); the transferee (this channel's peer) hears ``moh``;
 2. a leg to ``target`` is originated and the transferor (this channel) hears ``ringback``;
 3. when the target answers, transferor and target are bridged (a consultation);
 4. the transferor pressing ``takeback_dtmf`` at any time hangs up the target and takes the
@@ -60,8 +61,9 @@ class AttendedTransfer:
         self.takeback = data.get("takeback_dtmf", "*1")
         self.moh = ctx.media(data["moh"], "data.moh") if data.get("moh") else esl.media(ctx.config.moh, "moh")
         self.ringback = ctx.media(data.get("ringback", "%(2000,4000,440,480)"), "data.ringback")
-        self.dial = esl.dial_string(endpoint(ctx, "number", data["target"], "data.target"),
-                                    originate_vars(ctx, self.target, self.timeout))
+        variables = originate_vars(ctx, self.target, self.timeout)
+        variables[esl.var_name("park_after_bridge")] = esl.word("true")  # survives the transferor
+        self.dial = esl.dial_string(endpoint(ctx, "number", data["target"], "data.target"), variables)
         self.answered = False
         self.transferor_gone = False
         self.typed = ""
@@ -79,11 +81,12 @@ class AttendedTransfer:
             pass  # already gone
 
     def take_back(self, outcome: str) -> Outcome:
-        self.kill_target()
         if self.transferor_gone:
+            self.kill_target()
             self.api("uuid_kill", esl.uuid(self.transferee), esl.hangup_cause("NORMAL_CLEARING"))
             return STOP
-        self.bridge(self.transferor, self.transferee)
+        self.bridge(self.transferor, self.transferee)  # first, so the target's end ends nothing
+        self.kill_target()
         return branch(outcome)
 
     def originate(self, stream: object) -> None:
@@ -98,7 +101,8 @@ class AttendedTransfer:
         with ctx.events({self.transferor, self.transferee, self.target}, gone_on_destroy=False) as stream:
             for leg in (self.transferor, self.transferee):  # neither hangs up when unbridged
                 self.api("uuid_setvar", esl.uuid(leg), esl.var_name("park_after_bridge"), esl.word("true"))
-            self.api("uuid_park", esl.uuid(self.transferee))
+            self.api("uuid_transfer", esl.uuid(self.transferor), esl.word("-both"),
+                     esl.dial_target("park"), esl.context("inline"))
             ctx.send(esl.execute(esl.uuid(self.transferee), "endless_playback", self.moh))
             ctx.send(esl.execute(esl.uuid(self.transferor), "endless_playback", self.ringback))
             ctx.spawn(self.originate, stream)

@@ -1,0 +1,276 @@
+"""Metaflow modules that change the call itself (transfer, hold, park, record, intercept,
+move, callflow) against the simulator, through the real NodeLink and registry."""
+
+import json
+
+import gevent
+import pytest
+from conftest import eventually
+from test_metaflow_modules import ACME, DEVICE, Call, finished
+
+from eslchan.esl.commands import CommandError
+from metaflow import StateError, ValidationFailed
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def call(daemon, simulator):
+    return Call(daemon, simulator)
+
+
+def bridged(call, a, b):
+    eventually(lambda: (ch := call.daemon.registry.find(a)) is not None and ch.other_leg == b)
+
+
+# --- transfer --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("leg,flag", [("self", ""), ("peer", "-bleg "), ("both", "-both ")])
+def test_blind_transfer_legs(call, simulator, leg, flag):
+    result = call.action(action="transfer", target="2600", leg=leg, context="public")
+    assert result["reply"] == "+OK"
+    assert call.sent() == [f"api uuid_transfer {call.a} {flag}2600 XML public"]
+    moved = {"self": [call.a], "peer": [call.b], "both": [call.a, call.b]}[leg]
+    for uuid in moved:
+        eventually(lambda u=uuid: simulator.channel(u).destination == "2600")
+
+
+def test_attended_transfer_takeback(call, simulator, daemon):
+    result = call.action(action="transfer", target="2600", takeback_dtmf="*1", moh="welcome")
+    run = daemon.interpreter.get(result["id"])
+    assert result["reply"] == "+OK"  # returned once FreeSWITCH accepted the first command
+    eventually(lambda: len(call.sent()) >= 5)
+    sent = call.sent()
+    assert sent[:3] == [f"api uuid_setvar {call.a} park_after_bridge true",
+                        f"api uuid_setvar {call.b} park_after_bridge true",
+                        f"api uuid_transfer {call.a} -both park inline"]
+    # the transferee hears the moh, the transferor the ringback
+    assert sent[3] == f"sendmsg {call.b}\ntone_stream://%(400,200,523);loops=2"
+    assert sent[4] == f"sendmsg {call.a}\ntone_stream://%(2000,4000,440,480)"
+    eventually(lambda: any(c.startswith("bgapi originate {origination_uuid=") for c in call.sent()))
+    originate = next(c for c in call.sent() if c.startswith("bgapi originate"))
+    target = originate.split("origination_uuid=", 1)[1].split(",", 1)[0]
+    assert "loopback/2600/default &park()" in originate
+    bridged(call, call.a, target)  # the target answered: transferor and target talk
+    assert simulator.channel(call.b).app == "park"
+    simulator.press_dtmf(call.a, "*1")
+    eventually(lambda: run.state != "running")
+    assert run.state == "finished"
+    bridged(call, call.a, call.b)
+    eventually(lambda: simulator.channel(target) is None)
+
+
+def test_attended_transfer_completes_when_the_transferor_hangs_up(call, simulator, daemon):
+    result = call.action(action="transfer", target="2600", transfer_type="attended")
+    run = daemon.interpreter.get(result["id"])
+    eventually(lambda: any(c.startswith("bgapi originate") for c in call.sent()))
+    target = next(c for c in call.sent() if c.startswith("bgapi")).split("origination_uuid=")[1][:36]
+    bridged(call, call.a, target)
+    simulator.hangup(call.a)
+    bridged(call, call.b, target)  # transferee and target now talk
+    eventually(lambda: run.state != "running")
+    assert run.state in ("finished", "channel_gone")
+    assert call.sent()[-1] == f"api uuid_bridge {call.b} {target}"
+
+
+def test_attended_transfer_to_a_target_that_does_not_answer(call, simulator, daemon):
+    result = call.action(action="transfer", target="noanswer", takeback_dtmf="*1", timeout=1)
+    run = daemon.interpreter.get(result["id"])
+    eventually(lambda: run.state != "running", timeout=10)
+    assert run.state == "finished"
+    bridged(call, call.a, call.b)  # the transferor has the transferee back
+
+
+def test_attended_transfer_to_a_failing_target(call, daemon):
+    run = call.flow({"module": "transfer", "data": {"target": "hangup", "transfer_type": "attended"},
+                     "children": {"failed": {"module": "set_variable",
+                                             "data": {"name": "xfer", "value": "failed"}}}})
+    assert finished(run) == "finished"
+    bridged(call, call.a, call.b)
+    assert call.sim.channel(call.a).variables.get("xfer") == "failed"
+
+
+def test_transfer_refusals_send_nothing(daemon, simulator, call):
+    lone = Call(daemon, simulator, bridged=False)
+    for params in ({"target": "2600", "leg": "peer"}, {"target": "2600", "takeback_dtmf": "*1"}):
+        with pytest.raises(StateError) as info:
+            lone.action(action="transfer", **params)
+        assert "bridged" in str(info.value)
+    for bad in ("2600\napi system id", "{x=y}2600", "26 00", "${x}"):
+        with pytest.raises(ValidationFailed) as info:
+            call.action(action="transfer", target=bad)
+        assert "data.target" in info.value.errors
+    with pytest.raises(ValidationFailed):
+        call.action(action="transfer", target="2600", moh="/etc/passwd")
+    assert lone.sent() == [] and call.sent() == []
+
+
+# --- hold, park, resume ------------------------------------------------------------------------
+
+def test_hold_until_the_unhold_key(call, simulator):
+    run = call.flow({"module": "hold", "data": {"moh_bleg": "welcome", "unhold_key": "5"}})
+    eventually(lambda: call.channel.is_onhold)
+    assert call.sent() == [f"api uuid_setvar {call.a} hold_music tone_stream://%(400,200,523);loops=2",
+                           f"api uuid_hold {call.a}"]
+    simulator.press_dtmf(call.a, "45")
+    assert finished(run) == "finished"
+    eventually(lambda: not call.channel.is_onhold)
+    assert call.sent()[-1] == f"api uuid_hold off {call.a}"
+
+
+def test_hold_ends_when_something_else_unholds(call):
+    run = call.flow({"module": "hold"})
+    eventually(lambda: call.channel.is_onhold)
+    call.action(action="resume")
+    assert finished(run) == "finished"
+    assert not call.channel.is_onhold
+
+
+def test_park_and_resume(call, simulator):
+    call.action(action="park")
+    eventually(lambda: len(call.sent()) == 3)
+    assert call.sent() == [f"api uuid_setvar {call.a} park_after_bridge true",
+                           f"api uuid_setvar {call.b} park_after_bridge true",
+                           f"api uuid_transfer {call.a} -both park inline"]
+    eventually(lambda: call.channel.other_leg is None)
+    eventually(lambda: simulator.channel(call.a).app == "park" and simulator.channel(call.b).app == "park")
+    call.action(action="resume")
+    assert call.sent()[-1] == f"api uuid_bridge {call.a} {call.b}"
+    bridged(call, call.a, call.b)
+    with pytest.raises(StateError):
+        call.action(action="resume")  # nothing left to resume
+
+
+# --- recording ---------------------------------------------------------------------------------
+
+def test_record_call_start_mask_unmask_stop(call, simulator):
+    run = call.flow({"module": "record_call", "data": {"action": "start", "media_name": "board-call"},
+                     "children": {"_": {"module": "record_call", "data": {"action": "mask"},
+                                        "children": {"_": {"module": "record_call",
+                                                           "data": {"action": "unmask"}}}}}})
+    assert finished(run) == "finished"
+    path = "/var/lib/freeswitch/recordings/board-call.wav"
+    assert call.sent() == [f"api uuid_record {call.a} start {path} 3600",
+                           f"api uuid_record {call.a} mask {path}",
+                           f"api uuid_record {call.a} unmask {path}"]
+    assert path in simulator.channel(call.a).recordings
+    finished(call.flow({"module": "record_call", "data": {"action": "stop"}}))
+    assert simulator.channel(call.a).recordings == {}
+    with pytest.raises(StateError):
+        call.daemon.interpreter.start(call.channel, {"module": "record_call", "data": {"action": "stop"}})\
+            .first.get()
+
+
+def test_record_call_toggle_really_toggles(call, simulator):
+    for expected in ("start", "stop", "start"):
+        run = call.flow({"module": "record_call", "data": {"format": "mp3"}})
+        assert finished(run) == "finished"
+        assert call.sent()[-1].startswith(f"api uuid_record {call.a} {expected} ")
+    assert len(simulator.channel(call.a).recordings) == 1
+    assert next(iter(simulator.channel(call.a).recordings)).endswith(".mp3")
+
+
+# --- intercept, move ---------------------------------------------------------------------------
+
+def test_intercept_a_ringing_call_from_a_device(daemon, simulator):
+    lone = Call(daemon, simulator, bridged=False)
+    result = lone.action(action="intercept", target_type="device", target_id="phone42")
+    assert result["reply"].startswith("+OK")
+    originate = lone.sent()[0]
+    assert originate.startswith("bgapi originate {origination_uuid=")
+    assert originate.endswith(f"}}user/phone42 &intercept({lone.a})")
+    new = originate.split("origination_uuid=")[1][:36]
+    bridged(lone, lone.a, new)
+
+
+def test_intercept_refusals(call):
+    with pytest.raises(StateError):  # unbridged_only by default
+        call.action(action="intercept", target_type="user", target_id="u1")
+    with pytest.raises(StateError):
+        call.action(action="intercept", target_type="device", target_id=DEVICE,
+                    can_call_self=False, unbridged_only=False)
+    with pytest.raises(ValidationFailed) as info:
+        call.action(action="intercept", target_type="phone", target_id="u1,user/2")
+    assert {"data.target_type", "data.target_id"} <= set(info.value.errors)
+    assert call.sent() == []
+
+
+def test_move_the_call_to_another_device(call, simulator):
+    result = call.action(action="move", device_id="deskphone", auto_answer=True)
+    assert result["reply"].startswith("+OK")
+    originate = call.sent()[0]
+    assert "sip_auto_answer=true" in originate
+    assert originate.endswith(f"}}user/deskphone &intercept({call.b})")
+    new = originate.split("origination_uuid=")[1][:36]
+    bridged(call, call.b, new)  # the other party now talks to the new device
+    eventually(lambda: simulator.channel(call.a) is None)  # the old leg was released
+
+
+# --- callflow, sleep ---------------------------------------------------------------------------
+
+@pytest.fixture
+def flows(tmp_path, daemon):
+    daemon.interpreter.config = type(daemon.interpreter.config)(
+        **{**daemon.interpreter.config.__dict__, "callflows_dir": tmp_path})
+    return tmp_path
+
+
+def test_callflow_continues_in_a_stored_flow(call, flows, simulator):
+    (flows / "vip.json").write_text(json.dumps({"flow": {
+        "module": "set_variable", "data": {"name": "flow", "value": "vip"},
+        "children": {"_": {"module": "send_dtmf", "data": {"digits": "9"}}}}}))
+    run = call.flow({"module": "callflow", "data": {"id": "vip"}})
+    assert finished(run) == "finished"
+    assert call.sent() == [f"api uuid_setvar {call.a} flow vip", f"api uuid_send_dtmf {call.a} 9"]
+
+
+def test_callflow_errors(call, flows):
+    with pytest.raises(ValidationFailed) as info:
+        call.action(action="callflow", id="missing")
+    assert "data.id" in info.value.errors
+    (flows / "bad.json").write_text(json.dumps({"module": "transfer", "data": {}}))
+    with pytest.raises(ValidationFailed) as info:
+        call.action(action="callflow", id="bad")
+    assert info.value.errors == {"callflow:bad.data.target": {"required": {
+        "message": "Field is required but missing"}}}
+    (flows / "loop.json").write_text(json.dumps({"module": "callflow", "data": {"id": "loop"}}))
+    with pytest.raises(StateError):
+        call.action(action="callflow", id="loop")
+    with pytest.raises(ValidationFailed):
+        call.action(action="callflow", id="../etc/passwd")
+
+
+def test_sleep_then_continue(call):
+    run = call.flow({"module": "sleep", "data": {"duration": 0.1},
+                     "children": {"_": {"module": "send_dtmf", "data": {"digits": "1"}}}})
+    assert finished(run) == "finished"
+    assert call.sent() == [f"api uuid_send_dtmf {call.a} 1"]
+
+
+# --- POST actions ------------------------------------------------------------------------------
+
+def test_an_action_is_a_one_node_metaflow(call, daemon):
+    result = call.action(action="hold_control", **{})
+    assert result["action"] == "hold_control" and result["reply"].startswith("+OK")
+    assert result["data"] == {"action": "toggle"}  # defaults filled by the same schema
+    with pytest.raises(ValidationFailed) as info:
+        call.action(action="teleport")
+    assert "data.action" in info.value.errors
+    with pytest.raises(ValidationFailed) as info:
+        call.action(action="transfer")
+    assert info.value.errors == {"data.target": {"required": {"message": "Field is required but missing"}}}
+
+
+def test_hostile_values_never_reach_freeswitch(call):
+    hostile = ["x\napi system id", "${system(id)}", "{origination_uuid=x}user/1", "a'b", "a b"]
+    attempts = [("transfer", "target", {}), ("play", "id", {}), ("tts", "voice", {"text": "hi"}),
+                ("set_variable", "name", {"value": "v"}), ("send_dtmf", "digits", {}),
+                ("intercept", "target_id", {"target_type": "number"}), ("move", "owner_id", {}),
+                ("record_call", "media_name", {}), ("hangup", "cause", {}), ("callflow", "id", {})]
+    for module, field, rest in attempts:
+        for bad in hostile:
+            with pytest.raises((ValidationFailed, CommandError)):
+                call.action(action=module, **{**rest, field: bad})
+    gevent.sleep(0.05)
+    assert call.sent() == []
+    assert ACME  # the account the test calls belong to
