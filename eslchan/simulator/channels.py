@@ -84,6 +84,9 @@ class SimChannel:
         self.context = context
         self.dialplan = dialplan
         self.source = source
+        self.transfer_source = ""
+        self.rdnis = ""
+        self.profile_index = 1
         self.created = now
         self.created_us = int(now * 1_000_000)
         self.answered_us = 0
@@ -172,11 +175,15 @@ class SimChannel:
             (f"{prefix}-Destination-Number", self.destination),
             (f"{prefix}-Unique-ID", self.uuid),
             (f"{prefix}-Source", self.source),
-            (f"{prefix}-Context", self.context),
-            (f"{prefix}-Channel-Name", self.name),
         ]
+        if self.transfer_source:
+            h.append((f"{prefix}-Transfer-Source", self.transfer_source))
+        h.append((f"{prefix}-Context", self.context))
+        if self.rdnis:
+            h.append((f"{prefix}-RDNIS", self.rdnis))
+        h.append((f"{prefix}-Channel-Name", self.name))
         if index:
-            h.append((f"{prefix}-Profile-Index", "1"))
+            h.append((f"{prefix}-Profile-Index", str(self.profile_index)))
         h += [
             (f"{prefix}-Profile-Created-Time", str(self.created_us)),
             (f"{prefix}-Channel-Created-Time", str(self.created_us)),

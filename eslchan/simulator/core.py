@@ -82,7 +82,9 @@ def default_dialplan() -> Dialplan:
         (r"^park$", [("park", "")]),
         (r"^hangup$", [("hangup", "")]),
         (r"^(ring|noanswer)$", [("park", "")]),
-        (r"^[A-Za-z0-9+*#._@-]{1,64}$", [("answer", ""), ("park", "")]),
+        (r"^esl_socket$", [("socket", "127.0.0.1:8084 async full")]),
+        # any dialable number answers and waits (what a test's "far end" usually does)
+        (r"^\+?[0-9*#]{1,32}$", [("answer", ""), ("park", "")]),
     ]
     return {"default": std, "public": list(std)}
 
@@ -105,6 +107,25 @@ def split_vars(block: str) -> dict[str, str]:
         if "=" in p:
             k, v = p.split("=", 1)
             out[k.strip()] = v
+    return out
+
+
+def split_top(s: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside of {…}, […] and quotes (dial strings carry vars in them)."""
+    out, cur, depth, quoted = [], [], 0, False
+    for c in s:
+        if c == "'":
+            quoted = not quoted
+        elif not quoted and c in "{[":
+            depth += 1
+        elif not quoted and c in "}]":
+            depth = max(0, depth - 1)
+        elif c == sep and depth == 0 and not quoted:
+            out.append("".join(cur))
+            cur = []
+            continue
+        cur.append(c)
+    out.append("".join(cur))
     return out
 
 
@@ -143,6 +164,8 @@ class Switch:
         self.started = time.time()
         self.channels: dict[str, SimChannel] = {}
         self.dialplan: Dialplan = default_dialplan()
+        # the vanilla configuration's first matching extension runs for every call
+        self.dialplan_prelude: list[tuple[str, str]] = [("set", "open=true")]
         self.media_durations: dict[str, float] = {}
         self.default_media_duration = 1.0
         self.ring_seconds = 0.2              # how long a remote phone rings before answering
@@ -437,7 +460,7 @@ class Switch:
     def lookup(self, dest: str, context: str) -> list[tuple[str, str]] | None:
         for pattern, apps in self.dialplan.get(context, self.dialplan.get("default", [])):
             if re.match(pattern, dest):
-                return list(apps)
+                return list(self.dialplan_prelude) + list(apps)
         return None
 
     def run_apps(self, ch: SimChannel, apps: list[tuple[str, str]]) -> None:
@@ -589,8 +612,8 @@ class Switch:
         """Dial the first target that answers (',' = simultaneous, '|' = in turn)."""
         ch.variables.pop("originate_disposition", None)
         last_cause = "NO_ANSWER"
-        for group in arg.split("|"):
-            target = group.split(",")[0]
+        for group in split_top(arg, "|"):
+            target = split_top(group, ",")[0]
             self.set_callstate(ch, "RING_WAIT")
             try:
                 b = self.originate_leg(target, originator=ch)
@@ -624,6 +647,14 @@ class Switch:
         self._take_over(target, ch.uuid)
         self.answer(target)
         self._bridged(ch, target, originator=True, wait_peer=True)
+
+    def app_socket(self, ch: SimChannel, arg: str) -> None:
+        # Outbound event socket mode is not simulated: behave like an outbound client that
+        # answers, plays a short prompt and hangs up.
+        self.answer(ch)
+        self.sleep(0.5)
+        self.hangup(ch.uuid, "NORMAL_CLEARING")
+        self.wait(ch, None)
 
     def app_eavesdrop(self, ch: SimChannel, arg: str) -> str:
         target = self.channels.get(arg.strip())
@@ -717,6 +748,13 @@ class Switch:
 
     # -- transfer ------------------------------------------------------------------------
     def transfer(self, ch: SimChannel, dest: str, dialplan: str, context: str) -> None:
+        # the new caller profile exists at once; the running application then unwinds
+        ch.transfer_us = int(time.time() * 1_000_000)
+        ch.transfer_source = f"{int(time.time())}:{new_uuid()}:bl_xfer:{dest}/{context}/{dialplan}"
+        ch.rdnis = ch.destination
+        ch.profile_index += 1
+        if dialplan.lower() != "inline":
+            ch.destination, ch.context, ch.dialplan = dest, context, dialplan
         self._send(ch, TransferUnwind(dest, dialplan, context))
 
     def _after_transfer(self, ch: SimChannel, t: TransferUnwind) -> Callable[[], None]:
@@ -724,7 +762,6 @@ class Switch:
         if partner is not None and partner.other_leg == ch.uuid:
             self._send(partner, ("bridge_end", ch.uuid))
         ch.other_leg, ch.other_type = None, None
-        ch.transfer_us = int(time.time() * 1_000_000)
         if t.dialplan.lower() == "inline":
             apps = []
             for item in t.dest.split(","):
@@ -736,9 +773,6 @@ class Switch:
             if found is None:
                 raise HangupUnwind(self._no_route(ch))
             apps = found
-            ch.destination = t.dest
-            ch.context = t.context
-            ch.dialplan = t.dialplan
         ch.variables["transfer_history"] = f"{int(time.time())}:{new_uuid()}:uuid_br:{t.dest}"
         ch.hit_dialplan = True
         self.set_state(ch, "CS_ROUTING")
