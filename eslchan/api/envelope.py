@@ -71,10 +71,17 @@ def field_error(path: str, keyword: str, message: str, **details: Any) -> ApiErr
     return validation_error({path: {keyword: {"message": message, **details}}})
 
 
+def _canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _digest(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
 def revision_of(data: Any) -> str:
     """A stable digest of ``data``: equal data, equal revision, whatever the key order."""
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+    return _digest(_canonical(data))
 
 
 def _timestamp() -> str:
@@ -98,27 +105,29 @@ def not_modified(revision: str) -> bool:
     return "*" in wanted or revision in wanted
 
 
-def _document(data: Any, status: int, revision: str) -> dict[str, Any]:
-    return {
+def _body(data_json: str, status: int, revision: str, **extra: str) -> str:
+    """The envelope as JSON text around already-serialised ``data`` (a listing is dumped once)."""
+    rest = {
         "auth_token": g.get("auth_token") or "",
-        "data": data,
         "request_id": request_id(),
         "revision": revision,
         "status": "success" if status < 400 else "error",
         "timestamp": _timestamp(),
         "node": _NODE,
         "version": __version__,
+        **extra,
     }
+    return '{"data":' + data_json + "," + json.dumps(rest, separators=(",", ":"))[1:]
 
 
 def respond(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     """A success envelope; 304 (no body) when the caller already holds this revision."""
-    revision = revision_of(data)
+    data_json = _canonical(data)
+    revision = _digest(data_json)
     if status == 200 and request.method in ("GET", "HEAD") and not_modified(revision):
         resp = Response(status=304)
     else:
-        body = json.dumps(_document(data, status, revision), default=str)
-        resp = Response(body, status=status, mimetype="application/json")
+        resp = Response(_body(data_json, status, revision), status=status, mimetype="application/json")
     resp.headers["ETag"] = f'"{revision}"'
     for name, value in (headers or {}).items():
         resp.headers[name] = value
@@ -126,11 +135,9 @@ def respond(data: Any, status: int = 200, headers: Mapping[str, str] | None = No
 
 
 def error_response(err: ApiError) -> Response:
-    revision = revision_of(err.data)
-    doc = _document(err.data, err.status, revision)
-    doc["error"] = str(err.status)
-    doc["message"] = err.message
-    resp = Response(json.dumps(doc, default=str), status=err.status, mimetype="application/json")
+    data_json = _canonical(err.data)
+    body = _body(data_json, err.status, _digest(data_json), error=str(err.status), message=err.message)
+    resp = Response(body, status=err.status, mimetype="application/json")
     for name, value in err.headers.items():
         resp.headers[name] = value
     return resp
