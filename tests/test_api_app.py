@@ -394,6 +394,10 @@ def test_malformed_ids_are_400(client):
     resp = client.get("/v2/accounts/ACME/channels", headers=hdrs)
     assert resp.status_code == 400
     assert "account_id" in resp.json["data"]
+    resp = client.get(f"/v2/accounts/{ACME}%0A/channels", headers=auth(client, ADMIN))
+    assert resp.status_code == 400
+    resp = client.get(f"/v2/accounts/{ACME}/users/user1%0A/channels", headers=hdrs)
+    assert resp.status_code == 400
 
 
 # --- system --------------------------------------------------------------------------------

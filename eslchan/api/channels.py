@@ -39,7 +39,7 @@ def _ext() -> Any:
 
 def checked_account(account_id: str) -> str:
     authenticate()
-    if not ACCOUNT_ID.match(account_id):
+    if not ACCOUNT_ID.fullmatch(account_id):
         raise field_error(
             "account_id", "pattern", "an account id is 32 lowercase hexadecimal characters", value=account_id
         )
@@ -48,7 +48,7 @@ def checked_account(account_id: str) -> str:
 
 
 def _checked_id(value: str, name: str) -> str:
-    if not OWNER_ID.match(value):
+    if not OWNER_ID.fullmatch(value):
         raise field_error(name, "pattern", f"{name} must be 1-128 letters, digits or _ . @ + -", value=value)
     return value
 

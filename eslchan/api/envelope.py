@@ -92,7 +92,7 @@ def request_id() -> str:
     rid = g.get("request_id")
     if rid is None:
         given = request.headers.get("X-Request-ID", "")
-        rid = given if _REQUEST_ID.match(given) else _uuid.uuid4().hex
+        rid = given if _REQUEST_ID.fullmatch(given) else _uuid.uuid4().hex
         g.request_id = rid
     return rid
 
@@ -178,7 +178,7 @@ def _csv_cell(value: Any) -> str:
         value = json.dumps(value, sort_keys=True)
     text = str(value)
     # caller ids come from the far end: keep a spreadsheet from reading them as formulas
-    if text[:1] in ("=", "@", "\t", "\r") or (text[:1] in ("+", "-") and not _PLAIN_NUMBER.match(text)):
+    if text[:1] in ("=", "@", "\t", "\r") or (text[:1] in ("+", "-") and not _PLAIN_NUMBER.fullmatch(text)):
         text = "'" + text
     return text
 
