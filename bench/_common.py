@@ -1,0 +1,119 @@
+"""Helpers shared by the benchmarks: captures, child processes, statistics, profiles.
+
+Every benchmark runs its candidates and its baseline in the same invocation (the machines
+are shared and noisy) and prints one closing line ``NAME: VALUE (RATIO vs BASELINE)``.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CAPTURES = REPO.parent / "shared" / "esl-captures"
+
+
+def captures_dir() -> Path:
+    if not (CAPTURES / "README.md").exists():
+        sys.exit(f"ESL captures not found at {CAPTURES}")
+    return CAPTURES
+
+
+def machine() -> str:
+    """One line naming the machine the figures come from."""
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cpu(s), {model}, Python {platform.python_version()}, {platform.system()}"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, int(round(p / 100.0 * (len(s) - 1)))))
+    return s[k]
+
+
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 50)
+
+
+def run_child(args: list[str], timeout: float = 300.0, env: dict | None = None) -> dict:
+    """Run ``python <args>`` and return the JSON object on its last stdout line."""
+    proc = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise RuntimeError(f"child {args} failed (rc={proc.returncode})")
+    return json.loads(lines[-1])
+
+
+def emit(result: dict) -> None:
+    """A child's result: one JSON line on stdout."""
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+class Profiler:
+    """cProfile around a block; ``top(n)`` is the tottime-sorted table as text."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.prof = cProfile.Profile() if enabled else None
+
+    def __enter__(self) -> Profiler:
+        if self.prof is not None:
+            self.prof.enable()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.prof is not None:
+            self.prof.disable()
+
+    def top(self, n: int = 8) -> str:
+        if self.prof is None:
+            return ""
+        out = io.StringIO()
+        stats = pstats.Stats(self.prof, stream=out)
+        stats.sort_stats("tottime").print_stats(n)
+        text = out.getvalue()
+        # keep the table only (from the column header on), with shortened paths
+        start = text.find("   ncalls")
+        text = text[start:] if start >= 0 else text
+        return text.replace(str(REPO) + "/", "").replace(sys.prefix + "/lib/python3.11/site-packages/", "")
+
+
+def cpu() -> float:
+    """CPU seconds (user + system) of this process."""
+    t = os.times()
+    return t.user + t.system
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+def summary(name: str, value: str, ratio: float, baseline: str) -> None:
+    print(f"{name}: {value} ({ratio:.2f}x vs {baseline})")
