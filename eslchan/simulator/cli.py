@@ -1,0 +1,115 @@
+"""``eslchan simulate``: the FreeSWITCH simulator on its own, with demo calls that come and go,
+so any ESL client (fs_cli, eslchan, a script) can be pointed at it."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import sys
+from collections.abc import Sequence
+
+import gevent
+import gevent.event
+
+from eslchan.simulator.server import Simulator
+
+DEMO_ACCOUNT = "0123456789abcdef0123456789abcdef"
+DEMO_PARTIES = [  # (user id, device id, caller name, extension)
+    ("a1b2c3d4e5f60718293a4b5c6d7e8f90", "d1b2c3d4e5f60718293a4b5c6d7e8f90", "Alice", "1001"),
+    ("b1b2c3d4e5f60718293a4b5c6d7e8f90", "e1b2c3d4e5f60718293a4b5c6d7e8f90", "Bob", "1002"),
+    ("c1b2c3d4e5f60718293a4b5c6d7e8f90", "f1b2c3d4e5f60718293a4b5c6d7e8f90", "Carol", "1003"),
+]
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="eslchan simulate",
+                                description="Run the FreeSWITCH event socket simulator.")
+    p.add_argument("--listen", type=_listen, default=("127.0.0.1", 8021),
+                   help="HOST:PORT to listen on (default 127.0.0.1:8021; port 0 = any)")
+    p.add_argument("--password", default="ClueCon", help="ESL password (default ClueCon)")
+    p.add_argument("--calls", type=int, default=3,
+                   help="demo calls kept alive at a time (0 = none; default 3)")
+    p.add_argument("--call-seconds", type=float, default=30.0,
+                   help="mean length of a demo call in seconds (default 30)")
+    p.add_argument("--speed", type=float, default=1.0, help="time factor (default 1.0)")
+    p.add_argument("--heartbeat", type=float, default=20.0,
+                   help="HEARTBEAT interval in seconds (default 20)")
+    p.add_argument("--hostname", default="sim", help="FreeSWITCH-Hostname of events")
+    p.add_argument("--account", default=DEMO_ACCOUNT, help="account id of the demo calls")
+    return p.parse_args(list(argv))
+
+
+class DemoCalls:
+    """Keeps ``count`` calls up; each lasts a random while and is replaced when it ends."""
+
+    def __init__(self, sim: Simulator, count: int, mean_seconds: float, account: str) -> None:
+        self.sim, self.count, self.mean, self.account = sim, count, mean_seconds, account
+        self._greenlets: list[gevent.Greenlet] = []
+
+    def start(self) -> None:
+        for i in range(self.count):
+            self._greenlets.append(gevent.spawn(self._slot, i))
+
+    def stop(self) -> None:
+        gevent.killall(self._greenlets, block=False)
+
+    def _slot(self, i: int) -> None:
+        rng = random.Random(i)
+        gevent.sleep(rng.uniform(0, 1.0))
+        while True:
+            user, device, name, ext = DEMO_PARTIES[i % len(DEMO_PARTIES)]
+            dest = str(2000 + rng.randint(0, 99))
+            call = self.sim.create_call(account_id=self.account, user_id=user, device_id=device,
+                                        caller_id_name=name, caller_id_number=ext,
+                                        destination=dest, username=f"user_{ext}")
+            gevent.sleep(rng.uniform(0.5, 1.5) * self.mean / self.sim.speed)
+            if self.sim.channel(call.a_uuid) is not None:
+                self.sim.hangup(call.a_uuid)
+            gevent.sleep(rng.uniform(0.5, 2.0) / self.sim.speed)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of ``eslchan simulate``; returns the process exit code."""
+    args = parse_args(argv)
+    host, port = args.listen
+    sim = Simulator(host, port, args.password, speed=args.speed,
+                    heartbeat_interval=args.heartbeat, hostname=args.hostname)
+    try:
+        sim.start()
+    except OSError as exc:
+        print(f"eslchan simulate: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 2
+    demo = DemoCalls(sim, max(0, args.calls), args.call_seconds, args.account)
+    demo.start()
+    print(f"FreeSWITCH simulator listening on {sim.host}:{sim.port} (password "
+          f"{'ClueCon' if args.password == 'ClueCon' else '<as given>'}), "
+          f"{args.calls} demo call(s). Stop with Ctrl-C.", flush=True)
+    stop = gevent.event.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            gevent.signal_handler(sig, stop.set)
+        except (ValueError, AttributeError):  # not the main thread
+            pass
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.stop()
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from gevent import monkey
+
+    monkey.patch_all()
+    sys.exit(main(sys.argv[1:]))
