@@ -154,5 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _patch()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        # argparse.REMAINDER drops a leading "--option", so hand the rest over untouched
+        return cmd_simulate(argparse.Namespace(rest=list(argv[1:])))
     args = build_parser().parse_args(argv)
     return args.func(args)
