@@ -300,6 +300,24 @@ def test_listing_as_csv(client, registry):
     assert {r["answered"] for r in rows} == {"true"}
 
 
+def test_csv_by_query_parameter_and_json_by_default(client):
+    hdrs = auth(client, ACME)
+    resp = client.get(f"/v2/accounts/{ACME}/channels?accept=csv", headers=hdrs)
+    assert resp.mimetype == "text/csv"
+    assert resp.headers["Content-Disposition"].startswith("attachment")
+    for accept in ("*/*", "application/json", "application/json, text/csv;q=0.5"):
+        resp = client.get(f"/v2/accounts/{ACME}/channels", headers={**hdrs, "Accept": accept})
+        assert resp.mimetype == "application/json", accept
+    resp = client.get(
+        f"/v2/accounts/{ACME}/channels", headers={**hdrs, "Accept": "text/csv, application/json;q=0.5"}
+    )
+    assert resp.mimetype == "text/csv"
+    # errors stay in the JSON envelope whatever was asked for
+    resp = client.get(f"/v2/accounts/{GLOBEX}/channels", headers={**hdrs, "Accept": "text/csv"})
+    assert resp.status_code == 403
+    assert resp.mimetype == "application/json"
+
+
 def test_csv_keeps_caller_ids_from_becoming_formulas(client, registry):
     ch = registry.for_account(ACME)[0]
     ch.caller_id_name = '=HYPERLINK("http://evil")'

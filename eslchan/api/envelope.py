@@ -184,6 +184,9 @@ def _csv_cell(value: Any) -> str:
 
 
 def wants_csv() -> bool:
+    # ?accept=csv as in Kazoo, for a browser link that cannot set headers
+    if request.args.get("accept", "").lower() in ("csv", "text/csv"):
+        return True
     best = request.accept_mimetypes.best_match(["application/json", "text/csv"], default="application/json")
     return (
         best == "text/csv"

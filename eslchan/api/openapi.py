@@ -532,6 +532,13 @@ def _parameters() -> dict[str, Any]:
             "text/csv answers a listing as CSV (one row per channel)",
             example="text/csv",
         ),
+        "AcceptQuery": _param(
+            "accept",
+            "query",
+            {"type": "string", "enum": ["csv", "text/csv"]},
+            "the same as Accept: text/csv, for links that cannot set headers",
+            example="csv",
+        ),
     }
 
 
@@ -573,7 +580,12 @@ def _listing(summary: str, params: list[dict[str, str]], op_id: str) -> dict[str
             "summary": summary,
             "description": "Answered from eslchan's memory, never by asking FreeSWITCH.",
             "tags": ["channels"],
-            "parameters": [*params, {"$ref": _P + "IfNoneMatch"}, {"$ref": _P + "Accept"}],
+            "parameters": [
+                *params,
+                {"$ref": _P + "IfNoneMatch"},
+                {"$ref": _P + "Accept"},
+                {"$ref": _P + "AcceptQuery"},
+            ],
             "responses": {
                 "200": {
                     "description": "the channels, oldest first",
