@@ -233,6 +233,8 @@ class NodeSync:
                     result = Resyncer(self.registry, link, concurrency=self.concurrency).run()
                 except LinkDown:
                     if link.is_up:  # the link came back meanwhile: resync the new connection
+                        gevent.sleep(delay)
+                        delay = min(delay * 2, self.retry_max)
                         continue
                     return  # the next link up resyncs
                 except Exception as exc:  # timeout, -ERR, odd answer: try again, later
