@@ -445,3 +445,39 @@ def test_memory_per_channel_is_small(captures_dir):
     n += 1
     assert len(reg) == n
     assert used / n < 2048, f"{used / n:.0f} bytes per channel"
+
+
+def test_bridge_announced_before_the_other_leg_is_seen(captures_dir):
+    """CHANNEL_BRIDGE can arrive before any event of the B leg: B still gets its other_leg
+    when it shows up, and an UNBRIDGE seen first is not undone by an older BRIDGE."""
+    evs = events(captures_dir, "05_bridge.c1")
+    bridge = next(e for e in evs if e["Event-Name"] == "CHANNEL_BRIDGE")
+    unbridge = next(e for e in evs if e["Event-Name"] == "CHANNEL_UNBRIDGE")
+    b_first = next(e for e in evs if e.get("Unique-ID") == U2 and e["Event-Name"] == "CHANNEL_CREATE")
+
+    reg = registry()
+    reg.apply("fs1", bridge)
+    assert reg.get("fs1", U1).other_leg == U2 and reg.get("fs1", U2) is None
+    reg.apply("fs1", b_first)
+    assert reg.get("fs1", U2).other_leg == U1
+
+    reg = registry()
+    reg.apply("fs1", unbridge)
+    reg.apply("fs1", bridge)  # older: ignored
+    reg.apply("fs1", b_first)
+    assert reg.get("fs1", U1).other_leg is None and reg.get("fs1", U2).other_leg is None
+
+
+def test_create_under_the_final_uuid_before_the_rename(captures_dir):
+    """CHANNEL_UUID arriving after events of the final uuid merges the temporary channel."""
+    evs = events(captures_dir, "03_events_plain.c1")
+    codec = [e for e in evs if e.get("Unique-ID") == TMP03]
+    rename = next(e for e in evs if e["Event-Name"] == "CHANNEL_UUID")
+    create = next(e for e in evs if e["Event-Name"] == "CHANNEL_CREATE" and e["Unique-ID"] == A03)
+    reg = registry()
+    for ev in [*codec, create, rename]:
+        reg.apply("fs1", ev)
+    assert uuids(reg) == {A03} and len(reg) == 1
+    assert reg.get("fs1", A03).state == "CS_INIT"  # the rename (older) did not roll it back
+    reg.apply("fs1", codec[0])  # a straggler under the temporary uuid
+    assert uuids(reg) == {A03}
