@@ -152,6 +152,18 @@ class Context:
         finally:
             unsubscribe()
 
+    def api_and_wait(self, cmd: esl.Command, names: Collection[str], timeout: float | None = 5.0,
+                     uuid: str | None = None) -> Event | None:
+        """Send an api command and wait for the event that shows it took effect, so the next
+        node sees the channel's new state (registered first: the event cannot slip by)."""
+        waiter = self.expect(names, uuid=uuid)
+        try:
+            self.api(cmd)
+        except BaseException:
+            waiter.cancel()
+            raise
+        return self.wait(waiter, timeout)
+
     def execute_and_wait(self, uuid: esl.Arg, app: str, arg: esl.Arg | None,
                          timeout: float | None = None) -> Event | None:
         """Run a dialplan application on a channel and wait until it completed."""

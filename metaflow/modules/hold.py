@@ -20,16 +20,20 @@ def run(ctx: Context, data: dict) -> Outcome:
     key = data.get("unhold_key", "1")
     with ctx.events() as stream:
         ctx.api(esl.api("uuid_hold", uuid))
-        if not key:
-            return CONTINUE
-        typed = ""
+        typed, held = "", False
         while True:
-            event = stream.get(None)
+            event = stream.get(None if held else 5.0)
+            if event is None:  # FreeSWITCH never said the call is held
+                return CONTINUE
             name = event.get("Event-Name")
+            if name == "CHANNEL_HOLD":
+                held = True
+                if not key:
+                    return CONTINUE
             if name == "CHANNEL_UNHOLD":
                 return CONTINUE
             if name == "DTMF":
                 typed = (typed + event.get("DTMF-Digit", ""))[-len(key):]
                 if typed == key:
-                    ctx.api(esl.api("uuid_hold", esl.word("off"), uuid))
+                    ctx.api_and_wait(esl.api("uuid_hold", esl.word("off"), uuid), {"CHANNEL_UNHOLD"})
                     return CONTINUE

@@ -10,5 +10,5 @@ def run(ctx: Context, data: dict) -> Outcome:
     action = data.get("action", "toggle")
     flag = FLAGS[action]
     args = ([esl.word(flag)] if flag else []) + [ctx.arg_uuid()]
-    ctx.api(esl.api("uuid_hold", *args))
+    ctx.api_and_wait(esl.api("uuid_hold", *args), {"CHANNEL_HOLD", "CHANNEL_UNHOLD"})
     return CONTINUE
