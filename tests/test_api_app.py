@@ -14,7 +14,8 @@ import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from eslchan.api import create_app
-from eslchan.api.auth import TOKEN_SALT
+from eslchan.api.auth import TOKEN_SALT, TokenService
+from eslchan.config import hash_api_key
 from eslchan.demo import ACME, ACME_SALES, ADMIN, GLOBEX, demo_config
 from eslchan.esl.parser import FrameParser, decode_event
 from eslchan.registry import ChannelRegistry
@@ -142,10 +143,14 @@ def test_expired_token_is_401(client, config):
         def get_timestamp(self) -> int:
             return int(time.time() - config.auth.token_ttl - 60)
 
+    payload = {"account_id": ACME, "key": TokenService._key_tag(config.account(ACME))}
+    path = f"/v2/accounts/{ACME}/channels"
+    fresh = URLSafeTimedSerializer(config.auth.signing_key, salt=TOKEN_SALT).dumps(payload)
+    assert client.get(path, headers={"X-Auth-Token": fresh}).status_code == 200  # only the age differs
     old = URLSafeTimedSerializer(config.auth.signing_key, salt=TOKEN_SALT, signer=Yesterday)
-    expired = old.dumps({"account_id": ACME})
-    resp = client.get(f"/v2/accounts/{ACME}/channels", headers={"X-Auth-Token": expired})
+    resp = client.get(path, headers={"X-Auth-Token": old.dumps(payload)})
     assert resp.status_code == 401
+    assert resp.json["message"] == "invalid_credentials"
 
 
 def test_tokens_are_stateless_across_replicas(config, registry):
@@ -177,6 +182,21 @@ def test_failed_auth_is_rate_limited_per_client_address(config, registry):
         "/v2/api_auth", json={"data": {"api_key": KEYS[ACME]}}, environ_base={"REMOTE_ADDR": "192.0.2.7"}
     )
     assert resp.status_code == 201
+
+
+def test_a_new_api_key_revokes_the_old_keys_tokens(app, client, config):
+    tok = token(client, ACME)
+    path = f"/v2/accounts/{ACME}/channels"
+    rotated = tuple(
+        replace(a, api_key_hash=hash_api_key("acme-new-key-0123456789")) if a.id == ACME else a
+        for a in config.accounts
+    )
+    app.config["ESLCHAN"] = replace(config, accounts=rotated)
+    assert client.get(path, headers={"X-Auth-Token": tok}).status_code == 401
+    fresh = client.put("/v2/api_auth", json={"data": {"api_key": "acme-new-key-0123456789"}}).json[
+        "auth_token"
+    ]
+    assert client.get(path, headers={"X-Auth-Token": fresh}).status_code == 200
 
 
 def test_reloaded_accounts_take_effect(app, client, config):

@@ -8,6 +8,7 @@ Failed attempts are counted per client address; past the configured rate the add
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import threading
 import time
@@ -46,8 +47,13 @@ class TokenService:
                 found = acc
         return found
 
+    @staticmethod
+    def _key_tag(account: Account) -> str:
+        # binds a token to the key it was issued for: replacing an account's key revokes its tokens
+        return hashlib.sha256(account.api_key_hash.encode()).hexdigest()[:16]
+
     def issue(self, account: Account) -> str:
-        return self._serializer.dumps({"account_id": account.id})
+        return self._serializer.dumps({"account_id": account.id, "key": self._key_tag(account)})
 
     def verify(self, token: str) -> Account | None:
         """The token's account, or None if it is forged, expired or its account is gone."""
@@ -58,7 +64,10 @@ class TokenService:
         if not isinstance(payload, dict):
             return None
         account_id = payload.get("account_id")
-        return self._config.account(account_id) if isinstance(account_id, str) else None
+        account = self._config.account(account_id) if isinstance(account_id, str) else None
+        if account is None or not hmac.compare_digest(str(payload.get("key", "")), self._key_tag(account)):
+            return None
+        return account
 
 
 class FailureLimiter:
