@@ -374,6 +374,26 @@ def test_revision_and_if_none_match(client):
     assert other.status_code == 200
 
 
+def test_browser_dashboards_on_other_origins_may_call(client):
+    path = f"/v2/accounts/{ACME}/channels"
+    pre = client.options(
+        path,
+        headers={
+            "Origin": "https://dashboard.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "X-Auth-Token",
+        },
+    )
+    assert pre.status_code == 200
+    assert pre.headers["Access-Control-Allow-Origin"] == "*"
+    assert "GET" in pre.headers["Access-Control-Allow-Methods"]
+    assert "X-Auth-Token" in pre.headers["Access-Control-Allow-Headers"]
+    resp = client.get(path, headers={**auth(client, ACME), "Origin": "https://dashboard.example"})
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert "X-Request-ID" in resp.headers["Access-Control-Expose-Headers"]
+    assert "Access-Control-Allow-Credentials" not in resp.headers
+
+
 def test_unknown_path_and_wrong_method(client):
     resp = client.get("/v2/no/such/thing")
     assert resp.status_code == 404

@@ -312,8 +312,20 @@ def _before() -> Response | None:
     return None
 
 
+#: Browser dashboards on other origins may call the API: the token travels in a header, never in
+#: a cookie, so allowing any origin lends a page no credentials it did not already have.
+_CORS_REQUEST_HEADERS = "Accept, Authorization, Content-Type, If-None-Match, X-Auth-Token, X-Request-ID"
+_CORS_EXPOSED = "Allow, ETag, Location, Retry-After, X-Request-ID"
+
+
 def _after(resp: Response) -> Response:
     resp.headers["X-Request-ID"] = request_id()
+    resp.headers["Access-Control-Allow-Origin"] = "*"
+    resp.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSED
+    if request.method == "OPTIONS" and "Allow" in resp.headers:  # a CORS preflight
+        resp.headers["Access-Control-Allow-Methods"] = resp.headers["Allow"]
+        resp.headers["Access-Control-Allow-Headers"] = _CORS_REQUEST_HEADERS
+        resp.headers["Access-Control-Max-Age"] = "600"
     return resp
 
 
