@@ -589,3 +589,26 @@ def test_answers_over_http_match_the_openapi_document(simulator, daemon, http):
         pointer = response_schema(doc, path, method, resp.status)
         errors = [e.message for e in validator(doc, pointer).iter_errors(resp.json)]
         assert not errors, (path, method, resp.status, errors)
+
+
+def test_concurrent_requests_keep_their_own_identity(simulator, daemon, http):
+    """Requests served at once by different greenlets never see each other's token or request id."""
+    place(simulator, daemon, ALICE)
+    place(simulator, daemon, DAVE)
+    who = [(ACME, http.token(ACME)), (GLOBEX, http.token(GLOBEX))]
+
+    def one(i: int):
+        account, token = who[i % 2]
+        resp = http.get(f"/v2/accounts/{account}/channels", token=token, headers={"X-Request-ID": f"req-{i}"})
+        return i, account, token, resp
+
+    jobs = [gevent.spawn(one, i) for i in range(60)]
+    gevent.joinall(jobs, timeout=30, raise_error=True)
+    for job in jobs:
+        i, account, token, resp = job.value
+        assert resp.status == 200
+        assert resp.json["request_id"] == f"req-{i}" == resp.headers["x-request-id"]
+        assert resp.json["auth_token"] == token
+        owners = {row["owner_id"] for row in resp.json["data"]}
+        assert owners <= {ALICE.user_id, DAVE.user_id, None}
+        assert (ALICE.user_id in owners) == (account == ACME)
