@@ -612,3 +612,14 @@ def test_concurrent_requests_keep_their_own_identity(simulator, daemon, http):
         owners = {row["owner_id"] for row in resp.json["data"]}
         assert owners <= {ALICE.user_id, DAVE.user_id, None}
         assert (ALICE.user_id in owners) == (account == ACME)
+
+
+def test_429_after_repeated_failed_logins(daemon, http):
+    limit = daemon.config.auth.failed_auth_per_minute
+    for _ in range(limit):
+        resp = http.request("PUT", "/v2/api_auth", {"data": {"api_key": "guessing-0123456789abcdef"}})
+        assert resp.status == 401
+    resp = http.request("PUT", "/v2/api_auth", {"data": {"api_key": http.keys[ACME]}})
+    assert resp.status == 429
+    assert int(resp.headers["retry-after"]) > 0
+    assert resp.json["error"] == "429"
