@@ -245,3 +245,23 @@ def test_openapi_document_supports_304(app):
     client = app.test_client()
     first = client.get("/v2/openapi.json")
     assert client.get("/v2/openapi.json", headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+
+
+def test_every_reference_resolves(doc):
+    refs = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    assert len(refs) > 50
+    for ref in refs:
+        assert ref.startswith("#/"), ref
+        resolve(doc, {"$ref": ref})  # KeyError if dangling

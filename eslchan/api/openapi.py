@@ -338,9 +338,16 @@ def _error(data_schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"allOf": [_ref("ErrorEnvelope"), {"properties": {"data": data_schema}}]}
 
 
+_H = "#/components/headers/"
+
+
 def _json(schema: dict[str, Any], example: Any, description: str) -> dict[str, Any]:
+    headers = {"X-Request-ID": {"$ref": _H + "RequestId"}}
+    if isinstance(example, dict) and example.get("status") == "success":
+        headers["ETag"] = {"$ref": _H + "ETag"}
     return {
         "description": description,
+        "headers": headers,
         "content": {"application/json": {"schema": schema, "example": example}},
     }
 
@@ -856,10 +863,13 @@ def build_document() -> dict[str, Any]:
         "info": {
             "title": "eslchan",
             "version": __version__,
-            "description": "Kazoo-compatible channels API over FreeSWITCH's Event Socket. Every JSON answer "
-            "is "
-            "the Kazoo envelope; errors add error, message and details in data. Unknown paths answer 404 "
-            "'faulty request' (components.responses.FaultyRequest).",
+            "description": "Kazoo-compatible channels API over FreeSWITCH's Event Socket. Every JSON "
+            "answer is the Kazoo envelope (this document and /metrics excepted); errors add error, "
+            "message and details in data. Unknown paths answer 404 'faulty request' "
+            "(components.responses.FaultyRequest). Every answer carries X-Request-ID; successes carry "
+            "ETag (= revision) and honour If-None-Match with 304. Failed authentications are counted per "
+            "client address: past auth.failed_auth_per_minute the address gets 429. Any origin may call "
+            "(CORS), since the token travels in a header and never in a cookie.",
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "security": [{"authToken": []}, {"bearer": []}],
@@ -868,6 +878,16 @@ def build_document() -> dict[str, Any]:
             "schemas": _schemas(),
             "responses": _responses(),
             "parameters": _parameters(),
+            "headers": {
+                "RequestId": {
+                    "description": "the caller's X-Request-ID or a fresh one; the envelope's request_id",
+                    "schema": {"type": "string"},
+                },
+                "ETag": {
+                    "description": "the envelope's revision, quoted; send it back as If-None-Match",
+                    "schema": {"type": "string"},
+                },
+            },
             "securitySchemes": {
                 "authToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
                 "bearer": {"type": "http", "scheme": "bearer"},
