@@ -32,10 +32,7 @@ class _LiveCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         channels = GaugeMetricFamily("eslchan_channels", "Live channels tracked, per node", labels=["node"])
-        nodes = set(self._links)
-        for ch in self._registry.all():
-            nodes.add(ch.node)
-        counts = {n: 0 for n in nodes}
+        counts = dict.fromkeys(self._links, 0)  # a configured node with no channel still shows 0
         for ch in self._registry.all():
             counts[ch.node] = counts.get(ch.node, 0) + 1
         for node, count in sorted(counts.items()):
