@@ -229,7 +229,7 @@ class ApiCommands:
         return "+OK\n"
 
     def uuid_transfer(self, arg: str) -> str:
-        parts = arg.split()
+        parts = _quoted_split(arg)
         usage = "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n"
         if len(parts) < 2:
             return usage
@@ -366,6 +366,25 @@ class ApiCommands:
             return f"-ERR Invalid uuid {parts[1]}\n"
         self.sw.uuid_bridge(a, b)
         return f"+OK {b.uuid}\n"
+
+
+def _quoted_split(arg: str) -> list[str]:
+    """Split on spaces, keeping 'single quoted' parts whole (switch_separate_string)."""
+    out: list[str] = []
+    cur: list[str] = []
+    quoted = False
+    for c in arg:
+        if c == "'":
+            quoted = not quoted
+        elif c == " " and not quoted:
+            if cur:
+                out.append("".join(cur))
+                cur = []
+        else:
+            cur.append(c)
+    if cur:
+        out.append("".join(cur))
+    return out
 
 
 __all__ = ["ApiCommands", "split_vars"]

@@ -110,6 +110,19 @@ def split_vars(block: str) -> dict[str, str]:
     return out
 
 
+def parse_inline(dest: str) -> list[tuple[str, str]]:
+    """An inline dialplan: ``app:arg,app:arg`` (or ``^^;app:arg;app`` with another separator)."""
+    sep = ","
+    if dest.startswith("^^") and len(dest) > 2:
+        sep, dest = dest[2], dest[3:]
+    apps = []
+    for item in dest.split(sep):
+        app, _, arg = item.partition(":")
+        if app.strip():
+            apps.append((app.strip(), arg))
+    return apps
+
+
 def split_top(s: str, sep: str) -> list[str]:
     """Split on ``sep`` outside of {…}, […] and quotes (dial strings carry vars in them)."""
     out, cur, depth, quoted = [], [], 0, False
@@ -639,7 +652,7 @@ class Switch:
         if target is None or target.hangup_cause:
             return
         self.answer(ch)
-        loser = self.channels.get(target.other_leg) if target.other_leg else None
+        loser = self.partner(target)
         target.other_leg = None
         if loser is not None:
             loser.other_leg = None
@@ -668,6 +681,15 @@ class Switch:
         return "_none_"
 
     # -- bridging ------------------------------------------------------------------------
+    def partner(self, ch: SimChannel) -> SimChannel | None:
+        """The bridged leg, or the leg being dialled for ``ch`` while it rings."""
+        if ch.other_leg and ch.other_leg in self.channels:
+            return self.channels[ch.other_leg]
+        for other in self.channels.values():
+            if other.other_leg == ch.uuid and other.other_type == "originator" and not other.gone:
+                return other
+        return None
+
     def _take_over(self, ch: SimChannel, other_uuid: str) -> None:
         """Pull a channel out of whatever it runs so it can be bridged to ``other_uuid``."""
         ch.unwind_pending.append(BridgeUnwind(other_uuid, False))
@@ -763,11 +785,7 @@ class Switch:
             self._send(partner, ("bridge_end", ch.uuid))
         ch.other_leg, ch.other_type = None, None
         if t.dialplan.lower() == "inline":
-            apps = []
-            for item in t.dest.split(","):
-                app, _, arg = item.partition(":")
-                if app:
-                    apps.append((app.strip(), arg))
+            apps = parse_inline(t.dest)
         else:
             found = self.lookup(t.dest, t.context)
             if found is None:
@@ -989,7 +1007,7 @@ class Switch:
             dp = extra[0] if extra else "XML"
             ctx = extra[1] if len(extra) > 1 else "default"
             if dp.lower() == "inline":
-                apps = [(a.partition(":")[0], a.partition(":")[2]) for a in target.split(",")]
+                apps = parse_inline(target)
             else:
                 found = self.lookup(target, ctx)
                 if found is None:

@@ -27,6 +27,21 @@ def url_encode(value: str) -> str:
     return _NEEDS_ENCODING.sub(_encode_match, value)
 
 
+# Header lines repeat across a channel's events (same name, same value), so encoded lines
+# are memoised; the cache is dropped whole when it grows too big.
+_LINE_CACHE: dict[tuple[str, str], str] = {}
+_LINE_CACHE_MAX = 200_000
+
+
+def _plain_line(item: tuple[str, str]) -> str:
+    line = _LINE_CACHE.get(item)
+    if line is None:
+        if len(_LINE_CACHE) >= _LINE_CACHE_MAX:
+            _LINE_CACHE.clear()
+        line = _LINE_CACHE[item] = f"{item[0]}: {_NEEDS_ENCODING.sub(_encode_match, item[1])}\n"
+    return line
+
+
 def _xml_escape_body(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -92,8 +107,7 @@ class SimEvent:
         return self._xml
 
     def plain_text(self) -> bytes:
-        enc = url_encode
-        parts = [f"{k}: {enc(v)}\n" for k, v in self.headers]
+        parts = list(map(_plain_line, self.headers))
         if self.body is not None:
             body = self.body.encode("utf-8")
             parts.append(f"Content-Length: {len(body)}\n\n")
