@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid as _uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from eslchan.esl import commands as esl
 from eslchan.esl.errors import LinkDown
 from eslchan.esl.message import Event
 from eslchan.registry.waiting import ChannelGone
+from metaflow.media import media_arg
 
 if TYPE_CHECKING:  # pragma: no cover
     from metaflow.interpreter import Interpreter, Run
@@ -95,8 +97,7 @@ class Context:
         return self.interpreter.channel_state(self.node, self.uuid)
 
     def media(self, ref: str, field: str = "media") -> esl.Arg:
-        from metaflow.media import media_arg
-
+        """A media reference (id, tone_stream://, allowed path/URL) as a command argument."""
         return media_arg(ref, self.config, field)
 
     # -- commands --------------------------------------------------------------------------
@@ -167,8 +168,6 @@ class Context:
     def execute_and_wait(self, uuid: esl.Arg, app: str, arg: esl.Arg | None,
                          timeout: float | None = None) -> Event | None:
         """Run a dialplan application on a channel and wait until it completed."""
-        import uuid as _uuid
-
         ev = str(_uuid.uuid4())
         waiter = self.expect({"CHANNEL_EXECUTE_COMPLETE"},
                              lambda e: e.get("Application-UUID") == ev, uuid=str(uuid))

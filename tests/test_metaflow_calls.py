@@ -274,3 +274,29 @@ def test_hostile_values_never_reach_freeswitch(call):
     gevent.sleep(0.05)
     assert call.sent() == []
     assert ACME  # the account the test calls belong to
+
+
+def test_attended_transfer_takeback_while_the_target_rings(call, simulator):
+    run = call.flow({"module": "transfer", "data": {"target": "noanswer", "takeback_dtmf": "#9",
+                                                   "timeout": 600},
+                     "children": {"takeback": {"module": "set_variable",
+                                               "data": {"name": "xfer", "value": "taken_back"}}}})
+    eventually(lambda: any(c.startswith("bgapi originate") for c in call.sent()))
+    target = next(c for c in call.sent() if c.startswith("bgapi")).split("origination_uuid=")[1][:36]
+    eventually(lambda: simulator.channel(target) is not None)
+    simulator.press_dtmf(call.a, "#9")
+    assert finished(run) == "finished"
+    bridged(call, call.a, call.b)
+    assert simulator.channel(call.a).variables.get("xfer") == "taken_back"
+    eventually(lambda: simulator.channel(target) is None)
+
+
+def test_attended_transfer_when_the_transferee_hangs_up(call, simulator):
+    run = call.flow({"module": "transfer", "data": {"target": "2600", "transfer_type": "attended"}})
+    eventually(lambda: any(c.startswith("bgapi originate") for c in call.sent()))
+    target = next(c for c in call.sent() if c.startswith("bgapi")).split("origination_uuid=")[1][:36]
+    bridged(call, call.a, target)
+    simulator.hangup(call.b)
+    assert finished(run) == "finished"
+    gevent.sleep(0.1)
+    assert call.channel.other_leg == target  # transferor and target are on their own
