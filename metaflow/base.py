@@ -131,7 +131,11 @@ class Context:
 
     def wait(self, waiter: Any, timeout: float | None) -> Event | None:
         self.run.accepted(None)  # a waiting run has done what an action must confirm
-        return waiter.wait(timeout)
+        self.run.waiting = True
+        try:
+            return waiter.wait(timeout)
+        finally:
+            self.run.waiting = False
 
     def wait_for(self, names: Collection[str], timeout: float | None,
                  predicate: Callable[[Event], bool] | None = None,
@@ -212,11 +216,15 @@ class EventStream:
 
     def get(self, timeout: float | None) -> Any:
         """Next item, or None when ``timeout`` seconds pass first."""
-        self.ctx.run.accepted(None)
+        run = self.ctx.run
+        run.accepted(None)
+        run.waiting = True
         try:
             item = self._queue.get(timeout=None if timeout is None else max(0.0, timeout))
         except Empty:
             return None
+        finally:
+            run.waiting = False
         if (self.gone_on_destroy and isinstance(item, dict)
                 and item.get("Event-Name") == "CHANNEL_DESTROY" and item.get("Unique-ID") == self.ctx.uuid):
             raise ChannelGone(self.node, self.ctx.uuid, "destroyed")

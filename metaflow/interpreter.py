@@ -51,6 +51,7 @@ class Run:
         self.current = ""
         self.current_module: str = tree["module"]
         self.state = "running"
+        self.waiting = False  # blocked on the call's events (e.g. digits, an answer)
         self.started = time.time()
         self.ended: float | None = None
         self.error: str | None = None
@@ -76,7 +77,7 @@ class Run:
         return {"id": self.id, "kind": self.kind, "module": self.tree["module"], "tree": self.tree,
                 "channel": self.channel_uuid, "node": self.node,
                 "current": {"path": self.current.rstrip(".") or "", "module": self.current_module},
-                "state": self.state, "started": self.started, "ended": self.ended,
+                "state": self.state, "waiting": self.waiting, "started": self.started, "ended": self.ended,
                 "error": self.error}
 
 

@@ -135,7 +135,7 @@ def test_three_level_flow_over_http(simulator, daemon, http):
     p = Phone(simulator, daemon, http)
     resp = p.put(tree)
     assert resp.status == 202
-    eventually(lambda: any(r["current"]["module"] == "collect_dtmf" for r in p.runs()))
+    eventually(lambda: any(r["current"]["module"] == "collect_dtmf" and r["waiting"] for r in p.runs()))
     simulator.press_dtmf(p.a, "2")
     eventually(lambda: simulator.channel(p.a) is None)
     assert p.sent()[-1] == f"api uuid_kill {p.a} NORMAL_CLEARING"

@@ -1,8 +1,8 @@
 """The interpreter loop on its own: branching, stop, goto, run life and ends — with a real
 channel registry fed events by hand and test modules that send nothing."""
 
-import gevent
 import pytest
+from conftest import eventually
 
 from eslchan.config import MetaflowConfig, VariableMapping
 from eslchan.registry import ChannelRegistry
@@ -86,7 +86,7 @@ def test_failure_and_bounds(world):
 def test_a_destroyed_channel_ends_the_run_cleanly(world):
     registry, interp, trail = world
     run = interp.start(registry.get("fs1", UUID), s("a", "wait", _=s("never")), ACCOUNT)
-    gevent.sleep(0.01)
+    eventually(lambda: run.waiting)
     assert run.state == "running" and interp.runs(UUID) == [run]
     assert run.as_dict()["current"] == {"path": "", "module": "step"}
     registry.apply("fs1", {"Event-Name": "CHANNEL_DESTROY", "Unique-ID": UUID})
@@ -113,6 +113,6 @@ def test_action_returns_when_the_run_waits_or_ends_and_raises_what_failed(world)
 def test_drain_stops_what_does_not_end(world):
     registry, interp, trail = world
     run = interp.start(registry.get("fs1", UUID), s("a", "wait"), ACCOUNT)
-    gevent.sleep(0.01)
+    eventually(lambda: run.waiting)
     interp.drain(timeout=0.05)
     assert run.state == "stopped" and interp.runs(UUID) == []

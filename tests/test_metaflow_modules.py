@@ -177,8 +177,7 @@ def test_tts_and_say(call):
 def test_collect_dtmf_branches_on_the_digits(call, simulator):
     run = call.flow({"module": "collect_dtmf", "data": {"max_digits": 2, "timeout": 5000},
                      "children": {"42": setvar("got", "42"), "_": setvar("got", "other")}})
-    eventually(lambda: run.current_module == "collect_dtmf")
-    gevent.sleep(0.05)
+    eventually(lambda: run.current_module == "collect_dtmf" and run.waiting)
     simulator.press_dtmf(call.a, "42")
     assert finished(run) == "finished"
     assert simulator.channel(call.a).variables["got"] == "42"
@@ -191,7 +190,7 @@ def test_collect_dtmf_timeout_and_terminator_take_the_underscore_branch(call, si
     assert simulator.channel(call.a).variables["got"] == "none"
     run = call.flow({"module": "collect_dtmf", "data": {"max_digits": 4, "collection_name": "pin"},
                      "children": {"7": {"module": "set_variable", "data": {"name": "got", "value": "7"}}}})
-    gevent.sleep(0.1)
+    eventually(lambda: run.waiting)
     simulator.press_dtmf(call.a, "7#")
     assert finished(run) == "finished"
     assert simulator.channel(call.a).variables["got"] == "7"
@@ -208,16 +207,14 @@ def test_three_level_flow(daemon, simulator):
     # `1`: blind transfer
     one = Call(daemon, simulator)
     run = one.flow(tree)
-    eventually(lambda: run.current_module == "collect_dtmf")
-    gevent.sleep(0.05)
+    eventually(lambda: run.current_module == "collect_dtmf" and run.waiting)
     simulator.press_dtmf(one.a, "1")
     assert finished(run) == "finished"
     assert one.sent()[-1] == f"api uuid_transfer {one.a} 2600 XML default"
     # `2`: hangup
     two = Call(daemon, simulator)
     run = two.flow(tree)
-    eventually(lambda: run.current_module == "collect_dtmf")
-    gevent.sleep(0.05)
+    eventually(lambda: run.current_module == "collect_dtmf" and run.waiting)
     simulator.press_dtmf(two.a, "2")
     assert finished(run) == "finished"
     assert two.sent()[-1] == f"api uuid_kill {two.a} NORMAL_CLEARING"
@@ -225,8 +222,7 @@ def test_three_level_flow(daemon, simulator):
     # `_`: a digit with no branch plays the prompt again
     three = Call(daemon, simulator)
     run = three.flow(tree)
-    eventually(lambda: run.current_module == "collect_dtmf")
-    gevent.sleep(0.05)
+    eventually(lambda: run.current_module == "collect_dtmf" and run.waiting)
     simulator.press_dtmf(three.a, "9")
     assert finished(run) == "finished"
     plays = [c for c in three.sent() if "execute-app-name: playback" in c or c.endswith(";loops=2")]
@@ -239,7 +235,7 @@ def test_a_hangup_mid_run_ends_it_cleanly_without_leaking_greenlets(call, simula
     before = live_greenlets()
     run = call.flow({"module": "collect_dtmf", "data": {"timeout": 60000},
                      "children": {"_": {"module": "hangup"}}})
-    eventually(lambda: run.current_module == "collect_dtmf")
+    eventually(lambda: run.current_module == "collect_dtmf" and run.waiting)
     assert daemon.interpreter.runs(call.a) == [run]
     simulator.hangup(call.a)
     assert finished(run) == "channel_gone"
@@ -253,7 +249,7 @@ def test_a_hangup_mid_run_ends_it_cleanly_without_leaking_greenlets(call, simula
 
 def test_runs_are_listed_and_stopped(call, daemon):
     run = call.flow({"module": "sleep", "data": {"duration": 30}})
-    eventually(lambda: run.current_module == "sleep")
+    eventually(lambda: run.waiting)
     listed = daemon.interpreter.runs(call.a)
     assert [r.id for r in listed] == [run.id]
     info = run.as_dict()
