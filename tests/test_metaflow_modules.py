@@ -8,7 +8,6 @@ import pytest
 from conftest import eventually
 from greenlet import greenlet
 
-from eslchan.esl.commands import CommandError
 from eslchan.esl.errors import CommandRejected
 from metaflow import StateError, ValidationFailed
 
@@ -73,8 +72,9 @@ def test_hangup(call, simulator):
 
 
 def test_hangup_with_a_cause_and_an_unknown_cause(call):
-    with pytest.raises(CommandError):
+    with pytest.raises(ValidationFailed) as info:
         call.action(action="hangup", cause="NOT_A_CAUSE")
+    assert "enum" in info.value.errors["data.cause"]
     assert call.sent() == []
     call.action(action="hangup", cause="USER_BUSY")
     assert call.sent() == [f"api uuid_kill {call.a} USER_BUSY"]
