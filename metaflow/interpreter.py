@@ -86,12 +86,21 @@ class Interpreter:
                  modules: ModuleRegistry | None = None):
         self.registry = registry
         self.links = links
-        self.config = config
         self.modules = modules if modules is not None else ModuleRegistry()
-        self.validator = TreeValidator(self.modules, config)
+        self.config = config
         self._runs: dict[str, Run] = {}
         self._state: dict[tuple[str, str], dict[str, Any]] = {}
         registry.listen(self._on_event)
+
+    @property
+    def config(self) -> Any:
+        return self._config
+
+    @config.setter
+    def config(self, config: Any) -> None:
+        """A new MetaflowConfig (e.g. on reload) applies to the next validation and node."""
+        self._config = config
+        self.validator = TreeValidator(self.modules, config)
 
     # -- public API --------------------------------------------------------------------------
 

@@ -42,6 +42,9 @@ class ModuleSpec:
     schema: dict[str, Any]
     handler: Handler
     source: str
+    #: optional ``check(data, config) -> {field: {keyword: {...}}}``: what a schema cannot say
+    #: (e.g. that a stored callflow exists), run at validation time
+    check: Callable[[dict, Any], dict | None] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,7 +66,8 @@ class ModuleRegistry:
         return sorted(self._modules)
 
     def register(self, name: str, schema: dict[str, Any], handler: Handler | None = None,
-                 *, source: str = "runtime", replace: bool = False) -> ModuleSpec:
+                 *, source: str = "runtime", replace: bool = False,
+                 check: Callable[[dict, Any], dict | None] | None = None) -> ModuleSpec:
         """Add a module; without a handler the schema must declare its command."""
         if not isinstance(name, str) or not NAME.match(name):
             raise ModuleError(f"bad module name {name!r}")
@@ -75,7 +79,7 @@ class ModuleRegistry:
             handler = declared_handler(name, schema)
         if not callable(handler):
             raise ModuleError(f"module {name!r}: handler is not callable")
-        spec = ModuleSpec(name, schema, handler, source)
+        spec = ModuleSpec(name, schema, handler, source, check)
         self._modules[name] = spec
         return spec
 
@@ -85,10 +89,11 @@ class ModuleRegistry:
                 continue
             name = schema_name[len("metaflows."):]
             schema = schemas.load(schema_name)
-            handler = None
+            handler = check = None
             if "x-eslchan-command" not in schema:
-                handler = importlib.import_module(f"metaflow.modules.{name}").run
-            self.register(name, schema, handler, source="builtin")
+                module = importlib.import_module(f"metaflow.modules.{name}")
+                handler, check = module.run, getattr(module, "check", None)
+            self.register(name, schema, handler, source="builtin", check=check)
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
         """Register third-party modules; a broken one is logged and skipped."""
@@ -103,7 +108,7 @@ class ModuleRegistry:
                     if schema is None and callable(getattr(obj, "schema", None)):
                         schema = obj.schema()
                     self.register(ep.name, schema, getattr(obj, "run", None),
-                                  source=f"entry_point:{ep.value}")
+                                  source=f"entry_point:{ep.value}", check=getattr(obj, "check", None))
                 added.append(ep.name)
             except Exception as exc:  # a third-party module must not stop the daemon
                 log.error("metaflow module %s (%s) not loaded: %s", ep.name, ep.value, exc)

@@ -166,8 +166,14 @@ class TreeValidator:
                     "message": f"Unknown metaflow module '{module}'", "value": module,
                     "target": self.modules.names()}}
             elif isinstance(node.get("data"), dict):
-                for err in self._data_validator(module).iter_errors(node["data"]):
-                    errors.update(kazoo_errors(err, f"{prefix}data."))
+                data_errors = [kazoo_errors(e, f"{prefix}data.")
+                               for e in self._data_validator(module).iter_errors(node["data"])]
+                for found in data_errors:
+                    errors.update(found)
+                check = self.modules.get(module).check
+                if check is not None and not data_errors:
+                    for key, detail in (check(node["data"], self.config) or {}).items():
+                        errors[f"{prefix}data.{key}"] = detail
         children = node.get("children")
         if isinstance(children, dict):
             for key, child in children.items():

@@ -162,3 +162,14 @@ def test_http_media_when_the_configuration_allows_it():
         v.validate({"module": "play", "data": {"id": "http://media.example.com/a.wav"}})
     with pytest.raises(ValidationFailed):
         v.validate({"module": "play", "data": {"id": "tone_stream://%(1,1,1)"}})
+
+
+def test_a_stored_callflow_must_exist_when_the_tree_is_validated(tmp_path):
+    tree = {"module": "play", "data": {"id": "welcome"},
+            "children": {"_": {"module": "callflow", "data": {"id": "sales"}}}}
+    no_dir = TreeValidator(ModuleRegistry(), CONFIG)
+    assert "not_allowed" in errors(no_dir, tree)["children._.data.id"]
+    with_dir = TreeValidator(ModuleRegistry(), MetaflowConfig(media=CONFIG.media, callflows_dir=tmp_path))
+    assert "not_found" in errors(with_dir, tree)["children._.data.id"]
+    (tmp_path / "sales.json").write_text('{"module": "hangup"}')
+    with_dir.validate(tree)

@@ -3,11 +3,22 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 from metaflow.base import Context, Outcome, StateError, goto
 from metaflow.validation import ValidationFailed
 
 MAX_JUMPS = 16
+
+
+def check(data: dict, config: Any) -> dict | None:
+    """At validation time: the named flow must exist (its content is validated when run)."""
+    directory = getattr(config, "callflows_dir", None)
+    if not directory:
+        return {"id": {"not_allowed": {"message": "No callflows_dir is configured on this server"}}}
+    if not (Path(directory) / f"{data['id']}.json").is_file():
+        return {"id": {"not_found": {"message": f"No callflow named '{data['id']}'", "value": data["id"]}}}
+    return None
 
 
 def run(ctx: Context, data: dict) -> Outcome:
