@@ -150,7 +150,7 @@ class Context:
         order, with no gap between two reads. By default the run's channel being destroyed
         raises ChannelGone from ``get``."""
         stream = EventStream(self, set(uuids or (self.uuid,)), gone_on_destroy)
-        unsubscribe = self.registry.listen(stream.offer)
+        unsubscribe = self.interpreter.subscribe(stream)
         try:
             _ = self.channel  # subscribed first, so a hangup cannot slip between check and wait
             yield stream
@@ -194,7 +194,7 @@ class Context:
 
 
 class EventStream:
-    """A queue of events of a set of channels, fed by a registry listener."""
+    """A queue of events of a set of channels, fed by the interpreter's registry listener."""
 
     def __init__(self, ctx: Context, uuids: set[str], gone_on_destroy: bool = True):
         self.ctx = ctx
@@ -203,15 +203,8 @@ class EventStream:
         self.gone_on_destroy = gone_on_destroy
         self._queue: Queue = Queue()
 
-    def watch(self, uuid: str) -> None:
-        self.uuids.add(uuid)
-
-    def offer(self, node: str, channel: Any, event: Event) -> None:
-        if node == self.node and event.get("Unique-ID") in self.uuids:
-            self._queue.put(event)
-
     def put(self, item: Any) -> None:
-        """Inject a non-event item (e.g. a finished background job)."""
+        """An event of a watched channel, or another item (e.g. a failed background job)."""
         self._queue.put(item)
 
     def get(self, timeout: float | None) -> Any:

@@ -14,7 +14,7 @@ from gevent.event import AsyncResult
 
 from eslchan.esl.message import Event
 from eslchan.registry.waiting import ChannelGone
-from metaflow.base import Context, Outcome, StateError
+from metaflow.base import Context, EventStream, Outcome, StateError
 from metaflow.registry import ModuleRegistry
 from metaflow.validation import MISSING, TreeValidator, ValidationFailed
 
@@ -90,6 +90,7 @@ class Interpreter:
         self.config = config
         self._runs: dict[str, Run] = {}
         self._state: dict[tuple[str, str], dict[str, Any]] = {}
+        self._streams: dict[tuple[str, str], set[EventStream]] = {}
         registry.listen(self._on_event)
 
     @property
@@ -157,6 +158,22 @@ class Interpreter:
     def channel_state(self, node: str, uuid: str) -> dict[str, Any]:
         return self._state.setdefault((node, uuid), {})
 
+    def subscribe(self, stream: EventStream) -> Callable[[], None]:
+        """Feed ``stream`` every event of its channels (one registry listener for all runs)."""
+        keys = [(stream.node, uuid) for uuid in stream.uuids]
+        for key in keys:
+            self._streams.setdefault(key, set()).add(stream)
+
+        def unsubscribe() -> None:
+            for key in keys:
+                streams = self._streams.get(key)
+                if streams is not None:
+                    streams.discard(stream)
+                    if not streams:
+                        del self._streams[key]
+
+        return unsubscribe
+
     # -- running -----------------------------------------------------------------------------
 
     def _walk(self, run: Run, ctx: Context) -> None:
@@ -189,6 +206,8 @@ class Interpreter:
     def _on_event(self, node: str, channel: Any, event: Event) -> None:
         """Per-channel memory follows the channel: forgotten when it is destroyed, and a
         recording FreeSWITCH stopped on its own (time limit) is no longer 'on'."""
+        for stream in self._streams.get((node, event.get("Unique-ID", "")), ()):
+            stream.put(event)
         name = event.get("Event-Name")
         if name == "CHANNEL_DESTROY":
             self._state.pop((node, event.get("Unique-ID", "")), None)

@@ -245,6 +245,7 @@ def test_a_hangup_mid_run_ends_it_cleanly_without_leaking_greenlets(call, simula
     gevent.sleep(0.2)
     gc.collect()
     assert live_greenlets() <= before
+    assert not daemon.interpreter._streams  # no subscription left behind either
 
 
 def test_runs_are_listed_and_stopped(call, daemon):
