@@ -116,12 +116,14 @@ class Session:
                 if batch:
                     buf = b"".join(batch)
                     if self.sim.split:
+                        # random cuts, often inside a header line, with a pause so the
+                        # peer really reads them apart
                         pos = 0
                         while pos < len(buf):
-                            n = random.randint(1, 64)
+                            n = random.choice((1, 2, 7, 13, 64, 500, 1500, 4096))
                             sock.sendall(buf[pos:pos + n])
                             pos += n
-                            gevent.sleep(0)
+                            gevent.sleep(0.0005)
                     else:
                         sock.sendall(buf)
                 if close:
@@ -240,8 +242,10 @@ class Session:
         sim = self.sim
         if word == "auth":
             sim.commands.append("auth ***")
+            sim.received.append(("auth ***", {}, ""))
         else:
             sim.commands.append(first if not body else f"{first}\n{body}")
+            sim.received.append((first, headers, body))
         if sim.stall_until > time.monotonic():
             gevent.sleep(sim.stall_until - time.monotonic())
         if not self.authed:
@@ -506,6 +510,8 @@ class Simulator:
         self.event_queue_max = event_queue_max
         self.max_missed = max_missed
         self.commands: list[str] = []
+        # every command whole: (first line, headers with lower-cased names, body)
+        self.received: list[tuple[str, dict[str, str], str]] = []
         self.stats: dict[str, int] = {"lost_events": 0, "killed_listeners": 0, "events": 0}
         self.split = False
         self.stall_until = 0.0
