@@ -16,7 +16,7 @@ import importlib
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -45,7 +45,6 @@ class ModuleSpec:
     #: optional ``check(data, config) -> {field: {keyword: {...}}}``: what a schema cannot say
     #: (e.g. that a stored callflow exists), run at validation time
     check: Callable[[dict, Any], dict | None] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class ModuleRegistry:
@@ -116,9 +115,6 @@ class ModuleRegistry:
 
 
 # --- declared (schema-only) modules ---------------------------------------------------------
-
-_BUILTIN_PLACEHOLDERS = ("uuid", "peer")
-
 
 def _typer(name: str, prop: dict[str, Any]) -> Callable[[Any], esl.Arg]:
     """The command-builder validator a schema property asks for (``x-esl``), or its type."""
