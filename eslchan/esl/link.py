@@ -142,7 +142,8 @@ class NodeLink:
     def _supervise(self) -> None:
         extra = {"node": self.name}
         while not self._stopping.is_set():
-            self.state = "connecting"
+            if self.state != "auth_failed":  # stays visible (/health) while retrying
+                self.state = "connecting"
             try:
                 cmd, evt = self._connect_once()
             except AuthFailed as exc:
