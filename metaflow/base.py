@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid as _uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -67,6 +68,7 @@ class Context:
         self.config = interpreter.config
         self.registry = interpreter.registry
         self.jumps = 0
+        self.typeahead = ""  # digits pressed while media played, for the next collect_dtmf
         self._children: list[gevent.Greenlet] = []
 
     # -- the channel -----------------------------------------------------------------------
@@ -170,17 +172,30 @@ class Context:
         return self.wait(waiter, timeout)
 
     def execute_and_wait(self, uuid: esl.Arg, app: str, arg: esl.Arg | None,
-                         timeout: float | None = None) -> Event | None:
-        """Run a dialplan application on a channel and wait until it completed."""
+                         timeout: float | None = None, terminators: str = "") -> Event | None:
+        """Run a dialplan application on a channel and wait until it completed.
+
+        Digits the run's channel presses meanwhile are kept as type-ahead for the next
+        collect_dtmf; one of ``terminators`` also cuts the media short (barge-in)."""
         ev = str(_uuid.uuid4())
-        waiter = self.expect({"CHANNEL_EXECUTE_COMPLETE"},
-                             lambda e: e.get("Application-UUID") == ev, uuid=str(uuid))
-        try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        broken = False
+        with self.events({str(uuid), self.uuid}) as stream:
             self.send(esl.execute(uuid, app, arg, event_uuid=ev))
-        except BaseException:
-            waiter.cancel()
-            raise
-        return self.wait(waiter, timeout)
+            while True:
+                event = stream.get(None if deadline is None else deadline - time.monotonic())
+                if event is None:
+                    return None
+                name, who = event.get("Event-Name"), event.get("Unique-ID")
+                if who == str(uuid) and (name == "CHANNEL_DESTROY" or (
+                        name == "CHANNEL_EXECUTE_COMPLETE" and event.get("Application-UUID") == ev)):
+                    return event
+                if who == self.uuid and name == "DTMF":
+                    digit = event.get("DTMF-Digit", "")
+                    self.typeahead += digit
+                    if digit in terminators and not broken and who == str(uuid):
+                        broken = True
+                        self.api(esl.api("uuid_break", uuid))
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
         """A helper greenlet that dies with the run."""

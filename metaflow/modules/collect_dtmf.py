@@ -12,10 +12,18 @@ def run(ctx: Context, data: dict) -> Outcome:
     first = data.get("timeout", 5000) / 1000.0
     between = data.get("interdigit_timeout", 2000) / 1000.0
     terminators = set(data.get("terminators", ["#"]))
-    digits = ""
+    digits, ended = "", False
+    typed, ctx.typeahead = ctx.typeahead, ""  # pressed during the prompt before us
+    for digit in typed:
+        if digit in terminators:
+            ended = True
+            break
+        digits += digit
+        if len(digits) >= wanted:
+            break
     with ctx.events() as stream:
-        deadline = time.monotonic() + first
-        while len(digits) < wanted:
+        deadline = time.monotonic() + (between if digits else first)
+        while len(digits) < wanted and not ended:
             event = stream.get(deadline - time.monotonic())
             if event is None:
                 break

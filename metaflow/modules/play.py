@@ -1,4 +1,6 @@
-"""play: play media to the channel, its peer, or both; wait for it to finish."""
+"""play: play media to the channel, its peer, or both; wait for it to finish. One of the
+``terminators`` pressed meanwhile cuts it short (barge-in); digits pressed during the prompt
+count for the next collect_dtmf."""
 
 from eslchan.esl import commands as esl
 from metaflow.base import CONTINUE, Context, Outcome, StateError
@@ -23,7 +25,8 @@ def run(ctx: Context, data: dict) -> Outcome:
     for uuid in targets[1:]:
         ctx.send(esl.execute(esl.uuid(uuid), "playback", media))
     if data.get("wait", True):
-        ctx.execute_and_wait(esl.uuid(targets[0]), "playback", media)
+        ctx.execute_and_wait(esl.uuid(targets[0]), "playback", media,
+                             terminators="".join(data.get("terminators", [])))
     else:
         ctx.send(esl.execute(esl.uuid(targets[0]), "playback", media))
     return CONTINUE

@@ -1,4 +1,5 @@
-"""tts: speak text with the text-to-speech engine and wait until it is said."""
+"""tts: speak text with the text-to-speech engine and wait until it is said; one of the
+``terminators`` pressed meanwhile cuts it short (and counts for the next collect_dtmf)."""
 
 from eslchan.esl import commands as esl
 from metaflow.base import CONTINUE, Context, Outcome
@@ -15,12 +16,8 @@ def run(ctx: Context, data: dict) -> Outcome:
         voice = FLITE_VOICES.get(voice, voice)
     arg = esl.join([esl.word(engine, "data.engine"), esl.word(voice, "data.voice"),
                     esl.free_text(data["text"], "data.text")], "|")
-    terminators = "".join(data.get("terminators", [])) or "none"
     targets = legs(ctx, data.get("leg", "self"))
-    for uuid in targets:
-        stops = esl.digits(terminators, "data.terminators") if terminators != "none" else esl.word("none")
-        ctx.api(esl.api("uuid_setvar", esl.uuid(uuid), esl.var_name("playback_terminators"), stops))
     for uuid in targets[1:]:
         ctx.send(esl.execute(esl.uuid(uuid), "speak", arg))
-    ctx.execute_and_wait(esl.uuid(targets[0]), "speak", arg)
+    ctx.execute_and_wait(esl.uuid(targets[0]), "speak", arg, terminators="".join(data.get("terminators", [])))
     return CONTINUE
