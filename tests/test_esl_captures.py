@@ -210,3 +210,16 @@ def test_decode_event_rejects_non_events():
     frame = FrameParser().feed(b"Content-Type: command/reply\nReply-Text: +OK\n\n")[0]
     with pytest.raises(ProtocolError):
         decode_event(frame)
+
+
+def test_eslchan_decode_command_line(captures_dir, capsys):
+    from eslchan.cli import main
+
+    assert main(["decode", str(captures_dir / "01_auth.c3-goodpw.recv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["content_type"] for line in lines] == [
+        "auth/request",
+        "command/reply",
+        "command/reply",
+        "text/disconnect-notice",
+    ]

@@ -204,3 +204,16 @@ def test_heartbeats_keep_the_watchdog_quiet():
             assert link.is_up and link.stats["reconnects"] == 0
         finally:
             link.stop()
+
+
+@pytest.mark.parametrize("fmt", ["json", "plain", "xml"])
+def test_every_event_format_decodes_exactly(sim, link_to, fmt):
+    tricky = "line1\nFake-Header: injected\n\nEvent-Name: FORGED <&> Zoë 東京 a+b=c"
+    opts = LinkOptions(**{**OPTS.__dict__, "event_format": fmt})
+    link, rec = link_to(sim, opts)
+    call = sim.create_call(variables={"eslchan_note": tricky})
+    assert wait_for(lambda: any(e.get("Unique-ID") == call.a_uuid for e in rec.events))
+    mine = [e for e in rec.events if e.get("Unique-ID") == call.a_uuid and "variable_eslchan_note" in e]
+    assert mine and {e["variable_eslchan_note"] for e in mine} == {tricky}
+    assert not any("Fake-Header" in e or e.get("Event-Name") == "FORGED" for e in rec.events)
+    assert f"event {fmt} " in " ".join(sim.commands)

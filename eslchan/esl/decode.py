@@ -46,8 +46,10 @@ def iter_frames(stream: IO[bytes]) -> Iterator[Frame]:
         raise ProtocolError(f"stream ends inside a frame ({parser.buffered} bytes left over)")
 
 
-def run(path: str, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+def run(path: str, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """Decode ``path`` (``-`` for stdin) to ``out``; 0 on success, 1 on a bad stream or file."""
+    out = sys.stdout if out is None else out  # looked up now: callers may redirect sys.stdout
+    err = sys.stderr if err is None else err
     try:
         stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
