@@ -98,6 +98,11 @@ class Context:
         """Per-channel memory shared by every run on the channel (e.g. the recording)."""
         return self.interpreter.channel_state(self.node, self.uuid)
 
+    def note(self, **facts: Any) -> None:
+        """Facts a caller wants back (the recording's path, the new leg's uuid, the digits):
+        shown with the run and in an action's result."""
+        self.run.notes.update(facts)
+
     def media(self, ref: str, field: str = "media") -> esl.Arg:
         """A media reference (id, tone_stream://, allowed path/URL) as a command argument."""
         return media_arg(ref, self.config, field)

@@ -56,6 +56,7 @@ class Run:
         self.ended: float | None = None
         self.error: str | None = None
         self.result: str | None = None
+        self.notes: dict[str, Any] = {}
         self.first = AsyncResult()  # first command accepted (or the run waits, or ends)
         self.greenlet: gevent.Greenlet | None = None
 
@@ -77,8 +78,8 @@ class Run:
         return {"id": self.id, "kind": self.kind, "module": self.tree["module"], "tree": self.tree,
                 "channel": self.channel_uuid, "node": self.node,
                 "current": {"path": self.current.rstrip(".") or "", "module": self.current_module},
-                "state": self.state, "waiting": self.waiting, "started": self.started, "ended": self.ended,
-                "error": self.error}
+                "state": self.state, "waiting": self.waiting, "notes": self.notes,
+                "started": self.started, "ended": self.ended, "error": self.error}
 
 
 class Interpreter:
@@ -131,7 +132,8 @@ class Interpreter:
         run = self.start(channel, {"module": name, "data": params}, channel.account_id, kind="action")
         reply = run.first.get()
         return {"id": run.id, "action": name, "channel": run.channel_uuid, "node": run.node,
-                "state": run.state, "reply": (reply or "").strip() or None, "data": run.tree["data"]}
+                "state": run.state, "reply": (reply or "").strip() or None, "data": run.tree["data"],
+                "result": dict(run.notes)}
 
     def runs(self, channel_uuid: str) -> list[Run]:
         return [r for r in self._runs.values() if r.channel_uuid == channel_uuid]

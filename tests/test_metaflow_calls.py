@@ -300,3 +300,14 @@ def test_attended_transfer_when_the_transferee_hangs_up(call, simulator):
     assert finished(run) == "finished"
     gevent.sleep(0.1)
     assert call.channel.other_leg == target  # transferor and target are on their own
+
+
+def test_action_results_carry_the_run_notes(call, daemon):
+    result = call.action(action="record_call")
+    assert result["result"]["recording"].startswith("/var/lib/freeswitch/recordings/")
+    assert result["result"]["recording_action"] == "start"
+    result = call.action(action="transfer", target="2600", takeback_dtmf="*1")
+    assert result["result"]["transfer_type"] == "attended"
+    assert result["result"]["transferee"] == call.b
+    run = daemon.interpreter.get(result["id"])
+    assert run.as_dict()["notes"]["target_leg"] == result["result"]["target_leg"]

@@ -34,6 +34,7 @@ def run(ctx: Context, data: dict) -> Outcome:
                 break
             digits += digit
             deadline = time.monotonic() + between
+    ctx.note(digits=digits)
     if digits and data.get("collection_name"):
         name = esl.var_name(data["collection_name"], "data.collection_name")
         ctx.api(esl.api("uuid_setvar", ctx.arg_uuid(), name, esl.digits(digits)))

@@ -17,7 +17,9 @@ def run(ctx: Context, data: dict) -> Outcome:
         raise StateError("the target is the channel's own device and can_call_self is false",
                          "data.target_id")
     timeout = int(data.get("timeout", 20))
+    new_leg = str(_uuid.uuid4())
+    ctx.note(new_leg=new_leg)
     dial = esl.dial_string(endpoint(ctx, kind, target, "data.target_id"),
-                           originate_vars(ctx, str(_uuid.uuid4()), timeout, bool(data.get("auto_answer"))))
+                           originate_vars(ctx, new_leg, timeout, bool(data.get("auto_answer"))))
     ctx.bgapi(esl.bgapi("originate", dial, esl.app_ref("intercept", ctx.arg_uuid())), timeout=timeout + 10)
     return CONTINUE

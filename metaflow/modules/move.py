@@ -18,7 +18,9 @@ def run(ctx: Context, data: dict) -> Outcome:
     else:
         kind, target, field = "user", data["owner_id"], "data.owner_id"
     timeout = int(data.get("timeout", 20))
+    new_leg = str(_uuid.uuid4())
+    ctx.note(new_leg=new_leg)
     dial = esl.dial_string(endpoint(ctx, kind, target, field),
-                           originate_vars(ctx, str(_uuid.uuid4()), timeout, bool(data.get("auto_answer"))))
+                           originate_vars(ctx, new_leg, timeout, bool(data.get("auto_answer"))))
     ctx.bgapi(esl.bgapi("originate", dial, esl.app_ref("intercept", esl.uuid(peer))), timeout=timeout + 10)
     return CONTINUE

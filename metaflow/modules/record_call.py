@@ -32,6 +32,7 @@ def _start(ctx: Context, data: dict) -> None:
         ctx.api(esl.api("uuid_setvar", uuid, esl.var_name("eslchan_recording_label"),
                         esl.var_value(data["label"], "data.label")))
     limit = esl.integer(data.get("time_limit", 3600), "data.time_limit", 1, 10800)
+    ctx.note(recording=str(path))
     ctx.api(esl.api("uuid_record", uuid, esl.word("start"), path, limit))
     ctx.state["recording"] = str(path)
     ctx.state["masked"] = False
@@ -46,10 +47,12 @@ def run(ctx: Context, data: dict) -> Outcome:
         if state.get("recording"):
             raise StateError("the channel is already being recorded", "data.action")
         _start(ctx, data)
+        ctx.note(recording_action="start")
         return CONTINUE
     path = state.get("recording")
     if not path:
         raise StateError(f"cannot {action}: the channel is not being recorded", "data.action")
+    ctx.note(recording=path, recording_action=action)
     ctx.api(esl.api("uuid_record", ctx.arg_uuid(), esl.word(action), esl.media(path, "recording")))
     if action == "stop":
         state.pop("recording", None)

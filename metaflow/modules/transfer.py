@@ -7,10 +7,13 @@ Kazoo's konami transfer does it:
 3. when the target answers, transferor and target are bridged (a consultation);
 4. the transferor pressing ``takeback_dtmf`` at any time hangs up the target and takes the
    transferee back; the target not answering within ``timeout`` or hanging up does too;
-5. the transferor hanging up completes the transfer: transferee and target are bridged.
+5. the transferor hanging up completes the transfer: transferee and target are bridged (also
+   when the target answers only after that);
+6. the transferee hanging up leaves transferor and target to talk (once the target answers).
 
-Branches: ``completed``, ``takeback``, ``timeout``, ``failed`` (else ``_``); it stops when
-the transferor's own channel is gone.
+Branches: ``takeback``, ``timeout`` or ``failed`` (the target did not answer or hung up), else
+``_``; the flow stops once transferor and target, or transferee and target, are connected for
+good. The run's notes say what happened (``transfer_outcome``).
 """
 
 from __future__ import annotations
@@ -64,8 +67,10 @@ class AttendedTransfer:
         variables = originate_vars(ctx, self.target, self.timeout)
         variables[esl.var_name("park_after_bridge")] = esl.word("true")  # survives the transferor
         self.dial = esl.dial_string(endpoint(ctx, "number", data["target"], "data.target"), variables)
+        ctx.note(transfer_type="attended", target_leg=self.target, transferee=transferee)
         self.answered = False
         self.transferor_gone = False
+        self.transferee_gone = False
         self.typed = ""
 
     def api(self, name: str, *args: esl.Arg) -> None:
@@ -81,11 +86,13 @@ class AttendedTransfer:
             pass  # already gone
 
     def take_back(self, outcome: str) -> Outcome:
-        if self.transferor_gone:
+        self.ctx.note(transfer_outcome=outcome)
+        if self.transferor_gone:  # nobody is left to take the transferee back
             self.kill_target()
             self.api("uuid_kill", esl.uuid(self.transferee), esl.hangup_cause("NORMAL_CLEARING"))
             return STOP
-        self.bridge(self.transferor, self.transferee)  # first, so the target's end ends nothing
+        if not self.transferee_gone:
+            self.bridge(self.transferor, self.transferee)  # first, so the target's end ends nothing
         self.kill_target()
         return branch(outcome)
 
@@ -123,18 +130,26 @@ class AttendedTransfer:
         if uuid == self.target and name == "CHANNEL_ANSWER" and not self.answered:
             self.answered = True
             self.bridge(self.transferee if self.transferor_gone else self.transferor, self.target)
-            return STOP if self.transferor_gone else None
+            if self.transferor_gone:
+                self.ctx.note(transfer_outcome="completed")
+            return STOP if self.transferor_gone or self.transferee_gone else None
         if uuid == self.target and name == "CHANNEL_DESTROY":
             return self.take_back("failed")
         if uuid == self.transferee and name == "CHANNEL_DESTROY":
-            # the transferee left: transferor and target are on their own
-            if not self.answered:
+            # the transferee left: transferor and target are on their own (once it answers)
+            self.transferee_gone = True
+            self.ctx.note(transfer_outcome="transferee_gone")
+            if self.transferor_gone and not self.answered:
                 self.kill_target()
-            return branch("failed")
+            return STOP if self.answered or self.transferor_gone else None
         if uuid == self.transferor and name == "CHANNEL_DESTROY":
             self.transferor_gone = True
+            if self.transferee_gone:  # nobody left for the target
+                self.kill_target()
+                return STOP
             if self.answered:  # the transferor hung up after consulting: complete it
                 self.bridge(self.transferee, self.target)
+                self.ctx.note(transfer_outcome="completed")
                 return STOP
             return None  # partial: the transferee gets the target when it answers
         if uuid == self.transferor and name == "DTMF" and self.takeback:
