@@ -25,12 +25,13 @@ def bridged(call, a, b):
 
 # --- transfer --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("leg,flag", [("self", ""), ("peer", "-bleg "), ("both", "-both ")])
+@pytest.mark.parametrize("leg,flag", [("self", ""), ("peer", "-bleg "), ("bleg", "-bleg "),
+                                      ("both", "-both ")])
 def test_blind_transfer_legs(call, simulator, leg, flag):
     result = call.action(action="transfer", target="2600", leg=leg, context="public")
     assert result["reply"] == "+OK"
     assert call.sent() == [f"api uuid_transfer {call.a} {flag}2600 XML public"]
-    moved = {"self": [call.a], "peer": [call.b], "both": [call.a, call.b]}[leg]
+    moved = {"self": [call.a], "peer": [call.b], "bleg": [call.b], "both": [call.a, call.b]}[leg]
     for uuid in moved:
         eventually(lambda u=uuid: simulator.channel(u).destination == "2600")
 

@@ -26,7 +26,7 @@ from eslchan.esl.errors import EslError
 from metaflow.base import CONTINUE, STOP, Context, Outcome, branch
 from metaflow.dial import endpoint, originate_vars
 
-FLAGS = {"self": None, "peer": "-bleg", "both": "-both"}
+FLAGS = {"self": None, "peer": "-bleg", "bleg": "-bleg", "both": "-both"}
 
 
 def run(ctx: Context, data: dict) -> Outcome:
