@@ -343,3 +343,26 @@ def test_hupall_and_status(sim, esl):
     assert sim.wait_until(lambda: not sim.channels())
     assert esl.api("show channels as json") == '{"row_count": 0}\n'
     assert esl.api("show calls") == "\n0 total.\n"
+
+
+def test_uuid_transfer_both_moves_both_legs(sim, esl):
+    call = sim.create_call(destination="2000")
+    bridge = esl.wait_event("CHANNEL_BRIDGE", uuid=call.a_uuid)
+    assert bridge["Caller-Callee-ID-Number"] == "2000"
+    assert esl.api(f"uuid_transfer {call.a_uuid} -both 3000 XML default") == "+OK\n"
+    for uuid in call.uuids:
+        esl.wait_event(lambda e: e["Event-Name"] == "CHANNEL_PARK"
+                       and e["Caller-Destination-Number"] == "3000", uuid=uuid)
+    assert all(sim.channel(u).parked for u in call.uuids)
+    assert esl.api(f"uuid_transfer {call.a_uuid} -bleg 3000") == "-ERR Operation Failed\n"
+
+
+def test_show_channels_plain_lists_rows(sim, esl):
+    call = sim.create_call()
+    text = esl.api("show channels")
+    header, *rows = text.split("\n\n")[0].split("\n")
+    assert header.startswith("uuid,direction,created,created_epoch,name,state")
+    assert {r.split(",")[0] for r in rows} == set(call.uuids)
+    assert text.endswith("\n\n2 total.\n")
+    calls = json.loads(esl.api("show calls as json"))
+    assert calls["row_count"] == 1 and calls["rows"][0]["b_uuid"] == call.b_uuid

@@ -733,6 +733,11 @@ class Switch:
         b.variables["bridge_uuid"] = a.uuid
         b.variables["signal_bond"] = a.uuid
         a.variables["last_bridge_to"] = b.uuid
+        if not a.callee_id_number:
+            # the caller now knows whom it talks to (Kazoo's callee_id_* fields)
+            a.callee_id_name = b.caller_id_name if b.direction == "inbound" else b.destination
+            a.callee_id_number = b.caller_id_number if b.direction == "inbound" \
+                else b.destination
         self.set_callstate(a, "ACTIVE")
         ab = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
         self.chan_event(a, "CHANNEL_BRIDGE", before=ab)
