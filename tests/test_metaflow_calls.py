@@ -312,3 +312,13 @@ def test_action_results_carry_the_run_notes(call, daemon):
     assert result["result"]["transferee"] == call.b
     run = daemon.interpreter.get(result["id"])
     assert run.as_dict()["notes"]["target_leg"] == result["result"]["target_leg"]
+
+
+def test_stopping_an_attended_transfer_gives_the_call_back(call, simulator, daemon):
+    result = call.action(action="transfer", target="noanswer", takeback_dtmf="*1", timeout=600)
+    eventually(lambda: any(c.startswith("bgapi originate") for c in call.sent()))
+    target = next(c for c in call.sent() if c.startswith("bgapi")).split("origination_uuid=")[1][:36]
+    eventually(lambda: simulator.channel(target) is not None)
+    assert daemon.interpreter.stop(result["id"])
+    bridged(call, call.a, call.b)
+    eventually(lambda: simulator.channel(target) is None)

@@ -21,6 +21,9 @@ from __future__ import annotations
 import time
 import uuid as _uuid
 
+import gevent
+from gevent import GreenletExit
+
 from eslchan.esl import commands as esl
 from eslchan.esl.errors import EslError
 from metaflow.base import CONTINUE, STOP, Context, Outcome, branch
@@ -114,13 +117,20 @@ class AttendedTransfer:
             ctx.send(esl.execute(esl.uuid(self.transferor), "endless_playback", self.ringback))
             ctx.spawn(self.originate, stream)
             deadline = time.monotonic() + self.timeout
-            while True:
-                item = stream.get(None if self.answered else deadline - time.monotonic())
-                if item is None:
-                    return self.take_back("timeout")
-                outcome = self.step(item)
-                if outcome is not None:
-                    return outcome
+            try:
+                while True:
+                    item = stream.get(None if self.answered else deadline - time.monotonic())
+                    if item is None:
+                        return self.take_back("timeout")
+                    outcome = self.step(item)
+                    if outcome is not None:
+                        return outcome
+            except GreenletExit:
+                # the run was stopped mid-transfer: give the transferor its call back
+                if not (self.transferor_gone or self.transferee_gone):
+                    with gevent.Timeout(5, False):
+                        self.take_back("stopped")
+                raise
 
     def step(self, item: object) -> Outcome | None:
         if isinstance(item, tuple):  # the originate failed (no answer, busy, bad target...)
