@@ -223,3 +223,10 @@ def test_eslchan_decode_command_line(captures_dir, capsys):
         "command/reply",
         "text/disconnect-notice",
     ]
+
+
+def test_json_event_with_a_broken_utf8_byte_still_decodes():
+    raw = b'{"Event-Name":"CUSTOM","v":"a\xffb"}'
+    frame = FrameParser().feed(b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(raw) + raw)[0]
+    assert decode_event(frame) == {"Event-Name": "CUSTOM", "v": "a\ufffdb"}
+    assert frame.raw_body == raw and frame.body == '{"Event-Name":"CUSTOM","v":"a\ufffdb"}'

@@ -63,42 +63,48 @@ class FrameParser:
         return bool(self._buf) or self._pending is not None
 
     def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
-        frames: list[Frame] = []
         buf = self._buf
+        buf += data
+        frames: list[Frame] = []
         pos = 0
         end = len(buf)
-        while True:
-            if self._pending is None:
-                # FreeSWITCH never sends blank lines between frames, but tolerate them.
-                while pos < end and buf[pos] == 0x0A:
-                    pos += 1
-                cut = buf.find(b"\n\n", pos)
-                if cut < 0:
-                    if end - pos > MAX_HEADER_BLOCK:
-                        raise ProtocolError("header block too large")
+        pending = self._pending
+        view = memoryview(buf)  # slices of a view copy once (a bytearray slice copies twice)
+        try:
+            while True:
+                if pending is None:
+                    # FreeSWITCH never sends blank lines between frames, but tolerate them.
+                    while pos < end and buf[pos] == 0x0A:
+                        pos += 1
+                    cut = buf.find(b"\n\n", pos)
+                    if cut < 0:
+                        if end - pos > MAX_HEADER_BLOCK:
+                            raise ProtocolError("header block too large")
+                        break
+                    block = str(view[pos:cut], "utf-8", "replace")
+                    pos = cut + 2
+                    headers = parse_header_block(block, decode=True, raw=_RAW_OUTER)
+                    length = headers.get("Content-Length")
+                    if length is None:
+                        frames.append(Frame(headers, ""))
+                        continue
+                    try:
+                        size = int(length)
+                    except ValueError:
+                        raise ProtocolError(f"bad Content-Length {length!r}") from None
+                    if size < 0 or size > MAX_BODY:
+                        raise ProtocolError(f"Content-Length out of range: {size}")
+                    pending = (headers, size)
+                headers, size = pending
+                if end - pos < size:
                     break
-                block = buf[pos:cut].decode("utf-8", "replace")
-                pos = cut + 2
-                headers = parse_header_block(block, decode=True, raw=_RAW_OUTER)
-                length = headers.get("Content-Length")
-                if length is None:
-                    frames.append(Frame(headers))
-                    continue
-                try:
-                    size = int(length)
-                except ValueError:
-                    raise ProtocolError(f"bad Content-Length {length!r}") from None
-                if size < 0 or size > MAX_BODY:
-                    raise ProtocolError(f"Content-Length out of range: {size}")
-                self._pending = (headers, size)
-            headers, size = self._pending
-            if end - pos < size:
-                break
-            raw = bytes(buf[pos : pos + size])
-            pos += size
-            self._pending = None
-            frames.append(Frame(headers, raw.decode("utf-8", "replace"), raw))
+                raw = bytes(view[pos : pos + size])
+                pos += size
+                pending = None
+                frames.append(Frame(headers, None, raw))
+        finally:
+            view.release()
+            self._pending = pending
         if pos:
             del buf[:pos]
         return frames
@@ -115,10 +121,12 @@ def decode_plain_event(text: str) -> Event:
     return event
 
 
-def decode_json_event(text: str) -> Event:
+def decode_json_event(text: str | bytes) -> Event:
     """Decode a text/event-json body; values stay exactly as sent (they are not URL-encoded)."""
     try:
         event = json.loads(text)
+    except UnicodeDecodeError:  # a broken byte must not lose the whole event
+        return decode_json_event(bytes(text).decode("utf-8", "replace"))  # type: ignore[arg-type]
     except ValueError as exc:
         raise ProtocolError(f"bad json event: {exc}") from None
     if not isinstance(event, dict):
@@ -156,8 +164,11 @@ _DECODERS = {
 
 def decode_event(frame: Frame) -> Event:
     """The event carried by an event frame, whatever its format."""
+    ctype = frame.headers.get("Content-Type", "")
+    if ctype == "text/event-json":
+        return decode_json_event(frame.raw_body)  # json.loads reads the bytes directly
     try:
-        decoder = _DECODERS[frame.content_type]
+        decoder = _DECODERS[ctype]
     except KeyError:
-        raise ProtocolError(f"not an event frame: {frame.content_type!r}") from None
+        raise ProtocolError(f"not an event frame: {ctype!r}") from None
     return decoder(frame.body)
