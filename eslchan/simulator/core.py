@@ -8,6 +8,7 @@ HANGUP_COMPLETE, DESTROY.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from eslchan.simulator.channels import (
 )
 from eslchan.simulator.media import media_duration, media_type
 from eslchan.simulator.wire import SimEvent, event_dates
+
+log = logging.getLogger(__name__)
 
 VERSION = "1.10.12-release~64bit"
 
@@ -289,6 +292,12 @@ class Switch:
             cause = h.cause
         except gevent.GreenletExit:
             return
+        except Exception:
+            # a bug in the model must not leave a channel behind forever
+            log.exception("simulated channel %s failed", ch.uuid)
+            cause = "NORMAL_TEMPORARY_FAILURE"
+            if not ch.hangup_cause:
+                self.hangup(ch.uuid, cause)
         self._finish_hangup(ch, cause)
 
     def _idle_after_break(self, ch: SimChannel) -> Callable[[], None]:

@@ -4,6 +4,7 @@ and the :class:`Simulator` facade that tests and the demo use."""
 from __future__ import annotations
 
 import collections
+import logging
 import random
 import socket
 import time
@@ -29,6 +30,8 @@ from eslchan.simulator.wire import (
     disconnect_notice,
     log_data,
 )
+
+log = logging.getLogger(__name__)
 
 # What `myevents` subscribes to (mod_event_socket): channel life only, no PLAYBACK_*,
 # no CHANNEL_HOLD, no CHANNEL_CALLSTATE.
@@ -263,7 +266,15 @@ class Session:
         if handler is None:
             self.send(command_reply("-ERR command not found"))
             return
-        handler(rest, headers, body)
+        try:
+            handler(rest, headers, body)
+        except Exception:
+            # answer instead of dropping the connection, so the client sees the failure
+            log.exception("simulator failed on %r", first)
+            if word == "api":
+                self.send(api_response("-ERR simulator internal error\n"))
+            else:
+                self.send(command_reply("-ERR simulator internal error"))
 
     # -- commands ------------------------------------------------------------------------
     def cmd_auth(self, rest: str, headers: dict[str, str], body: str) -> None:
@@ -632,7 +643,11 @@ class Simulator:
             name, _, arg = line.strip().partition(" ")
         else:
             name, _, arg = line.strip().partition(" ")
-            out = self._api(line)
+            try:
+                out = self._api(line)
+            except Exception:
+                log.exception("simulator failed on bgapi %r", line)
+                out = "-ERR simulator internal error\n"
         h = [("Job-UUID", job), ("Job-Command", name)]
         if arg.strip():
             h.append(("Job-Command-Arg", arg.strip()))
