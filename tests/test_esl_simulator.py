@@ -217,3 +217,25 @@ def test_every_event_format_decodes_exactly(sim, link_to, fmt):
     assert mine and {e["variable_eslchan_note"] for e in mine} == {tricky}
     assert not any("Fake-Header" in e or e.get("Event-Name") == "FORGED" for e in rec.events)
     assert f"event {fmt} " in " ".join(sim.commands)
+
+
+def test_many_nodes_each_with_its_own_password():
+    sims = [Simulator(password=f"pw{i}", hostname=f"fs{i}", speed=20.0) for i in range(3)]
+    links = []
+    try:
+        for i, s in enumerate(sims):
+            s.start()
+            node = NodeConfig(name=f"node{i}", host=s.host, port=s.port, password=f"pw{i}")
+            links.append(NodeLink(node, OPTS))
+            links[-1].start()
+        assert wait_for(lambda: all(link.is_up for link in links))
+        for i, link in enumerate(links):
+            assert link.api(c.api("hostname")).strip() == f"fs{i}"
+        sims[1].drop_connections()
+        assert wait_for(lambda: links[1].stats["reconnects"] == 1 and all(link.is_up for link in links))
+        assert [link.stats["reconnects"] for link in links] == [0, 1, 0]
+    finally:
+        for link in links:
+            link.stop()
+        for s in sims:
+            s.stop()

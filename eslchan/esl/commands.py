@@ -249,6 +249,9 @@ def enum(value: object, choices: Iterable[str], field: str) -> Arg:
     """One of a fixed set of strings."""
     allowed = list(choices)
     if isinstance(value, str) and value in allowed:
+        _text(value, field, 256)  # a choice list is code, but a bad one must not slip through
+        if " " in value:
+            raise CommandError(field, "choices must be single words")
         return _mint(value, field)
     raise CommandError(field, f"must be one of {', '.join(allowed)}")
 
