@@ -23,16 +23,17 @@ log = logging.getLogger("eslchan.metaflow")
 Step = tuple[dict | None, str]
 
 
-def _child(node: dict, path: str, key: str) -> Step:
+def _child(node: dict, path: str, key: str | None) -> Step:
+    """Child ``key``, else child ``_``, else the end of the flow."""
     children = node.get("children") or {}
+    key = key if key in children else "_"
     return (children[key], f"{path}children.{key}.") if key in children else (None, path)
 
 
 #: outcome kind → the next node (and its path); the whole of the interpreter's branching.
 NEXT: dict[str, Callable[[dict, str, Outcome], Step]] = {
     "continue": lambda node, path, o: _child(node, path, "_"),
-    "branch": lambda node, path, o: _child(node, path, o.key if o.key in (node.get("children") or {})
-                                           else "_"),
+    "branch": lambda node, path, o: _child(node, path, o.key),
     "stop": lambda node, path, o: (None, path),
     "goto": lambda node, path, o: (o.node, f"{o.label}:"),
 }
