@@ -107,7 +107,8 @@ class SimEvent:
         return self._xml
 
     def plain_text(self) -> bytes:
-        parts = list(map(_plain_line, self.headers))
+        cache = _LINE_CACHE
+        parts = [cache.get(h) or _plain_line(h) for h in self.headers]
         if self.body is not None:
             body = self.body.encode("utf-8")
             parts.append(f"Content-Length: {len(body)}\n\n")
