@@ -298,3 +298,12 @@ def test_peer_actions_on_an_unbridged_channel_are_state_errors(daemon, simulator
     with pytest.raises(StateError):
         lone.action(action="move", device_id="dev2")
     assert lone.sent() == []
+
+
+def test_unhold_is_kazoos_post_action_declared_in_its_schema(call, simulator):
+    call.action(action="hold", unhold_key="")
+    assert call.channel.is_onhold or eventually(lambda: call.channel.is_onhold)
+    assert call.daemon.interpreter.modules.get("unhold").source == "builtin"
+    call.action(action="unhold")
+    assert call.sent()[-1] == f"api uuid_hold off {call.a}"
+    eventually(lambda: not call.channel.is_onhold)
