@@ -86,6 +86,7 @@ class FakeEsl:
         self.rude = False
         self.silent = False  # accept the TCP connection but never say anything
         self.split = False
+        self.flap = False
         self.stall = 0.0  # seconds before each reply
         self.auth_attempts = 0
         self.server = StreamServer(("127.0.0.1", 0), self._handle)
@@ -186,6 +187,8 @@ class FakeEsl:
             conn.fmt = fmt
             conn.events |= set(names.split())
             conn.write(reply(f"+OK event listener enabled {fmt}"))
+            if self.flap:  # accepted, subscribed, then dropped at once
+                return False
         elif verb == "api":
             conn.write(api_response(self.api_handler(rest)))
         elif verb == "bgapi":

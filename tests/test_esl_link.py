@@ -353,3 +353,19 @@ def test_wrong_command_kind_is_a_programming_error(fake, make_link):
         link.api(c.bgapi("status"))
     with pytest.raises(ValueError):
         link.send(c.api("status"))
+
+
+def test_a_flapping_server_is_retried_with_growing_delays(fake, make_link, caplog):
+    caplog.set_level(logging.WARNING, logger="eslchan.esl")
+    fake.flap = True
+    opts = LinkOptions(
+        **{**FAST.__dict__, "backoff_initial": 0.01, "backoff_max": 0.16, "backoff_jitter": 0.0}
+    )
+    link, rec = make_link(fake, opts)
+    assert wait_for(lambda: link.stats["connect_failures"] + link.stats["reconnects"] >= 6)
+    delays = [
+        float(r.getMessage().rsplit(" in ", 1)[1].split()[0])
+        for r in caplog.records
+        if "retrying in" in r.getMessage() or "reconnecting in" in r.getMessage()
+    ]
+    assert delays[:6] == [0.01, 0.02, 0.04, 0.08, 0.16, 0.16]  # doubling, capped

@@ -152,7 +152,7 @@ class NodeLink:
                 self._counters["auth_failures"] += 1
                 delay = self._backoff()
                 log.error(
-                    "node %s (%s:%s): authentication refused: %s; retrying in %.1f s",
+                    "node %s (%s:%s): authentication refused: %s; retrying in %.2f s",
                     self.name, self.node.host, self.node.port, exc.reason, delay, extra=extra,
                 )  # fmt: skip
             except (EslError, OSError) as exc:
@@ -161,21 +161,25 @@ class NodeLink:
                 self._counters["connect_failures"] += 1
                 delay = self._backoff()
                 log.warning(
-                    "node %s: cannot connect: %s; retrying in %.1f s",
+                    "node %s: cannot connect: %s; retrying in %.2f s",
                     self.name, exc, delay, extra=extra,
                 )  # fmt: skip
             else:
-                self._attempt = 0
+                up_since = time.monotonic()
                 gevent.wait([cmd.closed, evt.closed, self._stopping], count=1)
                 reason = cmd.close_reason or evt.close_reason or "stopped"
                 self._teardown(cmd, evt)
                 if self._stopping.is_set():
                     break
+                # a link that stayed up a while reconnects at once-ish; a flapping one
+                # (accepted, then dropped again and again) keeps backing off
+                if time.monotonic() - up_since >= self.options.backoff_max:
+                    self._attempt = 0
                 self.last_error = reason
                 self._counters["reconnects"] += 1
                 delay = self._backoff()
                 log.warning(
-                    "node %s: link down: %s; reconnecting in %.1f s",
+                    "node %s: link down: %s; reconnecting in %.2f s",
                     self.name, reason, delay, extra=extra,
                 )  # fmt: skip
             if self._stopping.wait(delay):
