@@ -366,3 +366,30 @@ def test_show_channels_plain_lists_rows(sim, esl):
     assert text.endswith("\n\n2 total.\n")
     calls = json.loads(esl.api("show calls as json"))
     assert calls["row_count"] == 1 and calls["rows"][0]["b_uuid"] == call.b_uuid
+
+
+def test_digit_collection_and_endless_playback(sim, esl):
+    esl.api(f"originate {{origination_uuid={U1}}}loopback/esl_answer/default &park")
+    esl.cmd(f"sendmsg {U1}", {"call-command": "execute", "execute-app-name": "play_and_get_digits",
+                              "execute-app-arg": "1 4 1 3000 # tone_stream://%(10000,0,440) "
+                                                 "silence_stream://1 got_digits \\d+"})
+    esl.wait_event("PLAYBACK_START", uuid=U1)
+    sim.press_dtmf(U1, "42#")
+    done = esl.wait_event(lambda e: e["Event-Name"] == "CHANNEL_EXECUTE_COMPLETE"
+                          and e.get("Application") == "play_and_get_digits", uuid=U1)
+    assert done["Application-Response"] == "42"
+    assert esl.api(f"uuid_getvar {U1} got_digits") == "42"
+    esl.cmd(f"sendmsg {U1}", {"call-command": "execute", "execute-app-name": "endless_playback",
+                              "execute-app-arg": "/media/moh.wav"})
+    esl.wait_event(lambda e: e["Event-Name"] == "PLAYBACK_START"
+                   and e["Playback-File-Path"] == "/media/moh.wav", uuid=U1)
+    esl.api(f"uuid_break {U1}")
+    stop = esl.wait_event(lambda e: e["Event-Name"] == "PLAYBACK_STOP"
+                          and e["Playback-File-Path"] == "/media/moh.wav", uuid=U1)
+    assert stop["Playback-Status"] == "break"
+    esl.cmd(f"sendmsg {U1}", {"call-command": "execute", "execute-app-name": "record_session",
+                              "execute-app-arg": "/tmp/x.wav"})
+    esl.wait_event("RECORD_START", uuid=U1)
+    assert sim.channel(U1).recordings
+    sim.hangup(U1)
+    esl.wait_event("RECORD_STOP", uuid=U1)      # recordings end with the call

@@ -37,6 +37,16 @@ class ApiCommands:
             "eval": lambda a: a, "echo": lambda a: a, "global_getvar": lambda a: "",
             "hostname": lambda a: self.sw.hostname, "uptime": self.uptime,
             "uuid_simplify": self.uuid_audio_like, "uuid_flush_dtmf": self.uuid_audio_like,
+            "uuid_buglist": self.uuid_audio_like, "uuid_fileman": self.uuid_audio_like,
+            "uuid_limit": self.uuid_audio_like, "uuid_media": self.uuid_audio_like,
+            "uuid_debug_media": self.uuid_audio_like, "uuid_warning": self.uuid_audio_like,
+            "uuid_session_heartbeat": self.uuid_audio_like, "uuid_chat": self.uuid_audio_like,
+            "uuid_video_refresh": self.uuid_audio_like, "uuid_early_ok": self.uuid_audio_like,
+            "uuid_preprocess": self.uuid_audio_like, "uuid_deflect": self.uuid_audio_like,
+            "uuid_redirect": self.uuid_audio_like,
+            "uuid_pre_answer": self.uuid_pre_answer, "uuid_ring_ready": self.uuid_ring_ready,
+            "uuid_outgoing_answer": self.uuid_answer, "uuid_recv_dtmf": self.uuid_recv_dtmf,
+            "uuid_dual_transfer": self.uuid_dual_transfer,
         }
 
     def run(self, line: str) -> tuple[str, str, str]:
@@ -354,6 +364,46 @@ class ApiCommands:
         if not parts or self._chan(parts[0]) is None:
             return NO_CHANNEL
         return "+OK Success\n"
+
+    def uuid_pre_answer(self, arg: str) -> str:
+        ch = self._chan(arg.split()[0] if arg.split() else "")
+        if ch is None:
+            return NO_CHANNEL
+        self.sw.app_pre_answer(ch, "")
+        return "+OK\n"
+
+    def uuid_ring_ready(self, arg: str) -> str:
+        ch = self._chan(arg.split()[0] if arg.split() else "")
+        if ch is None:
+            return NO_CHANNEL
+        self.sw.app_ring_ready(ch, "")
+        return "+OK\n"
+
+    def uuid_recv_dtmf(self, arg: str) -> str:
+        parts = arg.split()
+        if len(parts) < 2:
+            return "-USAGE: <uuid> <dtmf_data>\n"
+        ch = self._chan(parts[0])
+        if ch is None:
+            return NO_CHANNEL
+        gevent.spawn(self.sw.dtmf, ch, parts[1], "APP")
+        return "+OK Success\n"
+
+    def uuid_dual_transfer(self, arg: str) -> str:
+        parts = arg.split()
+        if len(parts) < 3:
+            return "-USAGE: <uuid> <A-dest-exten>[/<A-dialplan>][/<A-context>] " \
+                   "<B-dest-exten>[/<B-dialplan>][/<B-context>]\n"
+        ch = self._chan(parts[0])
+        if ch is None:
+            return NO_CHANNEL
+        other = self._chan(ch.other_leg or "")
+        for leg, spec in ((ch, parts[1]), (other, parts[2])):
+            if leg is None:
+                continue
+            dest, dp, ctx = (spec.split("/") + ["XML", "default"])[:3]
+            self.sw.transfer(leg, dest, dp, ctx)
+        return "+OK\n"
 
     def uuid_bridge(self, arg: str) -> str:
         parts = arg.split()

@@ -447,6 +447,8 @@ class Switch:
                 continue
             self.chan_event(ch, "DTMF", extra=[("DTMF-Digit", d), ("DTMF-Duration", "2000"),
                                                ("DTMF-Source", source)])
+            if not ch.gone:
+                ch.inbox.put(("dtmf", d))  # for digit-collecting applications
             self.sleep(0.1)
 
     # -- recording -----------------------------------------------------------------------
@@ -593,8 +595,11 @@ class Switch:
     def app_say(self, ch: SimChannel, arg: str) -> str:
         return self.play(ch, "say:" + arg)
 
-    def play(self, ch: SimChannel, path: str) -> str:
-        duration = media_duration(path, self.media_durations, self.default_media_duration)
+    def play(self, ch: SimChannel, path: str, *, forever: bool = False,
+             digits: list[str] | None = None) -> str:
+        """Play media for its duration; with ``digits`` a DTMF digit ends it early."""
+        duration = None if forever else media_duration(path, self.media_durations,
+                                                       self.default_media_duration)
         ftype = media_type(path)
         info = [("Playback-File-Type", ftype), ("Playback-File-Path", path)]
         self.chan_event(ch, "PLAYBACK_START", extra=info)
@@ -605,9 +610,19 @@ class Switch:
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                if self.wait(ch, None if left is None else left * self.speed,
-                             media=True) is None and left is not None:
+                msg = self.wait(ch, None if left is None else left * self.speed, media=True)
+                if msg is None and left is not None:
                     break
+                if msg and msg[0] == "dtmf":
+                    terminators = ch.variables.get("playback_terminators", "")
+                    if digits is not None:
+                        digits.append(msg[1])
+                        status = "break"
+                        break
+                    if msg[1] in terminators:
+                        ch.variables["playback_terminator_used"] = msg[1]
+                        status = "break"
+                        break
         except BreakUnwind:
             status = "break"
         finally:
@@ -616,6 +631,101 @@ class Switch:
                 ch.variables["playback_seconds"] = str(int(duration or 0))
                 self.chan_event(ch, "PLAYBACK_STOP", extra=info + [("Playback-Status", status)])
         return "FILE PLAYED" if status == "done" else "PLAYBACK_INTERRUPTED"
+
+    def app_endless_playback(self, ch: SimChannel, arg: str) -> str:
+        return self.play(ch, arg, forever=True)
+
+    def app_gentones(self, ch: SimChannel, arg: str) -> str:
+        return self.play(ch, "tone_stream://" + arg.split("|")[0])
+
+    def app_record_session(self, ch: SimChannel, arg: str) -> None:
+        self.record(ch, "start", arg.split()[0] if arg.split() else "/tmp/record.wav")
+
+    def app_stop_record_session(self, ch: SimChannel, arg: str) -> None:
+        self.record(ch, "stop", arg.strip() or "all")
+
+    def app_hold(self, ch: SimChannel, arg: str) -> None:
+        self.hold(ch, "on")
+
+    def app_unhold(self, ch: SimChannel, arg: str) -> None:
+        self.hold(ch, "off")
+
+    def app_sched_hangup(self, ch: SimChannel, arg: str) -> None:
+        parts = arg.split()
+        when = parts[0] if parts else "+0"
+        cause = parts[1] if len(parts) > 1 else "ALLOTTED_TIMEOUT"
+        try:
+            secs = float(when.lstrip("+"))
+        except ValueError:
+            secs = 0.0
+        gevent.spawn_later(secs / self.speed, self.hangup, ch.uuid, cause)
+
+    def _collect(self, ch: SimChannel, prompt: str, min_d: int, max_d: int, timeout_ms: int,
+                 terminators: str) -> str:
+        """Play ``prompt`` (a digit interrupts it), then gather digits until ``max_d``, a
+        terminator or the timeout."""
+        got: list[str] = []
+        if prompt:
+            self.play(ch, prompt, digits=got)
+        while len(got) < max_d:
+            if got and got[-1] in terminators:
+                got.pop()
+                break
+            msg = self.wait(ch, timeout_ms / 1000.0)
+            if msg is None:
+                break
+            if msg[0] == "dtmf":
+                got.append(msg[1])
+        if got and got[-1] in terminators:
+            got.pop()
+        digits = "".join(got)
+        return digits if len(digits) >= min_d else ""
+
+    def app_play_and_get_digits(self, ch: SimChannel, arg: str) -> str:
+        # min max tries timeout terminators file invalid_file var_name regexp [digit_timeout]
+        p = arg.split()
+        if len(p) < 8:
+            return "_none_"
+        min_d, max_d, tries, timeout = (int(x) if x.isdigit() else 1 for x in p[:4])
+        terminators, prompt, var = p[4], p[5], p[7]
+        regex = p[8] if len(p) > 8 else "\\d+"
+        for _ in range(max(1, tries)):
+            digits = self._collect(ch, prompt, min_d, max_d, timeout, terminators)
+            if digits and re.fullmatch(regex, digits):
+                ch.variables[var] = digits
+                return digits
+        ch.variables.pop(var, None)
+        return "_none_"
+
+    def app_read(self, ch: SimChannel, arg: str) -> str:
+        # min max sound_file variable_name timeout terminators
+        p = arg.split()
+        if len(p) < 4:
+            return "_none_"
+        min_d = int(p[0]) if p[0].isdigit() else 1
+        max_d = int(p[1]) if p[1].isdigit() else 1
+        timeout = int(p[4]) if len(p) > 4 and p[4].isdigit() else 5000
+        terminators = p[5] if len(p) > 5 else "#"
+        digits = self._collect(ch, p[2], min_d, max_d, timeout, terminators)
+        ch.variables[p[3]] = digits
+        ch.variables["read_result"] = "success" if digits else "timeout"
+        return digits or "_none_"
+
+    def _noop(self, ch: SimChannel, arg: str) -> None:
+        return None
+
+    # accepted and without visible effect in the model
+    app_soundtouch = app_set_audio_level = app_start_dtmf = app_stop_dtmf = _noop
+    app_flush_dtmf = app_bind_meta_app = app_unbind_meta_app = app_bind_digit_action = _noop
+    app_clear_digit_action = app_digit_action_set_realm = app_displace_session = _noop
+    app_stop_displace_session = app_info = app_log = app_event = app_tone_detect = _noop
+    app_stop_tone_detect = app_respond = app_deflect = app_redirect = app_att_xfer = _noop
+    app_sched_transfer = app_sched_cancel = app_record = _noop
+
+    def app_break(self, ch: SimChannel, arg: str) -> None:
+        ch.inbox.put(BreakUnwind(arg.strip() == "all"))
+
+    app_uuid_break = app_break
 
     def app_send_dtmf(self, ch: SimChannel, arg: str) -> None:
         other = self.channels.get(ch.other_leg or ch.loopback_peer or "")
@@ -1090,11 +1200,10 @@ class Switch:
             try:
                 if not answered:
                     # ringing until someone answers (answer_call) or hangs up
-                    msg = self.wait(a, None, idle=True)
-                    if msg and msg[0] == "answer":
-                        pass
-                    else:
-                        return
+                    while True:
+                        msg = self.wait(a, None, idle=True)
+                        if msg and msg[0] == "answer":
+                            break
                 self._mark_answered(b)
                 self._mark_answered(a)
                 self._bridged(a, b, originator=True)
