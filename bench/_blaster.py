@@ -11,8 +11,9 @@ It speaks enough ESL for eslchan's NodeLink, greenswitch and a raw reader: auth/
 the resync, ``+OK`` to other api commands, and ``exit``. A connection whose subscription has
 no channel event (NodeLink's command connection) is never blasted.
 
-Run as a process (``python -m bench._blaster --calls N``): it prints ``PORT <n>`` and serves
-until killed; each event connection gets ``N`` calls, then a final HEARTBEAT-free silence.
+Run as a process (``python bench/_blaster.py --calls N [--rate EV_PER_S]``): it prints
+``PORT <n>`` and serves until killed; each event connection gets ``N`` calls (0: endless),
+as fast as possible or paced at a given event rate, then silence.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,8 +130,9 @@ def _api(body: str) -> bytes:
 
 
 class Blaster:
-    def __init__(self, calls: int, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.calls = calls
+    def __init__(self, calls: int, host: str = "127.0.0.1", port: int = 0, rate: float = 0.0) -> None:
+        self.calls = calls  # per event connection; 0: until the connection closes
+        self.rate = rate  # events/s; 0: as fast as the socket allows
         self.templates = {fmt: load_call(fmt) for fmt in CAPTURE}
         self.sock = socket.create_server((host, port))
         self.port = self.sock.getsockname()[1]
@@ -182,18 +185,45 @@ class Blaster:
 
     def _blast(self, send, call: CallTemplate) -> None:
         render = call.renderer()
+        period = call.events / self.rate if self.rate else 0.0
+        due = time.monotonic()
+        sent = 0
         try:
-            for _ in range(self.calls):
+            while not self.calls or sent < self.calls:
                 send(render())
+                sent += 1
+                if period:  # paced per call: a call's events leave together, as in a real burst
+                    due += period
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
         except OSError:
             pass
 
 
+def spawn(calls: int, rate: float = 0.0):
+    """Start a blaster process; returns (Popen, port). Kill it when done."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--calls", str(calls), "--rate", str(rate)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # never hold the parent's stderr open after it exits
+        text=True,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(f"blaster did not start: {line!r}")
+    return proc, int(line.split()[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calls", type=int, required=True)
+    ap.add_argument("--calls", type=int, required=True, help="calls per event connection (0: endless)")
+    ap.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
     args = ap.parse_args()
-    b = Blaster(args.calls)
+    b = Blaster(args.calls, rate=args.rate)
     print(f"PORT {b.port}", flush=True)
     b.serve_forever()
 
