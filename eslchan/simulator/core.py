@@ -498,7 +498,12 @@ class Switch:
             return
         app_uuid = event_uuid or new_uuid()
         prev_app, prev_data = ch.app, ch.app_data
-        ch.app, ch.app_data = app, arg
+        # ``app`` stays the application the channel sits in (park, bridge…); what runs
+        # inside it (a sendmsg playback) shows in current_application
+        nested = ch.app_depth > 0
+        ch.app_depth += 1
+        if not nested:
+            ch.app, ch.app_data = app, arg
         ch.variables["current_application"] = app
         if arg:
             ch.variables["current_application_data"] = arg
@@ -515,6 +520,7 @@ class Switch:
                 self.chan_event(ch, "CHANNEL_EXECUTE_COMPLETE", extra=[("Application", app)] + data
                                 + [("Application-Response", response),
                                    ("Application-UUID", app_uuid)])
+            ch.app_depth -= 1
             ch.app, ch.app_data = prev_app, prev_data
 
     # applications --------------------------------------------------------------------
