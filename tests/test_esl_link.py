@@ -369,3 +369,11 @@ def test_a_flapping_server_is_retried_with_growing_delays(fake, make_link, caplo
         if "retrying in" in r.getMessage() or "reconnecting in" in r.getMessage()
     ]
     assert delays[:6] == [0.01, 0.02, 0.04, 0.08, 0.16, 0.16]  # doubling, capped
+
+
+@pytest.mark.parametrize(
+    "change", [{"event_format": "yaml"}, {"events": ("CHANNEL_CREATE\nauth x",)}, {"events": ("A;B",)}]
+)
+def test_bad_subscription_options_fail_at_construction(change):
+    with pytest.raises(ValueError):
+        NodeLink(NodeConfig(name="n", host="127.0.0.1"), LinkOptions(**{**FAST.__dict__, **change}))

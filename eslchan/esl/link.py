@@ -35,7 +35,7 @@ log = logging.getLogger("eslchan.esl")
 CommandListener = Callable[[str, Command, float, "str | None"], None]
 
 _UP, _DOWN, _LOST = "up", "down", "lost"  # markers in the event queue
-_EVENT_NAME = re.compile(r"[A-Za-z0-9_:]+")
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_:]+(?: [A-Za-z0-9_:]+)*")  # "CUSTOM a::b" is one entry
 _DISPATCH_YIELD_EVERY = 64
 
 
@@ -58,6 +58,11 @@ class NodeLink:
         on_down: Callable[[str], None] = _noop,
         on_lost_events: Callable[[str], None] = _noop,
     ) -> None:
+        if options.event_format not in ("json", "plain", "xml"):
+            raise ValueError(f"event_format must be json, plain or xml, not {options.event_format!r}")
+        for name in options.events:  # a bad name would make every subscription fail
+            if not isinstance(name, str) or not _EVENT_NAME.fullmatch(name):
+                raise ValueError(f"bad event name in the subscription: {name!r}")
         self.node = node
         self.options = options
         self.name = node.name
@@ -164,6 +169,12 @@ class NodeLink:
                     "node %s: cannot connect: %s; retrying in %.2f s",
                     self.name, exc, delay, extra=extra,
                 )  # fmt: skip
+            except Exception as exc:  # a bug must not end reconnecting for good
+                self.state = "down"
+                self.last_error = f"internal error: {exc!r}"
+                self._counters["connect_failures"] += 1
+                delay = self._backoff()
+                log.exception("node %s: connect failed unexpectedly", self.name, extra=extra)
             else:
                 up_since = time.monotonic()
                 gevent.wait([cmd.closed, evt.closed, self._stopping], count=1)
@@ -221,10 +232,6 @@ class NodeLink:
 
     @staticmethod
     def _subscribe(conn: EslConnection, fmt: str, events: list[str], timeout: float) -> None:
-        for name in events:
-            for part in name.split():
-                if not _EVENT_NAME.fullmatch(part):
-                    raise ValueError(f"bad event name in subscription: {name!r}")
         reply = conn.request(control(f"event {fmt} {' '.join(events)}"), timeout)
         if not reply.reply_text.startswith("+OK"):
             raise LinkDown(f"node {conn.name}: subscription refused: {reply.reply_text}")
