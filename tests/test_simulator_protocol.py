@@ -262,8 +262,11 @@ def test_drop_connections_and_restart(sim):
     c2 = EslClient(sim.port)
     assert json.loads(c2.api("show channels as json"))["row_count"] == 2
     assert sim.switch.core_uuid == core
-    sim.restart()
+    g = gevent.spawn(sim.restart, down_for=0.3)
     assert c2.wait_eof()
+    with pytest.raises(ConnectionRefusedError):      # FreeSWITCH is down for a moment
+        socket.create_connection(("127.0.0.1", sim.port), timeout=1)
+    g.join()
     c3 = EslClient(sim.port)
     assert c3.api("show channels as json") == '{"row_count": 0}\n'
     assert sim.channel(call.a_uuid) is None and sim.switch.core_uuid != core

@@ -1,4 +1,23 @@
-"""A FreeSWITCH event socket simulator: the embedded default and the tests' test double."""
+"""A FreeSWITCH event socket simulator: the embedded default and the tests' test double.
+
+A real TCP ESL server on loopback that models FreeSWITCH 1.10 closely enough for eslchan to
+run its real code against it (checked against the recorded conversations in
+``shared/esl-captures`` by ``tests/test_simulator_fidelity.py``)::
+
+    sim = Simulator(speed=20)            # all call timings 20x faster
+    sim.start()                          # sim.host, sim.port; password ClueCon
+    call = sim.create_call(account_id=..., user_id=..., device_id=...)
+    sim.press_dtmf(call.a_uuid, "1#"); sim.hangup(call.b_uuid)
+    sim.commands                         # every command received: "api uuid_kill <u>"
+    sim.fail_next("-ERR boom"); sim.stall(2); sim.split_writes(); sim.restart()
+
+Modules: ``wire`` (frames and plain/json/xml events with FreeSWITCH's URL encoding),
+``channels`` (the channel and its header blocks), ``core`` (the switch: channels, dialplan
+applications, originate/bridge/transfer, event order), ``commands`` (api commands and their
+reply texts), ``server`` (sessions, subscriptions, faults, :class:`Simulator`), ``media``
+(how long media plays) and ``cli`` (``eslchan simulate``). Outbound socket mode is not
+simulated.
+"""
 
 from eslchan.simulator.channels import SimChannel
 from eslchan.simulator.server import SimCall, Simulator

@@ -757,9 +757,13 @@ class Simulator:
         for s in list(self._sessions):
             s.kill()
 
-    def restart(self, *, keep_channels: bool = False) -> None:
+    def restart(self, *, keep_channels: bool = False, down_for: float = 0.0) -> None:
         """Every connection drops; without ``keep_channels`` FreeSWITCH comes back empty,
-        with a new Core-UUID, as after a crash. With it, as after a network blip."""
+        with a new Core-UUID, as after a crash. With it, as after a network blip.
+        ``down_for`` (real seconds) keeps the port closed meanwhile, so connects are refused."""
+        if down_for > 0 and self._server is not None:
+            self._server.stop(timeout=0.1)
+            self._server = None
         self.drop_connections()
         if not keep_channels:
             for ch in list(self.switch.channels.values()):
@@ -770,6 +774,10 @@ class Simulator:
             self.switch.core_uuid = str(uuidlib.uuid4())
             self.switch.seq = 0
             self.switch.started = time.time()
+        if down_for > 0:
+            gevent.sleep(down_for)
+            self._server = StreamServer((self.host, self.port), self._accept)
+            self._server.start()
 
     def stall(self, seconds: float) -> None:
         """Commands received in the next ``seconds`` (real time) are answered late."""
