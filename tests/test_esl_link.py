@@ -377,3 +377,10 @@ def test_a_flapping_server_is_retried_with_growing_delays(fake, make_link, caplo
 def test_bad_subscription_options_fail_at_construction(change):
     with pytest.raises(ValueError):
         NodeLink(NodeConfig(name="n", host="127.0.0.1"), LinkOptions(**{**FAST.__dict__, **change}))
+
+
+def test_a_password_with_a_line_break_is_never_sent(fake, make_link):
+    link, _ = make_link(fake, password="ClueCon\n\napi system id")
+    assert wait_for(lambda: link.stats["auth_failures"] >= 1)
+    assert link.state == "auth_failed" and "one line" in link.stats["last_error"]
+    assert fake.auth_attempts == 0 and fake.commands == []

@@ -28,7 +28,7 @@ from gevent.event import Event as GEvent
 from gevent.lock import Semaphore
 from greenswitch.esl import InboundESL
 
-from eslchan.esl.commands import Command, control
+from eslchan.esl.commands import Command, CommandError, control
 from eslchan.esl.errors import CommandTimeout, EslError, LinkDown
 from eslchan.esl.message import Event, Frame
 from eslchan.esl.parser import FrameParser, ProtocolError, decode_event
@@ -113,7 +113,11 @@ class EslConnection(InboundESL):
                 raise AuthFailed(f"rude rejection: {first.body.strip() or 'access denied'}")
             if ctype != "auth/request":
                 raise LinkDown(f"expected auth/request, got {ctype or 'no content type'}")
-            self.sock.sendall(control(f"auth {self.password}").wire)
+            try:
+                auth = control(f"auth {self.password}")
+            except CommandError:
+                raise AuthFailed("the configured password is not one line of text") from None
+            self.sock.sendall(auth.wire)
             reply = self._read_handshake_frame(deadline)
             text = reply.reply_text
             if reply.content_type == "text/rude-rejection":
@@ -178,7 +182,7 @@ class EslConnection(InboundESL):
         reason = "connection closed by FreeSWITCH"
         since_yield = 0
         try:
-            sock.settimeout(self.watchdog)
+            sock.settimeout(self.watchdog or None)  # no watchdog when 0/None
             pending, self._early = self._early, []  # read during the handshake
             while True:
                 for frame in pending:
