@@ -23,7 +23,7 @@ SPEED = 20.0
 UUID_RE = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 REPLY_TYPES = ("command/reply", "api/response")
 # Events FreeSWITCH sends that the simulator does not model (sofia/presence/module internals).
-UNMODELLED = {"PRESENCE_IN", "CALL_UPDATE", "MODULE_UNLOAD", "UNPUBLISH", "CUSTOM"}
+UNMODELLED = {"MODULE_UNLOAD", "UNPUBLISH", "CUSTOM"}
 COMMON = ["Event-Name", "Core-UUID", "FreeSWITCH-Hostname", "FreeSWITCH-Switchname",
           "FreeSWITCH-IPv4", "FreeSWITCH-IPv6", "Event-Date-Local", "Event-Date-GMT",
           "Event-Date-Timestamp", "Event-Calling-File", "Event-Calling-Function",

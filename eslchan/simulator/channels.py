@@ -103,6 +103,7 @@ class SimChannel:
         self.app: str | None = None
         self.app_data: str = ""
         self.app_depth = 0
+        self.presence_count = 0
         self.hangup_cause: str | None = None
         self.sip = sip
         self.session_id = session_id

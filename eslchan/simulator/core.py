@@ -231,6 +231,24 @@ class Switch:
     def set_state(self, ch: SimChannel, state: str) -> None:
         ch.state = state
         self.chan_event(ch, "CHANNEL_STATE", with_vars=False)
+        if state == "CS_ROUTING":
+            self.presence(ch, "CS_ROUTING",
+                          "alerting" if ch.direction == "inbound" else "progressing")
+
+    def presence(self, ch: SimChannel, status: str, info_state: str) -> None:
+        """PRESENCE_IN for channels with a presence_id, as check_presence sends them."""
+        if not ch.presence_id:
+            return
+        ch.presence_count += 1
+        self.chan_event(ch, "PRESENCE_IN", with_vars=False, extra=[
+            ("proto", "any"), ("login", "src/switch_channel.c"), ("from", ch.presence_id),
+            ("rpid", "unknown"), ("status", status), ("event_type", "presence"),
+            ("alt_event_type", "dialog"), ("presence-call-info-state", info_state),
+            ("presence-call-direction", ch.direction),
+            ("event_count", str(ch.presence_count - 1)),
+            ("Presence-Calling-File", "src/switch_core_state_machine.c"),
+            ("Presence-Calling-Function", "check_presence"), ("Presence-Calling-Line", "521"),
+        ])
 
     def set_callstate(self, ch: SimChannel, callstate: str) -> None:
         old = ch.callstate
@@ -366,6 +384,7 @@ class Switch:
             self._record_stop(ch, path)
         self.set_state(ch, "CS_HANGUP")
         self.set_callstate(ch, "HANGUP")
+        self.presence(ch, "CS_HANGUP", "idle")
         # the loopback twin and an originatee bridged to us go down with us
         peers = []
         if ch.loopback_peer:
@@ -408,6 +427,7 @@ class Switch:
         ch.answer_state = "answered"
         ch.answered_us = int(time.time() * 1_000_000)
         self.chan_event(ch, "CHANNEL_ANSWER")
+        self.presence(ch, "Answered", "confirmed")
         self.set_callstate(ch, "ACTIVE")
         res = getattr(ch, "answer_result", None)
         if res is not None and not res.ready():
@@ -1105,6 +1125,7 @@ class Switch:
     def _launch_originated(self, ch: SimChannel, originator: SimChannel | None,
                            app: list[tuple[str, str]] | None) -> SimChannel:
         ch.variables["endpoint_disposition"] = "ANSWER"
+        self.chan_event(ch, "CALL_UPDATE", before=[("Direction", "RECV")])
         if originator is not None:
             self.start(ch, lambda: self._exchange(ch, originator.uuid))
             return ch
