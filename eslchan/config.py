@@ -124,6 +124,7 @@ class MetaflowConfig:
         }
     )
     callflows_dir: Path | None = None
+    recordings_dir: str = "/var/lib/freeswitch/recordings"  # on the FreeSWITCH host
     max_depth: int = 32
     max_nodes: int = 256
     default_context: str = "default"
@@ -468,6 +469,7 @@ def _metaflow(r: _Reader, data: Any, source: Path | None) -> MetaflowConfig:
             "media_path_prefixes",
             "dial_templates",
             "callflows_dir",
+            "recordings_dir",
             "max_depth",
             "max_nodes",
             "default_context",
@@ -491,6 +493,9 @@ def _metaflow(r: _Reader, data: Any, source: Path | None) -> MetaflowConfig:
         callflows_dir = Path(callflows)
         if not callflows_dir.is_absolute() and source is not None:
             callflows_dir = source.parent / callflows_dir
+    recordings_dir = r.get(t, "metaflow", "recordings_dir", str, d.recordings_dir)
+    if not re.fullmatch(r"/[A-Za-z0-9_./-]*", recordings_dir) or ".." in recordings_dir.split("/"):
+        r.problems.append(("metaflow.recordings_dir", "must be an absolute path of letters, digits, _ . - /"))
     schemes = r.get(t, "metaflow", "allowed_media_schemes", list, list(d.allowed_media_schemes))
     prefixes = r.get(t, "metaflow", "media_path_prefixes", list, list(d.media_path_prefixes))
     for name, values in (("allowed_media_schemes", schemes), ("media_path_prefixes", prefixes)):
@@ -502,6 +507,7 @@ def _metaflow(r: _Reader, data: Any, source: Path | None) -> MetaflowConfig:
         media_path_prefixes=tuple(prefixes),
         dial_templates=templates,
         callflows_dir=callflows_dir,
+        recordings_dir=recordings_dir,
         max_depth=r.get(t, "metaflow", "max_depth", int, d.max_depth),
         max_nodes=r.get(t, "metaflow", "max_nodes", int, d.max_nodes),
         default_context=r.get(t, "metaflow", "default_context", str, d.default_context),

@@ -101,8 +101,7 @@ def test_check_config_command_names_the_misspelt_key(tmp_path):
     )
     assert proc.returncode == 1
     assert "auth.token_tll: unknown key" in proc.stderr
-    ok = subprocess.run(
-        [sys.executable, "-m", "eslchan", "check-config", str(SAMPLE)], capture_output=True, text=True, env=env
-    )
+    command = [sys.executable, "-m", "eslchan", "check-config", str(SAMPLE)]
+    ok = subprocess.run(command, capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout

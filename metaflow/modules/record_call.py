@@ -8,8 +8,6 @@ import time
 from eslchan.esl import commands as esl
 from metaflow.base import CONTINUE, Context, Outcome, StateError
 
-DEFAULT_DIR = "/var/lib/freeswitch/recordings"
-
 
 def _start(ctx: Context, data: dict) -> None:
     ch = ctx.channel
@@ -21,7 +19,7 @@ def _start(ctx: Context, data: dict) -> None:
     name = data.get("media_name") or f"{ctx.uuid}-{int(time.time())}"
     if not name.endswith(f".{fmt}"):
         name = f"{name}.{fmt}"
-    directory = str(getattr(ctx.config, "recordings_dir", None) or DEFAULT_DIR).rstrip("/")
+    directory = ctx.config.recordings_dir.rstrip("/")
     path = esl.media(f"{directory}/{name}", "data.media_name")
     uuid = ctx.arg_uuid()
     for var, key in (("RECORD_MIN_SEC", "record_min_sec"), ("record_sample_rate", "record_sample_rate")):
