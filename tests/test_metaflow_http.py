@@ -184,3 +184,22 @@ def test_state_error_is_a_400_naming_why(simulator, daemon, http):
     assert resp.status == 400
     assert "bridged" in json.dumps(resp.json["data"])
     assert p.sent() == []
+
+
+def test_put_metaflow_answers_the_first_nodes_state_error_as_a_400(simulator, daemon, http):
+    p = Phone(simulator, daemon, http, bridged=False)
+    resp = p.put({"module": "transfer", "data": {"target": "2600", "leg": "peer"},
+                  "children": {"_": {"module": "hangup", "data": {}}}})
+    assert resp.status == 400
+    assert resp.json["message"] == "validation error"
+    assert "bridged" in json.dumps(resp.json["data"])
+    assert p.sent() == []
+    assert simulator.channel(p.a) is not None  # the hangup child never ran
+
+
+def test_put_metaflow_answers_freeswitch_errors_as_a_502(simulator, daemon, http):
+    p = Phone(simulator, daemon, http)
+    simulator.fail_next("-ERR simulated failure")
+    resp = p.put({"module": "hangup", "data": {}})
+    assert resp.status == 502
+    assert resp.json["data"]["text"].startswith("-ERR simulated failure")

@@ -186,6 +186,9 @@ def channel_metaflow(account_id: str, channel_uuid: str) -> Response:
     with interpreter_errors(channel):
         validated = interpreter.validate(tree)
         run = interpreter.start(channel, validated, account_id)
+        # Like a POST action, the answer reflects the outcome of the first node: a state the
+        # channel cannot take, -ERR, a timeout or a dead link is an error, not a 202.
+        run.first.get()
     info = run.as_dict()
     location = url_for("runs.list_runs", account_id=account_id, channel_uuid=channel.uuid)
     return respond(info, status=202, headers={"Location": location})
