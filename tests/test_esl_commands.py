@@ -292,3 +292,11 @@ def test_join_and_app_ref():
         c.app_ref("system")
     with pytest.raises(CommandError):
         c.app_ref("playback", c.free_text("a b"))
+
+
+def test_dial_string_endpoint_must_be_an_endpoint():
+    with pytest.raises(CommandError):
+        c.dial_string(c.var_value("user/1 &system(id)"))
+    with pytest.raises(CommandError):
+        c.dial_string(c.media("tone_stream://%(1,2,3)"), {c.var_name("a"): c.var_value("b")})
+    assert c.dial_string(c.dial_target("1001")) == "1001"

@@ -289,6 +289,9 @@ def dial_string(endpoint: Arg, vars: Mapping[Arg, Arg] | None = None) -> Arg:
     value with spaces is single-quoted; quotes, braces, brackets, backslashes and ``^`` are
     refused."""
     _require_arg(endpoint, "endpoint")
+    if not (_ENDPOINT.fullmatch(endpoint) or _DIAL_TARGET.fullmatch(endpoint)):
+        # e.g. a var_value with spaces would add originate arguments
+        raise CommandError(endpoint.field, "not a valid dial endpoint")
     if vars is None or not vars:
         return _mint(str(endpoint), endpoint.field)
     parts = []
