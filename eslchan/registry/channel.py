@@ -48,6 +48,7 @@ class Channel:
         "hangup_cause",
         "application",
         "custom",
+        "var_extra",  # the non-variable headers the tenancy fields fall back to, as last seen
         "stale",
         # ordering keys (generation << 48 | Event-Sequence) of the last applied update, per
         # part of the state, so an older event never overwrites newer state
@@ -73,6 +74,7 @@ class Channel:
         self.authorizing_id: str | None = None
         self.authorizing_type: str | None = None
         self.created = created
+        self.var_extra: tuple | None = None
         self.caller_id_name: str | None = None
         self.caller_id_number: str | None = None
         self.callee_id_name: str | None = None
