@@ -49,6 +49,7 @@ class Channel:
         "application",
         "custom",
         "var_extra",  # the non-variable headers the tenancy fields fall back to, as last seen
+        "headers_seen",  # the channel headers of the last event, to skip unchanged ones fast
         "stale",
         # ordering keys (generation << 48 | Event-Sequence) of the last applied update, per
         # part of the state, so an older event never overwrites newer state
@@ -75,6 +76,7 @@ class Channel:
         self.authorizing_type: str | None = None
         self.created = created
         self.var_extra: tuple | None = None
+        self.headers_seen: tuple | None = None
         self.caller_id_name: str | None = None
         self.caller_id_number: str | None = None
         self.callee_id_name: str | None = None

@@ -323,23 +323,12 @@ class ChannelRegistry:
         newer = key is None or key > ch.seq
         if newer and key is not None:
             ch.seq = key
-        # an older event only fills what is still unknown, so arrival order does not matter
-        for header, slot, interned in _HEADER_FIELDS:
-            value = get(header)
-            if value is None:
-                continue
-            current = getattr(ch, slot)
-            if value == current or (not newer and current is not None):
-                continue
-            if not value and slot in _NONEMPTY_SLOTS:
-                continue
-            setattr(ch, slot, intern(value) if interned else value)
-        value = get("Caller-Channel-Created-Time")  # constant for a channel: take it anywhere
-        if value and value != "0":
-            try:
-                ch.created = int(value) / 1e6
-            except ValueError:
-                pass
+        # Most events repeat the channel's headers unchanged: compare them all at once (C speed)
+        # and go field by field only when something differs.
+        values = tuple(map(get, _HEADER_NAMES))
+        if values != ch.headers_seen:
+            ch.headers_seen = values
+            self._update_headers(ch, values, newer)
         # answered and the hangup cause only ever move forward: take them from any event
         if not ch.answered and (
             name == "CHANNEL_ANSWER"
@@ -374,6 +363,25 @@ class ChannelRegistry:
             value = get("Channel-Presence-ID")
             if value:
                 ch.presence_id = value
+
+    @staticmethod
+    def _update_headers(ch: Channel, values: tuple, newer: bool) -> None:
+        # an older event only fills what is still unknown, so arrival order does not matter
+        for (slot, interned), value in zip(_HEADER_SLOTS, values, strict=False):
+            if value is None:
+                continue
+            current = getattr(ch, slot)
+            if value == current or (not newer and current is not None):
+                continue
+            if not value and slot in _NONEMPTY_SLOTS:
+                continue
+            setattr(ch, slot, intern(value) if interned else value)
+        created = values[-1]  # constant for a channel: take it from any event
+        if created and created != "0":
+            try:
+                ch.created = int(created) / 1e6
+            except ValueError:
+                pass
 
     def _update_variables(self, ch: Channel, event: Event, key: int | None) -> None:
         """Tenancy fields and custom variables, from an event that carries the variables."""
@@ -703,6 +711,8 @@ _HEADER_FIELDS = (
     ("Caller-Callee-ID-Name", "callee_id_name", True),
     ("Caller-Callee-ID-Number", "callee_id_number", True),
 )
+_HEADER_NAMES = tuple(h for h, _, _ in _HEADER_FIELDS) + ("Caller-Channel-Created-Time",)
+_HEADER_SLOTS = tuple((slot, interned) for _, slot, interned in _HEADER_FIELDS)
 _NONEMPTY_SLOTS = frozenset({"state", "callstate", "name", "direction", "context"})
 
 
