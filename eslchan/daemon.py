@@ -8,6 +8,7 @@ Flask app reads the registry and hands actions to the interpreter.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 from dataclasses import replace
 
@@ -16,19 +17,22 @@ from gevent.event import Event as GEvent
 from gevent.pywsgi import WSGIServer
 
 from eslchan.api import create_app
+from eslchan.api.events import hub_of
 from eslchan.config import Config, load_config
 from eslchan.esl.link import NodeLink
 from eslchan.registry import ChannelRegistry, NodeSync
 from metaflow import Interpreter
 
 log = logging.getLogger("eslchan.daemon")
+#: the event stream accepts ?auth_token= (EventSource cannot send headers): keep it out of logs
+_QUERY_TOKEN = re.compile(r"(auth_token=)[^&\s\"]+")
 
 
 class _AccessLog:
     """gevent's WSGI access log, sent to our logger instead of stderr."""
 
     def write(self, line: str) -> None:
-        log.debug(line.rstrip())
+        log.debug(_QUERY_TOKEN.sub(r"\1[redacted]", line.rstrip()))
 
 
 class Daemon:
@@ -90,6 +94,7 @@ class Daemon:
     def stop(self, drain_seconds: float | None = None) -> None:
         """Stop accepting, let in-flight requests and metaflow runs finish, then close links."""
         drain = self.config.http.drain_seconds if drain_seconds is None else drain_seconds
+        hub_of(self.app).close()  # event streams never finish by themselves: end them first
         self.http.stop(timeout=drain)
         self.interpreter.drain(timeout=drain)
         if self._housekeeping is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from eslchan.api import auth, channels, envelope, openapi, runs, system
+from eslchan.api import auth, channels, envelope, events, openapi, runs, system
 from eslchan.api.auth import FailureLimiter, Tenancy, TokenService
 from eslchan.api.system import Metrics
 from eslchan.config import Config
@@ -98,6 +98,7 @@ def create_app(
     )
     envelope.install(app)
     system.install(app)
-    for blueprint in (auth.bp, channels.bp, runs.bp, system.bp, openapi.bp):
+    events.install(app)
+    for blueprint in (auth.bp, channels.bp, runs.bp, events.bp, system.bp, openapi.bp):
         app.register_blueprint(blueprint)
     return app

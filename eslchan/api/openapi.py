@@ -301,6 +301,23 @@ def _schemas() -> dict[str, Any]:
                 "error": {"type": ["string", "object", "null"]},
             },
         },
+        "StreamEvent": {
+            "type": "object",
+            "description": "data of one message of the live event stream (GET /v2/accounts/{A}/events)",
+            "required": ["uuid", "node", "event", "timestamp", "channel"],
+            "properties": {
+                "uuid": {"type": "string", "pattern": UUID_PATTERN},
+                "node": {"type": "string"},
+                "event": {"type": "string", "description": "FreeSWITCH's Event-Name, e.g. CHANNEL_ANSWER"},
+                "timestamp": {"type": "integer", "description": "the event's time, Gregorian seconds"},
+                "channel": _ref("Channel"),
+                "removed": {
+                    "type": "string",
+                    "description": "only on a channel_destroy eslchan made itself: why the channel was "
+                    "dropped without a FreeSWITCH event (resync, node gone)",
+                },
+            },
+        },
         "NodeHealth": {
             "type": "object",
             "required": ["state", "up"],
@@ -610,6 +627,84 @@ def _listing(summary: str, params: list[dict[str, str]], op_id: str) -> dict[str
     }
 
 
+STREAM_EXAMPLE = (
+    "retry: 3000\n: eslchan events for account " + ACCOUNT + "\n\n"
+    "id: 1\nevent: channel_create\ndata: "
+    + json.dumps(
+        {
+            "uuid": CHANNEL,
+            "node": "fs1",
+            "event": "CHANNEL_CREATE",
+            "timestamp": 63573977746,
+            "channel": {**CHANNEL_EXAMPLE, "answered": False, "elapsed_s": 0},
+        },
+        separators=(",", ":"),
+    )
+    + "\n\n: keepalive\n\n"
+)
+
+
+_NAME = "[A-Za-z][A-Za-z0-9_]{0,63}"
+
+
+def _event_stream() -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "streamAccountEvents",
+            "summary": "The account's channel events, live, as Server-Sent Events (text/event-stream)",
+            "description": "Each message has id (1, 2, ... per stream), event (the lower-cased event "
+            "name: channel_create, channel_answer, channel_bridge, channel_hold, channel_destroy, ...) "
+            "and data (a StreamEvent). A ': keepalive' comment comes every 15 s. There is no replay: "
+            "after a reconnect, list the channels again. A client that falls behind gets "
+            "'event: overflow' and the stream ends; when its token expires or is revoked (checked at "
+            "each keepalive) it gets 'event: unauthorized' and the stream ends. Errors before the "
+            "stream starts are the usual JSON envelope.",
+            "tags": ["channels"],
+            "security": [{"authToken": []}, {"bearer": []}, {"authTokenQuery": []}],
+            "parameters": [
+                *_p("AccountId"),
+                _param(
+                    "events",
+                    "query",
+                    {"type": "string", "pattern": f"^{_NAME}(,{_NAME}){{0,31}}$"},
+                    "only these events (comma-separated, either case); all channel events by default",
+                    example="CHANNEL_CREATE,CHANNEL_DESTROY",
+                ),
+                _param(
+                    "descendants",
+                    "query",
+                    {"type": "string", "enum": ["true", "false"]},
+                    "true: also the channels of the account's sub-accounts",
+                    example="true",
+                ),
+                _param(
+                    "auth_token",
+                    "query",
+                    {"type": "string"},
+                    "the token, for EventSource, which cannot send headers (a header token wins)",
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "the stream; it ends on overflow, on an expired token or when "
+                    "eslchan stops",
+                    "headers": {"X-Request-ID": {"$ref": _H + "RequestId"}},
+                    "content": {
+                        "text/event-stream": {"schema": {"type": "string"}, "example": STREAM_EXAMPLE}
+                    },
+                },
+                "503": _json(
+                    _error({"type": "object", "properties": {"max_streams": {"type": "integer"}}}),
+                    _error_example(503, "too many event streams", {"max_streams": 100}),
+                    "the instance already serves its maximum of open streams (or is stopping); "
+                    "Retry-After says when to try again",
+                ),
+                **_r(**_AUTHED),
+            },
+        }
+    }
+
+
 def build_document() -> dict[str, Any]:
     channel_params = _p("AccountId", "ChannelUuid")
     paths: dict[str, Any] = {
@@ -793,6 +888,7 @@ def build_document() -> dict[str, Any]:
                 },
             }
         },
+        "/v2/accounts/{account_id}/events": _event_stream(),
         "/health": {
             "get": {
                 "operationId": "health",
@@ -891,6 +987,12 @@ def build_document() -> dict[str, Any]:
             "securitySchemes": {
                 "authToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "authTokenQuery": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "auth_token",
+                    "description": "only GET /v2/accounts/{account_id}/events accepts it",
+                },
             },
         },
     }

@@ -1,0 +1,374 @@
+"""GET /v2/accounts/{A}/events: the account's channel events, live, as Server-Sent Events.
+
+One registry listener serves every stream of the app (registered while at least one stream is
+open). It runs inside the registry's apply(), so it only matches the event against each stream
+and does a ``put_nowait`` into that stream's bounded queue; the channel's listing view is built
+and serialised once per event, and only when some stream wants it. A stream whose queue is full
+has fallen behind: it is dropped from the fan-out at once, told ``event: overflow`` and closed, so
+a slow client never grows memory nor slows the registry. The client re-lists the channels
+(GET .../channels) and reconnects.
+
+Browsers' EventSource cannot set headers, so the token may also come as ``?auth_token=``.
+The token is checked again at every keepalive: a stream ends when its token expires or is
+revoked, or when the account is no longer reachable after a configuration reload.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent.queue
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from eslchan.api.auth import authenticate, presented_token
+from eslchan.api.channels import checked_account
+from eslchan.api.envelope import ApiError, field_error
+from eslchan.config import Account
+from eslchan.registry.channel import GREGORIAN_OFFSET
+
+#: Flask config keys (defaults set by :func:`install`); read when a stream opens.
+KEEPALIVE = "EVENTS_KEEPALIVE_SECONDS"
+QUEUE_MAX = "EVENTS_QUEUE_MAX"
+MAX_STREAMS = "EVENTS_MAX_STREAMS"
+DEFAULTS = {KEEPALIVE: 15.0, QUEUE_MAX: 1000, MAX_STREAMS: 100}
+
+#: ?events=: comma-separated FreeSWITCH event names (either case), at most 32 of them.
+EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_FILTER_NAMES = 32
+#: SSE field values must not break the framing; event names are plain tokens anyway.
+_UNSAFE_NAME = re.compile(r"[^a-z0-9_]")
+#: Most events one socket write carries when the queue holds a burst.
+_BATCH = 64
+_RETRY_MS = 3000
+
+_CLOSE = object()
+
+
+class _Stream:
+    """One open stream: who it is for, what it wants, and its bounded queue."""
+
+    __slots__ = (
+        "account_id",
+        "actor",
+        "token",
+        "descendants",
+        "names",
+        "queue",
+        "queue_max",
+        "overflowed",
+        "closing",
+    )
+
+    def __init__(
+        self,
+        account_id: str,
+        actor: Account,
+        token: str,
+        descendants: bool,
+        names: frozenset[str] | None,
+        queue_max: int,
+    ):
+        self.account_id = account_id
+        self.actor = actor
+        self.token = token
+        self.descendants = descendants
+        self.names = names
+        self.queue_max = queue_max
+        # maxsize 0 would mean unbounded in gevent: never allow it
+        self.queue: gevent.queue.Queue = gevent.queue.Queue(maxsize=max(1, queue_max))
+        self.overflowed = False
+        self.closing = False
+
+
+def _below(accounts: dict[str, Account], account_id: str, root: str) -> bool:
+    """True when ``account_id`` is ``root`` or one of its descendants."""
+    seen: set[str] = set()
+    current: str | None = account_id
+    while current is not None and current not in seen:
+        if current == root:
+            return True
+        seen.add(current)
+        acc = accounts.get(current)
+        current = acc.parent if acc is not None else None
+    return False
+
+
+def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple[str, str]:
+    """(SSE event name, data JSON) of one registry event; built once, shared by every stream."""
+    now = time.time()
+    micros = event.get("Event-Date-Timestamp", "")
+    when = int(micros) / 1e6 if micros.isdigit() else now
+    data: dict[str, Any] = {
+        "uuid": channel.uuid,
+        "node": node,
+        "event": name,
+        "timestamp": int(when) + GREGORIAN_OFFSET,
+        "channel": channel.listing(now),
+    }
+    removed = event.get("Eslchan-Removed")
+    if removed:
+        data["removed"] = removed  # eslchan dropped it (resync, node gone) without a FreeSWITCH event
+    return _UNSAFE_NAME.sub("_", name.lower()), json.dumps(data, separators=(",", ":"))
+
+
+class EventHub:
+    """The app's open streams and the one registry listener that feeds them."""
+
+    def __init__(self, app: Flask):
+        self._app = app
+        self._streams: list[_Stream] = []
+        self._unlisten: Callable[[], None] | None = None
+        self.closed = False
+        self.opened = 0
+        self.overflows = 0
+
+    @property
+    def _state(self) -> Any:
+        return self._app.extensions["eslchan"]
+
+    @property
+    def streams(self) -> int:
+        """Streams open now."""
+        return len(self._streams)
+
+    @property
+    def listening(self) -> bool:
+        """Whether the hub is subscribed to the registry (only while a stream is open)."""
+        return self._unlisten is not None
+
+    def open(self, stream: _Stream) -> None:
+        if self.closed:
+            raise ApiError(503, "shutting down", {"reason": "eslchan is stopping"})
+        limit = int(self._app.config[MAX_STREAMS])
+        if len(self._streams) >= limit:
+            raise ApiError(
+                503, "too many event streams", {"max_streams": limit}, headers={"Retry-After": "5"}
+            )
+        self._streams.append(stream)
+        self.opened += 1
+        if self._unlisten is None:
+            self._unlisten = self._state.registry.listen(self._on_event)
+
+    def close_stream(self, stream: _Stream) -> None:
+        try:
+            self._streams.remove(stream)
+        except ValueError:
+            pass
+        if not self._streams and self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+
+    def close(self) -> None:
+        """End every stream and refuse new ones (the daemon is stopping)."""
+        self.closed = True
+        for stream in list(self._streams):
+            stream.closing = True
+            try:
+                stream.queue.put_nowait(_CLOSE)
+            except gevent.queue.Full:
+                pass  # its greenlet is busy draining and sees ``closing`` next
+
+    def _on_event(self, node: str, channel: Any, event: dict[str, str]) -> None:
+        """Registry listener: match and put_nowait, nothing that blocks or scales with history."""
+        account = getattr(channel, "account_id", None)
+        if not account:
+            return
+        name = event.get("Event-Name", "")
+        message: tuple[str, str] | None = None
+        accounts: dict[str, Account] | None = None
+        for stream in tuple(self._streams):
+            if stream.names is not None and name not in stream.names:
+                continue
+            if account != stream.account_id:
+                if not stream.descendants:
+                    continue
+                if accounts is None:
+                    accounts = self._state.tenancy.accounts
+                if not _below(accounts, account, stream.account_id):
+                    continue
+            if message is None:
+                message = _message(node, channel, event, name)
+            try:
+                stream.queue.put_nowait(message)
+            except gevent.queue.Full:
+                stream.overflowed = True
+                self.overflows += 1
+                self.close_stream(stream)  # no more work for it; its greenlet says overflow and ends
+
+
+def hub_of(app: Flask) -> EventHub:
+    return app.extensions["eslchan.events"]
+
+
+class _Collector(Collector):
+    """eslchan_event_streams / eslchan_event_stream_overflows, summed over the apps sharing Metrics."""
+
+    def __init__(self) -> None:
+        self.hubs: list[EventHub] = []
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily(
+            "eslchan_event_streams", "Open live event streams (SSE)", value=sum(h.streams for h in self.hubs)
+        )
+        yield CounterMetricFamily(
+            "eslchan_event_stream_overflows",
+            "Event streams closed because the client fell behind",
+            value=sum(h.overflows for h in self.hubs),
+        )
+
+
+def install(app: Flask) -> None:
+    """Create the app's hub, its config defaults and its metrics; register the blueprint after."""
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(key, value)
+    hub = EventHub(app)
+    app.extensions["eslchan.events"] = hub
+    metrics = app.extensions["eslchan"].metrics
+    collector = getattr(metrics, "_event_streams", None)
+    if collector is None:  # one collector per Metrics, which several apps may share
+        collector = _Collector()
+        metrics.registry.register(collector)
+        metrics._event_streams = collector
+    collector.hubs.append(hub)
+
+
+# --- the endpoint --------------------------------------------------------------------------
+
+bp = Blueprint("events", __name__)
+
+
+def _authenticate() -> tuple[Account, str]:
+    """Header token as everywhere, else ``?auth_token=`` (for EventSource); 401/429 as everywhere."""
+    if presented_token() is None:
+        token = request.args.get("auth_token", "").strip()
+        if token:
+            ext = current_app.extensions["eslchan"]
+            account = ext.tokens.verify(token)
+            if account is None:
+                client = request.remote_addr or "unknown"
+                retry = ext.limiter.retry_after(client)
+                if retry is not None:
+                    raise ApiError(429, data={"retry_after": retry}, headers={"Retry-After": str(retry)})
+                ext.limiter.failed(client)  # a bad token may be guessing, as with the header
+                raise ApiError(401, "invalid_credentials")
+            g.account = account
+            g.auth_token = token
+    account = authenticate()
+    return account, g.auth_token
+
+
+def _names() -> frozenset[str] | None:
+    raw = request.args.get("events")
+    if raw is None:
+        return None
+    names = raw.split(",")
+    if len(names) > MAX_FILTER_NAMES or not all(EVENT_NAME.fullmatch(n) for n in names):
+        raise field_error(
+            "events",
+            "pattern",
+            f"a comma-separated list of at most {MAX_FILTER_NAMES} event names such as "
+            "CHANNEL_CREATE,CHANNEL_DESTROY",
+            value=raw[:256],
+        )
+    return frozenset(n.upper() for n in names)
+
+
+def _descendants() -> bool:
+    raw = request.args.get("descendants", "false")
+    if raw not in ("true", "false"):
+        raise field_error(
+            "descendants",
+            "enum",
+            "Value not found in enumerated list of values",
+            target=["true", "false"],
+            value=raw[:64],
+        )
+    return raw == "true"
+
+
+def _frame(seq: int, name: str, data: str) -> str:
+    return f"id: {seq}\nevent: {name}\ndata: {data}\n\n"
+
+
+def _still_allowed(app: Flask, stream: _Stream) -> bool:
+    """The token still verifies (not expired, key not replaced) and still reaches the account."""
+    ext = app.extensions["eslchan"]
+    account = ext.tokens.verify(stream.token)
+    if account is None or account.id != stream.actor.id:
+        return False
+    stream.actor = account
+    return bool(ext.tenancy.may_access(account, stream.account_id))
+
+
+def _run(app: Flask, hub: EventHub, stream: _Stream, keepalive: float) -> Iterator[str]:
+    seq = 0
+    checked = time.monotonic()
+    try:
+        # the first bytes carry the headers: once the client has them, the stream is subscribed
+        yield f"retry: {_RETRY_MS}\n: eslchan events for account {stream.account_id}\n\n"
+        while True:
+            if stream.overflowed:
+                detail = json.dumps(
+                    {"reason": "the client fell behind", "queue_max": stream.queue_max, "last_id": seq}
+                )
+                yield f"event: overflow\ndata: {detail}\n\n"
+                return
+            if stream.closing:
+                return
+            if time.monotonic() - checked >= keepalive:
+                checked = time.monotonic()
+                if not _still_allowed(app, stream):
+                    yield 'event: unauthorized\ndata: {"reason": "the token expired or was revoked"}\n\n'
+                    return
+            try:
+                item = stream.queue.get(timeout=keepalive)
+            except gevent.queue.Empty:
+                yield ": keepalive\n\n"
+                continue
+            out: list[str] = []
+            while item is not _CLOSE:
+                seq += 1
+                out.append(_frame(seq, *item))
+                if len(out) >= _BATCH or stream.overflowed:
+                    break
+                try:
+                    item = stream.queue.get_nowait()
+                except gevent.queue.Empty:
+                    break
+            if out:
+                yield "".join(out)
+            if item is _CLOSE:
+                return
+    finally:
+        hub.close_stream(stream)  # runs on client disconnect too (the generator is closed)
+
+
+@bp.route("/v2/accounts/<account_id>/events", methods=["GET"])
+def account_events(account_id: str) -> Response:
+    actor, token = _authenticate()
+    checked_account(account_id)
+    names = _names()
+    descendants = _descendants()
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":  # nothing to stream, no subscriber to leak
+        return Response(status=200, mimetype="text/event-stream", headers=headers)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    hub = hub_of(app)
+    stream = _Stream(account_id, actor, token, descendants, names, int(app.config[QUEUE_MAX]))
+    hub.open(stream)
+    response = Response(
+        _run(app, hub, stream, float(app.config[KEEPALIVE])),
+        status=200,
+        mimetype="text/event-stream",
+        headers=headers,
+    )
+    # if the body is never iterated (client gone before the first write) the generator's
+    # finally does not run, but the server still closes the response
+    response.call_on_close(lambda: hub.close_stream(stream))
+    return response
