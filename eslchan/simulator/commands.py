@@ -16,6 +16,10 @@ NO_CHANNEL = "-ERR No such channel!\n"
 NOT_FOUND = "-ERR {name} Command not found!\n"
 
 
+class _Refused(Exception):
+    """A handler's early answer (usage text, no such channel): ``run`` returns it as the body."""
+
+
 class ApiCommands:
     """api/bgapi command table. Each handler takes the argument string, returns the body."""
 
@@ -56,13 +60,31 @@ class ApiCommands:
         fn = self.table.get(name)
         if fn is None:
             return name, arg, NOT_FOUND.format(name=name)
-        return name, arg, fn(arg)
+        try:
+            return name, arg, fn(arg)
+        except _Refused as refused:
+            return name, arg, str(refused)
 
     def _chan(self, uuid: str) -> SimChannel | None:
         ch = self.sw.channels.get(uuid.strip())
         if ch is None or ch.gone:
             return None
         return ch
+
+    def _required(self, uuid: str) -> SimChannel:
+        """The live channel ``uuid`` names, else the command answers FreeSWITCH's no-such-channel."""
+        ch = self._chan(uuid)
+        if ch is None:
+            raise _Refused(NO_CHANNEL)
+        return ch
+
+    def _target(self, arg: str, need: int = 1, usage: str | None = None) -> tuple[SimChannel, list[str]]:
+        """``<uuid> …`` commands: the channel and the words; with a usage text, fewer than ``need``
+        words answer it (FreeSWITCH checks the count before looking the channel up)."""
+        parts = arg.split()
+        if usage is not None and len(parts) < need:
+            raise _Refused(usage)
+        return self._required(parts[0] if parts else ""), parts
 
     # -- system ------------------------------------------------------------------------
     def _uptime_text(self) -> str:
@@ -152,12 +174,7 @@ class ApiCommands:
 
     # -- per channel ---------------------------------------------------------------------
     def uuid_kill(self, arg: str) -> str:
-        parts = arg.split()
-        if not parts:
-            return "-USAGE: <uuid> [cause]\n"
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch, parts = self._target(arg, 1, "-USAGE: <uuid> [cause]\n")
         cause = parts[1] if len(parts) > 1 else "NORMAL_CLEARING"
         gevent.spawn(self.sw.hangup, ch.uuid, cause)
         return "+OK\n"
@@ -166,21 +183,14 @@ class ApiCommands:
         return "true" if self._chan(arg.split()[0] if arg.split() else "") else "false"
 
     def uuid_getvar(self, arg: str) -> str:
-        parts = arg.split()
-        if len(parts) < 2:
-            return "-USAGE: <uuid> <var>\n"
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch, parts = self._target(arg, 2, "-USAGE: <uuid> <var>\n")
         return ch.variables.get(parts[1], "_undef_")
 
     def uuid_setvar(self, arg: str) -> str:
         parts = arg.split(" ", 2)
         if len(parts) < 2 or not parts[1]:
             return "-USAGE: <uuid> <var> [value]\n"
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch = self._required(parts[0])
         if len(parts) == 3 and parts[2] != "":
             ch.variables[parts[1]] = parts[2]
         else:
@@ -191,9 +201,7 @@ class ApiCommands:
         uuid, _, rest = arg.partition(" ")
         if not rest:
             return "-USAGE: <uuid> <var>=<value>;<var>=<value>...\n"
-        ch = self._chan(uuid)
-        if ch is None:
-            return NO_CHANNEL
+        ch = self._required(uuid)
         for part in rest.split(";"):
             if "=" in part:
                 k, v = part.split("=", 1)
@@ -204,12 +212,7 @@ class ApiCommands:
         return "+OK\n"
 
     def uuid_dump(self, arg: str) -> str:
-        parts = arg.split()
-        if not parts:
-            return "-USAGE: <uuid> [format]\n"
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch, parts = self._target(arg, 1, "-USAGE: <uuid> [format]\n")
         fmt = parts[1] if len(parts) > 1 else "txt"
         other = self.sw.channels.get(ch.other_leg) if ch.other_leg else None
         ev = SimEvent("CHANNEL_DATA", self.sw.common("CHANNEL_DATA")
@@ -225,16 +228,12 @@ class ApiCommands:
         return ev.plain_text().decode("utf-8")
 
     def uuid_answer(self, arg: str) -> str:
-        ch = self._chan(arg.split()[0] if arg.split() else "")
-        if ch is None:
-            return NO_CHANNEL
+        ch, _ = self._target(arg)
         self.sw.answer(ch)
         return "+OK\n"
 
     def uuid_park(self, arg: str) -> str:
-        ch = self._chan(arg.split()[0] if arg.split() else "")
-        if ch is None:
-            return NO_CHANNEL
+        ch, _ = self._target(arg)
         self.sw.transfer(ch, "park", "inline", ch.context)
         return "+OK\n"
 
@@ -243,9 +242,7 @@ class ApiCommands:
         usage = "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n"
         if len(parts) < 2:
             return usage
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch = self._required(parts[0])
         legs = [ch]
         rest = parts[1:]
         if rest[0] in ("-bleg", "-both"):
@@ -267,12 +264,7 @@ class ApiCommands:
         return "+OK\n"
 
     def uuid_broadcast(self, arg: str) -> str:
-        parts = arg.split()
-        if len(parts) < 2:
-            return "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch, parts = self._target(arg, 2, "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n")
         where = parts[2] if len(parts) > 2 else "aleg"
         path = parts[1]
         app, _, app_arg = path.partition("::")
@@ -291,10 +283,7 @@ class ApiCommands:
         return "+OK Message sent\n"
 
     def uuid_break(self, arg: str) -> str:
-        parts = arg.split()
-        ch = self._chan(parts[0] if parts else "")
-        if ch is None:
-            return NO_CHANNEL
+        ch, parts = self._target(arg)
         from eslchan.simulator.channels import BreakUnwind
 
         all_ = len(parts) > 1 and parts[1] == "all"
@@ -310,28 +299,16 @@ class ApiCommands:
             mode = parts.pop(0)
         if not parts:
             return "-USAGE: [off|toggle] <uuid> [<display>]\n"
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch = self._required(parts[0])
         return self.sw.hold(ch, mode)
 
     def uuid_record(self, arg: str) -> str:
-        parts = arg.split()
         usage = "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>] [<recording_vars>]\n"
-        if len(parts) < 3:
-            return usage
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch, parts = self._target(arg, 3, usage)
         return self.sw.record(ch, parts[1], parts[2])
 
     def uuid_send_dtmf(self, arg: str) -> str:
-        parts = arg.split()
-        if len(parts) < 2:
-            return "-USAGE: <uuid> <dtmf_data>\n"
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch, parts = self._target(arg, 2, "-USAGE: <uuid> <dtmf_data>\n")
         digits = parts[1].split("@", 1)[0]
         other = self._chan(ch.other_leg or ch.loopback_peer or "")
         # the digits go out of this channel: the far side hears them
@@ -339,13 +316,8 @@ class ApiCommands:
         return "+OK Success\n"
 
     def uuid_audio(self, arg: str) -> str:
-        parts = arg.split()
         usage = "-USAGE: <uuid> [start [read|write] [mute|level <level>]|stop]\n"
-        if len(parts) < 2:
-            return usage
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch, parts = self._target(arg, 2, usage)
         if parts[1] == "stop":
             ch.audio.clear()
             return "+OK Success\n"
@@ -360,43 +332,28 @@ class ApiCommands:
         return "+OK Success\n"
 
     def uuid_audio_like(self, arg: str) -> str:
-        parts = arg.split()
-        if not parts or self._chan(parts[0]) is None:
-            return NO_CHANNEL
+        self._target(arg)
         return "+OK Success\n"
 
     def uuid_pre_answer(self, arg: str) -> str:
-        ch = self._chan(arg.split()[0] if arg.split() else "")
-        if ch is None:
-            return NO_CHANNEL
+        ch, _ = self._target(arg)
         self.sw.app_pre_answer(ch, "")
         return "+OK\n"
 
     def uuid_ring_ready(self, arg: str) -> str:
-        ch = self._chan(arg.split()[0] if arg.split() else "")
-        if ch is None:
-            return NO_CHANNEL
+        ch, _ = self._target(arg)
         self.sw.app_ring_ready(ch, "")
         return "+OK\n"
 
     def uuid_recv_dtmf(self, arg: str) -> str:
-        parts = arg.split()
-        if len(parts) < 2:
-            return "-USAGE: <uuid> <dtmf_data>\n"
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        ch, parts = self._target(arg, 2, "-USAGE: <uuid> <dtmf_data>\n")
         gevent.spawn(self.sw.dtmf, ch, parts[1], "APP")
         return "+OK Success\n"
 
     def uuid_dual_transfer(self, arg: str) -> str:
-        parts = arg.split()
-        if len(parts) < 3:
-            return "-USAGE: <uuid> <A-dest-exten>[/<A-dialplan>][/<A-context>] " \
-                   "<B-dest-exten>[/<B-dialplan>][/<B-context>]\n"
-        ch = self._chan(parts[0])
-        if ch is None:
-            return NO_CHANNEL
+        usage = ("-USAGE: <uuid> <A-dest-exten>[/<A-dialplan>][/<A-context>] "
+                 "<B-dest-exten>[/<B-dialplan>][/<B-context>]\n")
+        ch, parts = self._target(arg, 3, usage)
         other = self._chan(ch.other_leg or "")
         for leg, spec in ((ch, parts[1]), (other, parts[2])):
             if leg is None:
