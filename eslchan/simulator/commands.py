@@ -14,6 +14,12 @@ from eslchan.simulator.wire import SimEvent
 
 NO_CHANNEL = "-ERR No such channel!\n"
 NOT_FOUND = "-ERR {name} Command not found!\n"
+UNMODELLED_UUID_COMMANDS = (
+    "uuid_displace", "uuid_phone_event", "uuid_simplify", "uuid_flush_dtmf", "uuid_buglist",
+    "uuid_fileman", "uuid_limit", "uuid_media", "uuid_debug_media", "uuid_warning",
+    "uuid_session_heartbeat", "uuid_chat", "uuid_video_refresh", "uuid_early_ok",
+    "uuid_preprocess", "uuid_deflect", "uuid_redirect",
+)
 
 
 class _Refused(Exception):
@@ -37,21 +43,15 @@ class ApiCommands:
             "uuid_hold": self.uuid_hold, "uuid_record": self.uuid_record,
             "uuid_send_dtmf": self.uuid_send_dtmf, "uuid_audio": self.uuid_audio,
             "uuid_bridge": self.uuid_bridge, "hupall": self.hupall, "shutdown": self.shutdown,
-            "uuid_displace": self.uuid_audio_like, "uuid_phone_event": self.uuid_audio_like,
             "eval": lambda a: a, "echo": lambda a: a, "global_getvar": lambda a: "",
             "hostname": lambda a: self.sw.hostname, "uptime": self.uptime,
-            "uuid_simplify": self.uuid_audio_like, "uuid_flush_dtmf": self.uuid_audio_like,
-            "uuid_buglist": self.uuid_audio_like, "uuid_fileman": self.uuid_audio_like,
-            "uuid_limit": self.uuid_audio_like, "uuid_media": self.uuid_audio_like,
-            "uuid_debug_media": self.uuid_audio_like, "uuid_warning": self.uuid_audio_like,
-            "uuid_session_heartbeat": self.uuid_audio_like, "uuid_chat": self.uuid_audio_like,
-            "uuid_video_refresh": self.uuid_audio_like, "uuid_early_ok": self.uuid_audio_like,
-            "uuid_preprocess": self.uuid_audio_like, "uuid_deflect": self.uuid_audio_like,
-            "uuid_redirect": self.uuid_audio_like,
             "uuid_pre_answer": self.uuid_pre_answer, "uuid_ring_ready": self.uuid_ring_ready,
             "uuid_outgoing_answer": self.uuid_answer, "uuid_recv_dtmf": self.uuid_recv_dtmf,
             "uuid_dual_transfer": self.uuid_dual_transfer,
         }
+        # accepted for a live channel, with no effect the model tracks
+        for name in UNMODELLED_UUID_COMMANDS:
+            self.table[name] = self.uuid_audio_like
 
     def run(self, line: str) -> tuple[str, str, str]:
         """Execute ``name args``; returns (name, args, body)."""
