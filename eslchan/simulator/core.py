@@ -1029,10 +1029,8 @@ class Switch:
         b.variables["other_loopback_leg_uuid"] = a.uuid
         b.variables["loopback_leg"] = "B"
         a.loopback_peer, b.loopback_peer = b.uuid, a.uuid
-        a.state = "CS_INIT"
-        self.chan_event(a, "CHANNEL_STATE", with_vars=False)
-        b.state = "CS_INIT"
-        self.chan_event(b, "CHANNEL_STATE", with_vars=False)
+        self.set_state(a, "CS_INIT")
+        self.set_state(b, "CS_INIT")
         self.chan_event(b, "CHANNEL_CREATE")
         self.chan_event(a, "CHANNEL_CREATE")
         self.chan_event(a, "CHANNEL_ORIGINATE")
@@ -1063,12 +1061,7 @@ class Switch:
         dest = target.split("@", 1)[0].split("/")[-1]
         ch = self._outbound(name, name, variables, cid_name, cid_num, dest, "default",
                             want_uuid, originator, True, "mod_sofia")
-        ch.state = "CS_INIT"
-        self.chan_event(ch, "CHANNEL_STATE", with_vars=False)
-        self.chan_event(ch, "CHANNEL_CREATE")
-        self.chan_event(ch, "CHANNEL_ORIGINATE")
-        self.set_state(ch, "CS_ROUTING")
-        self.set_state(ch, "CS_CONSUME_MEDIA")
+        self._originated_leg_up(ch)
         self.set_callstate(ch, "RINGING")
         behaviour = self.endpoint_behaviour.get(target) or self.endpoint_behaviour.get(dest) \
             or "answer"
@@ -1089,6 +1082,14 @@ class Switch:
         gevent.spawn(ring)
         self._await_answer(ch, timeout)
         return self._launch_originated(ch, originator, app)
+
+    def _originated_leg_up(self, ch: SimChannel) -> None:
+        """A dialled (non-loopback) leg comes up: the events FreeSWITCH sends until it rings."""
+        self.set_state(ch, "CS_INIT")
+        self.chan_event(ch, "CHANNEL_CREATE")
+        self.chan_event(ch, "CHANNEL_ORIGINATE")
+        self.set_state(ch, "CS_ROUTING")
+        self.set_state(ch, "CS_CONSUME_MEDIA")
 
     def _await_answer(self, ch: SimChannel, timeout: float) -> None:
         res: gevent.event.AsyncResult = ch.answer_result  # type: ignore[attr-defined]
@@ -1184,8 +1185,7 @@ class Switch:
                               caller_id_name=caller_id_name, caller_id_number=caller_id_number,
                               destination=destination, context="default", source="mod_sofia",
                               variables=a_vars, sip=True)
-        a.state = "CS_INIT"
-        self.chan_event(a, "CHANNEL_STATE", with_vars=False)
+        self.set_state(a, "CS_INIT")
         self.chan_event(a, "CHANNEL_CREATE")
         self.set_callstate(a, "RINGING")
         self.set_state(a, "CS_ROUTING")
@@ -1206,12 +1206,7 @@ class Switch:
         b.other_leg, b.other_type = a.uuid, "originator"
         b.answer_result = gevent.event.AsyncResult()  # type: ignore[attr-defined]
         self.chan_event(b, "CHANNEL_OUTGOING", with_vars=False)
-        b.state = "CS_INIT"
-        self.chan_event(b, "CHANNEL_STATE", with_vars=False)
-        self.chan_event(b, "CHANNEL_CREATE")
-        self.chan_event(b, "CHANNEL_ORIGINATE")
-        self.set_state(b, "CS_ROUTING")
-        self.set_state(b, "CS_CONSUME_MEDIA")
+        self._originated_leg_up(b)
         self.set_callstate(b, "RINGING")
         self.set_callstate(a, "RING_WAIT")
         ready = gevent.event.Event()
