@@ -134,3 +134,14 @@ class HttpClient:
 def http(daemon, keys) -> HttpClient:
     host, port = daemon.http_address
     return HttpClient(host, port, keys)
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    """Wait (cooperatively) until predicate() is truthy; False if it is not within timeout.
+    For `assert wait_for(...)`, and for waits whose outcome the test checks otherwise."""
+    with gevent.Timeout(timeout, False):
+        while not predicate():
+            gevent.sleep(0.005)
+        return True
+    return False
+

@@ -4,12 +4,14 @@ greenswitch release fixes one, its xfail turns into a failure and tells us."""
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 
 import gevent
 import greenswitch
 import pytest
+from conftest import wait_for as _wait_for
 from test_esl_fakeserver import FakeEsl, plain_event
 
 from eslchan.config import LinkOptions, NodeConfig
@@ -111,12 +113,8 @@ class EslchanClient:
         self.link.stop()
 
 
-def wait_for(predicate, timeout: float = 3.0) -> bool:
-    with gevent.Timeout(timeout, False):
-        while not predicate():
-            gevent.sleep(0.005)
-        return True
-    return False
+# this module's waits give up after 3 s
+wait_for = functools.partial(_wait_for, timeout=3.0)
 
 
 GS_XFAIL = "greenswitch 0.0.19 "

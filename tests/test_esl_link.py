@@ -7,6 +7,7 @@ import random
 
 import gevent
 import pytest
+from conftest import wait_for
 from gevent.event import Event as GEvent
 from test_esl_fakeserver import FakeEsl
 
@@ -28,14 +29,6 @@ FAST = LinkOptions(
     event_queue_max=10_000,
     events=("CHANNEL_CREATE", "CHANNEL_DESTROY", "BACKGROUND_JOB"),
 )
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    with gevent.Timeout(timeout, False):
-        while not predicate():
-            gevent.sleep(0.005)
-        return True
-    return False
 
 
 class Recorder:
