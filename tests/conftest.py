@@ -145,3 +145,14 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
         return True
     return False
 
+
+@pytest.fixture
+def quiet_simulator():
+    """A started simulator 50x faster than real time that sends no HEARTBEAT within a test,
+    for tests that look at every event it sends."""
+    from eslchan.simulator import Simulator
+
+    sim = Simulator(speed=50.0, heartbeat_interval=3600)
+    sim.start()
+    yield sim
+    sim.stop()

@@ -6,6 +6,7 @@ import json
 
 import gevent
 import pytest
+from conftest import wait_for
 from gevent.event import Event as GEvent
 
 from eslchan.config import LinkOptions, NodeConfig
@@ -23,14 +24,6 @@ OPTS = LinkOptions(
 )  # fmt: skip
 
 
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    with gevent.Timeout(timeout, False):
-        while not predicate():
-            gevent.sleep(0.005)
-        return True
-    return False
-
-
 class Rec:
     def __init__(self):
         self.events: list[dict] = []
@@ -41,11 +34,9 @@ class Rec:
 
 
 @pytest.fixture
-def sim():
-    s = Simulator(speed=20.0)
-    s.start()
-    yield s
-    s.stop()
+def sim(simulator):
+    """conftest's started simulator, by the short name these tests use."""
+    return simulator
 
 
 @pytest.fixture

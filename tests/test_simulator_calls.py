@@ -8,8 +8,6 @@ import json
 import pytest
 from simulator_client import EslClient
 
-from eslchan.simulator import Simulator
-
 pytestmark = pytest.mark.timeout(60)
 
 U1 = "11111111-aaaa-4bbb-8ccc-000000000001"
@@ -17,11 +15,8 @@ U2 = "11111111-aaaa-4bbb-8ccc-000000000002"
 
 
 @pytest.fixture
-def sim():
-    s = Simulator(speed=50.0, heartbeat_interval=3600)
-    s.start()
-    yield s
-    s.stop()
+def sim(quiet_simulator):
+    return quiet_simulator
 
 
 @pytest.fixture

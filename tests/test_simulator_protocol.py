@@ -23,11 +23,8 @@ JOB = "11111111-2222-3333-4444-555555555555"
 
 
 @pytest.fixture
-def sim():
-    s = Simulator(speed=50.0, heartbeat_interval=3600)
-    s.start()
-    yield s
-    s.stop()
+def sim(quiet_simulator):
+    return quiet_simulator
 
 
 def test_auth_wrong_password_is_refused_and_closed(sim):
