@@ -100,6 +100,14 @@ def capture05(captures_dir):
     return before, show, dumps, later
 
 
+def fed(events: list[dict], *, clock: Clock | None = None, **options) -> ChannelRegistry:
+    """A registry that has applied ``events`` from node fs1."""
+    reg = ChannelRegistry(VariableMapping(), clock=clock or Clock(), **options)
+    for ev in events:
+        reg.apply("fs1", ev)
+    return reg
+
+
 def fields(ch) -> dict:
     d = ch.detail(0)
     d.pop("elapsed_s")
@@ -116,9 +124,7 @@ def test_resync_of_an_empty_registry_rebuilds_every_channel(capture05):
     assert fs.sent[0] == "api show channels as json"
     assert sorted(fs.sent[1:]) == sorted(f"api uuid_dump {u} json" for u in (U1, U1B, U2, U2B))
     # the same tenancy, caller ids, states as the registry fed with the events
-    by_events = ChannelRegistry(VariableMapping(), clock=Clock())
-    for ev in before:
-        by_events.apply("fs1", ev)
+    by_events = fed(before)
     for uuid in (U1, U1B, U2, U2B):
         got, want = fields(reg.get("fs1", uuid)), fields(by_events.get("fs1", uuid))
         for key in ("account_id", "owner_id", "authorizing_id", "authorizing_type", "username",
@@ -133,9 +139,7 @@ def test_resync_of_an_empty_registry_rebuilds_every_channel(capture05):
 
 def test_resync_dumps_only_channels_it_does_not_know(capture05):
     before, show, dumps, _ = capture05
-    reg = ChannelRegistry(VariableMapping(), clock=Clock())
-    for ev in before:
-        reg.apply("fs1", ev)
+    reg = fed(before)
     fs = RecordedFreeSwitch(show, dumps)
     result = Resyncer(reg, fs).run()
     assert fs.sent == ["api show channels as json"] and result.dumped == 0
@@ -144,9 +148,7 @@ def test_resync_dumps_only_channels_it_does_not_know(capture05):
 
 def test_channels_freeswitch_no_longer_has_are_removed(capture05):
     before, show, dumps, _ = capture05
-    reg = ChannelRegistry(VariableMapping(), clock=Clock())
-    for ev in before:
-        reg.apply("fs1", ev)
+    reg = fed(before)
     removed: list[str] = []
     reg.listen(lambda node, ch, ev: ev.get("Eslchan-Removed") and removed.append(ch.uuid))
     waiter = reg.expect("fs1", U2, {"CHANNEL_ANSWER"})
@@ -207,9 +209,7 @@ def test_a_dump_refused_or_timed_out(capture05):
 
 def test_show_channels_failure_leaves_the_registry_as_it_was(capture05):
     before, show, dumps, _ = capture05
-    reg = ChannelRegistry(VariableMapping(), clock=Clock())
-    for ev in before:
-        reg.apply("fs1", ev)
+    reg = fed(before)
     fs = RecordedFreeSwitch(show, dumps)
     fs.fail["api show channels as json"] = CommandTimeout("no answer")
     with pytest.raises(CommandTimeout):
@@ -253,9 +253,7 @@ def test_down_node_channels_stay_stale_for_the_grace_then_go(capture05):
 def test_reconnect_within_the_grace_settles_the_stale_channels(capture05):
     before, show, dumps, later = capture05
     clock = Clock()
-    reg = ChannelRegistry(VariableMapping(), clock=clock, stale_grace=30)
-    for ev in before:
-        reg.apply("fs1", ev)
+    reg = fed(before, clock=clock, stale_grace=30)
     reg.node_down("fs1")
     clock.now += 10
     # meanwhile (events lost) U2B went away; FreeSWITCH lists the other three
@@ -274,9 +272,7 @@ def test_freeswitch_restart_restarts_event_sequence(capture05):
     """A restarted FreeSWITCH has a new Core-UUID and counts Event-Sequence from 1 again:
     its events are newer than any of the old process, whatever their numbers."""
     before, *_ = capture05
-    reg = ChannelRegistry(VariableMapping(), clock=Clock())
-    for ev in before:
-        reg.apply("fs1", ev)
+    reg = fed(before)
     ch = reg.get("fs1", U1)
     assert ch.state == "CS_EXECUTE"
     new_core = "f83c6190-0000-4000-8000-000000000000"
