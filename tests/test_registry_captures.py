@@ -151,6 +151,15 @@ U1 = "2dff7fe3-6508-443f-aa41-0ffda2720427"  # A, bridged to U2
 U1B = "0bfa4df5-5376-4418-baf7-ef57642d9454"  # loopback -b leg of U1
 U2 = "e0b2d7b5-58fa-408b-b063-e8714171ffe0"  # the bridged leg
 U2B = "012a8b01-5784-4958-b8d9-d85a1ee9750b"  # loopback -b leg of U2
+# U1's custom channel vars, the same whichever mapping names its tenancy fields
+U1_CUSTOM_VARS = {
+    "account_id": "acct1",
+    "owner_id": "user1",
+    "authorizing_id": "dev1",
+    "authorizing_type": "device",
+    "user_name": "Alice1001",
+    "presence_id": "1001@127.0.0.1",
+}
 
 
 def test_bridge_with_owner_and_authorizing_ids(captures_dir):
@@ -189,14 +198,7 @@ def test_bridge_with_owner_and_authorizing_ids(captures_dir):
     assert a.account_id == b.account_id == "acct1"
     detail = a.detail(NOW)
     assert detail["other_leg_call_id"] == U2 and detail["application"] == "bridge"
-    assert detail["custom_channel_vars"] == {
-        "account_id": "acct1",
-        "owner_id": "user1",
-        "authorizing_id": "dev1",
-        "authorizing_type": "device",
-        "user_name": "Alice1001",
-        "presence_id": "1001@127.0.0.1",
-    }
+    assert detail["custom_channel_vars"] == U1_CUSTOM_VARS
     assert detail["stale"] is False
 
     # indexes: per account, per owner (user), per device (authorizing id)
@@ -253,14 +255,7 @@ def test_kazoo_preset_and_custom_mapping(captures_dir):
     feed(reg, evs, "970")
     a = reg.get("fs1", U1)
     assert (a.account_id, a.owner_id, a.authorizing_id) == ("acct1", "user1", "dev1")
-    assert a.detail(NOW)["custom_channel_vars"] == {
-        "account_id": "acct1",
-        "owner_id": "user1",
-        "authorizing_id": "dev1",
-        "authorizing_type": "device",
-        "user_name": "Alice1001",
-        "presence_id": "1001@127.0.0.1",
-    }
+    assert a.detail(NOW)["custom_channel_vars"] == U1_CUSTOM_VARS
 
     kazoo = registry(VariableMapping.preset("kazoo"))
     feed(kazoo, evs, "970")
