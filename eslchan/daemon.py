@@ -7,9 +7,11 @@ Flask app reads the registry and hands actions to the interpreter.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import signal
+import socket
 from dataclasses import replace
 
 import gevent
@@ -35,6 +37,18 @@ class _AccessLog:
         log.debug(_QUERY_TOKEN.sub(r"\1[redacted]", line.rstrip()))
 
 
+class _HttpServer(WSGIServer):
+    """gevent's WSGI server with Nagle off: it writes headers and body in two sends, and with
+    Nagle the body waits for the client's delayed ACK (~40 ms per response)."""
+
+    def handle(self, sock, address):  # type: ignore[no-untyped-def]
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (e.g. a unix socket): nothing to tune
+            pass
+        return super().handle(sock, address)
+
+
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
@@ -53,7 +67,7 @@ class Daemon:
             self.links[node.name] = link
         self.interpreter = Interpreter(self.registry, self.links, config.metaflow)
         self.app = create_app(config, self.registry, self.links, self.interpreter)
-        self.http = WSGIServer(
+        self.http = _HttpServer(
             (config.http.host, config.http.port), self.app, log=_AccessLog(), error_log=log
         )
         self._stopped = GEvent()
@@ -118,6 +132,9 @@ class Daemon:
 
     def serve_forever(self) -> None:
         self.start()
+        # Everything allocated so far (modules, app, config) lives as long as the process:
+        # keep it out of the collector's full passes, which otherwise pause for tens of ms.
+        gc.freeze()
         gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(self.stop))
         gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(self.stop))
         gevent.signal_handler(signal.SIGHUP, self.reload)
