@@ -48,8 +48,10 @@ class Channel:
         "hangup_cause",
         "application",
         "custom",
-        "var_extra",  # the non-variable headers the tenancy fields fall back to, as last seen
-        "headers_seen",  # the channel headers of the last event, to skip unchanged ones fast
+        # hashes of the last event's channel headers and of the two headers the tenancy fields
+        # fall back to, so an event that repeats them is skipped without a field-by-field look
+        "var_extra",
+        "headers_seen",
         "stale",
         # ordering keys (generation << 48 | Event-Sequence) of the last applied update, per
         # part of the state, so an older event never overwrites newer state
@@ -75,8 +77,8 @@ class Channel:
         self.authorizing_id: str | None = None
         self.authorizing_type: str | None = None
         self.created = created
-        self.var_extra: tuple | None = None
-        self.headers_seen: tuple | None = None
+        self.var_extra: int | None = None
+        self.headers_seen: int | None = None
         self.caller_id_name: str | None = None
         self.caller_id_number: str | None = None
         self.callee_id_name: str | None = None

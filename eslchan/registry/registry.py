@@ -325,9 +325,11 @@ class ChannelRegistry:
             ch.seq = key
         # Most events repeat the channel's headers unchanged: compare them all at once (C speed)
         # and go field by field only when something differs.
+        # Only a hash is kept: holding the strings would double the channel's memory.
         values = tuple(map(get, _HEADER_NAMES))
-        if values != ch.headers_seen:
-            ch.headers_seen = values
+        seen = hash(values)
+        if seen != ch.headers_seen:
+            ch.headers_seen = seen
             self._update_headers(ch, values, newer)
         # answered and the hangup cause only ever move forward: take them from any event
         if not ch.answered and (
@@ -413,7 +415,7 @@ class ChannelRegistry:
             ch.var_seq = 0
         custom = custom or None
         # the fields below derive from these alone: most events repeat them unchanged
-        extra = (get("variable_user_name"), get("Channel-Presence-ID"))
+        extra = hash((get("variable_user_name"), get("Channel-Presence-ID")))
         if custom == ch.custom and extra == ch.var_extra:
             self._fill_from_variables(ch, get)
             return
