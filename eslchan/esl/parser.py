@@ -28,6 +28,7 @@ MAX_BODY = 64 << 20
 def parse_header_block(block: str, *, decode: bool, raw: frozenset[str] = frozenset()) -> dict:
     """Split ``Name: value`` lines, then URL-decode each value on its own (if ``decode``)."""
     headers: dict[str, str] = {}
+    encoded: list[str] = []  # names whose values need decoding
     for line in block.split("\n"):
         if not line:
             continue
@@ -37,10 +38,26 @@ def parse_header_block(block: str, *, decode: bool, raw: frozenset[str] = frozen
             if not sep:
                 raise ProtocolError(f"header line without a colon: {line[:80]!r}")
             value = value.lstrip(" ")
-        if decode and "%" in value and name not in raw:
-            value = unquote(value)
         headers[name] = value
+        if decode and "%" in value and name not in raw:
+            encoded.append(name)
+    if encoded:
+        _unquote_values(headers, encoded)
     return headers
+
+
+def _unquote_values(headers: dict[str, str], names: list[str]) -> None:
+    """URL-decode the named values. The lines are already split, so a decoded newline stays
+    inside its value; all values go through one ``unquote`` call joined by NUL (a plain event
+    carries dozens), unless a value encodes a NUL itself."""
+    if len(names) > 1:
+        joined = "\0".join([headers[n] for n in names])
+        if "%00" not in joined:
+            for name, value in zip(names, unquote(joined).split("\0"), strict=True):
+                headers[name] = value
+            return
+    for name in names:
+        headers[name] = unquote(headers[name])
 
 
 class FrameParser:
