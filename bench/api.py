@@ -90,7 +90,7 @@ def _serve(args: argparse.Namespace, blaster, port: int) -> None:
     sync = NodeSync(registry, grace_seconds=config.channels.stale_grace_seconds)
     links: dict[str, NodeLink] = {}
     link = NodeLink(
-        config.nodes[0], config.link, on_event=sync.on_event, on_up=lambda n: sync.resync(links[n]),
+        config.nodes[0], config.link, on_event=registry.apply, on_up=lambda n: sync.resync(links[n]),
         on_down=sync.on_down, on_lost_events=lambda n: sync.resync(links[n]),
     )  # fmt: skip
     links["bench"] = link

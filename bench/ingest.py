@@ -9,7 +9,7 @@ subscription. Each client runs in its own fresh process:
 - ``greenswitch``: greenswitch 0.0.19 ``InboundESL`` with a counting ``'*'`` handler (plain
   only: it cannot parse json);
 - ``eslchan``: the daemon's path, ``NodeLink`` (event + command connections) with
-  ``on_event`` = ``NodeSync.on_event`` (``ChannelRegistry.apply``) and a resync on link up,
+  ``on_event`` = ``ChannelRegistry.apply`` and a resync on link up,
   wired as eslchan/daemon.py does.
 
 Scenarios: json ALL, plain ALL, and the daemon's own subscription (config.DEFAULT_EVENTS)
@@ -154,7 +154,7 @@ def client_eslchan(port: int, fmt: str, names: list[str], expect: int, extra: di
     link = NodeLink(
         NodeConfig("bench", "127.0.0.1", port, "ClueCon"),
         LinkOptions(event_format=fmt, events=tuple(names)),
-        on_event=sync.on_event,
+        on_event=registry.apply,
         on_up=on_up,
         on_down=sync.on_down,
         on_lost_events=lambda node: sync.resync(link),

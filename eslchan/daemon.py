@@ -59,7 +59,7 @@ class Daemon:
             link = NodeLink(
                 node,
                 config.link,
-                on_event=self.sync.on_event,
+                on_event=self.registry.apply,
                 on_up=self._on_up,
                 on_down=self.sync.on_down,
                 on_lost_events=self._on_lost_events,

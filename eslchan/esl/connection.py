@@ -36,7 +36,7 @@ from eslchan.esl.parser import FrameParser, ProtocolError, decode_event
 log = logging.getLogger("eslchan.esl")
 
 #: Frames handled between two forced yields of the reader (an api caller is never starved).
-YIELD_EVERY = 64
+YIELD_EVERY = 256  # frames read before letting other greenlets run (bounds their wait to ~5 ms)
 RECV_SIZE = 256 * 1024
 
 

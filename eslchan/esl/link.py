@@ -36,7 +36,7 @@ CommandListener = Callable[[str, Command, float, "str | None"], None]
 
 _UP, _DOWN, _LOST = "up", "down", "lost"  # markers in the event queue
 _EVENT_NAME = re.compile(r"[A-Za-z0-9_:]+(?: [A-Za-z0-9_:]+)*")  # "CUSTOM a::b" is one entry
-_DISPATCH_YIELD_EVERY = 64
+_DISPATCH_YIELD_EVERY = 256
 
 
 def _noop(*_args: Any) -> None:
@@ -287,7 +287,10 @@ class NodeLink:
                     self._counters["events_undecodable"] += 1
                     log.warning("node %s: undecodable event: %s", name, exc, extra={"node": name})
                     continue
-                self._call(self.on_event, name, event)
+                try:  # inline rather than through _call: this runs once per event
+                    self.on_event(name, event)
+                except Exception:
+                    log.exception("node %s: on_event failed", name, extra={"node": name})
                 since_yield += 1
                 if since_yield >= _DISPATCH_YIELD_EVERY:
                     since_yield = 0
