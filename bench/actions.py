@@ -13,7 +13,7 @@ The baseline, in the same run: the same ESL commands the actions send (read back
 simulator's command log), sent with ``NodeLink.api`` directly on fresh calls: the bare
 round trip to the simulator's reply. Overhead = action p50 - bare p50.
 
-    python bench/actions.py [--quick] [--profile] [--calls N] [--nodelay]
+    python bench/actions.py [--quick] [--profile] [--calls N]
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ def server(args: argparse.Namespace) -> None:
     import gevent
     import gevent.subprocess
     from flask import jsonify, request
-    from gevent import socket
-    from gevent.pywsgi import WSGIServer
 
     from eslchan.daemon import Daemon
     from eslchan.demo import ACME, ACME_SALES, ADMIN, GLOBEX, PARTIES, demo_config
@@ -56,15 +54,6 @@ def server(args: argparse.Namespace) -> None:
     sim.start()
     keys = {ADMIN: "k0" * 12, ACME: ACME_KEY, ACME_SALES: "k2" * 12, GLOBEX: "k3" * 12}
     daemon = Daemon(demo_config([("fs1", sim.host, sim.port, "ClueCon")], keys, listen="127.0.0.1:0"))
-    if args.nodelay:  # experiment: pywsgi writes headers and body in two sends (Nagle + delayed ACK)
-
-        class NoDelayServer(WSGIServer):
-            def handle(self, sock, address):  # type: ignore[override]
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return super().handle(sock, address)
-
-        old = daemon.http
-        daemon.http = NoDelayServer(("127.0.0.1", 0), daemon.app, log=old.log, error_log=old.error_log)
     alice = next(p for p in PARTIES if p.account_id == ACME)
     registry = daemon.registry
 
@@ -212,8 +201,6 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="~15 s")
     ap.add_argument("--calls", type=int, help="timed actions of each kind (default 150, quick 40)")
     ap.add_argument("--profile", action="store_true", help="cProfile the app handling POST hangup")
-    ap.add_argument("--nodelay", action="store_true",
-                    help="experiment: TCP_NODELAY on the daemon's HTTP sockets (not what the daemon does)")
     ap.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -228,7 +215,6 @@ def main() -> None:
     print(f"machine: {machine()}")
     cmd = [str(REPO / "bench" / "actions.py"), "--server", "--calls", str(args.calls)]
     cmd += ["--profile"] if args.profile else []
-    cmd += ["--nodelay"] if args.nodelay else []
     res = run_child(cmd, timeout=900)
     http, bare = res["client"]["http"], res["bare"]
     print(f"{args.calls} timed actions of each kind, fresh bridged call each (simulator speed 20)")

@@ -71,12 +71,11 @@ def server(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace, blaster, port: int) -> None:
     import gevent
     import gevent.subprocess
-    from gevent import socket
-    from gevent.pywsgi import WSGIServer
 
     from bench import _channels
     from eslchan.api import create_app
     from eslchan.config import LinkOptions
+    from eslchan.daemon import HttpServer
     from eslchan.demo import ACME, ACME_SALES, ADMIN, GLOBEX, demo_config
     from eslchan.esl.link import NodeLink
     from eslchan.registry import ChannelRegistry, NodeSync
@@ -122,16 +121,7 @@ def _serve(args: argparse.Namespace, blaster, port: int) -> None:
         return [body]
 
     app.wsgi_app = timed
-    server_class = WSGIServer
-    if args.nodelay:  # experiment: pywsgi writes headers and body in two sends (Nagle + delayed ACK)
-
-        class NoDelayServer(WSGIServer):
-            def handle(self, sock, address):  # type: ignore[override]
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return super().handle(sock, address)
-
-        server_class = NoDelayServer
-    http = server_class(("127.0.0.1", 0), app, log=None)
+    http = HttpServer(("127.0.0.1", 0), app, log=None)  # the daemon's server class
     http.start()
     link.start()
     gevent.sleep(1.0)  # link up, resync done, blaster pacing settled
@@ -301,8 +291,6 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile the server during the load")
     ap.add_argument("--gc-freeze", action="store_true",
                     help="experiment: gc.freeze() in the server after the preload (not what the daemon does)")
-    ap.add_argument("--nodelay", action="store_true",
-                    help="experiment: TCP_NODELAY on the server's HTTP sockets (not what the daemon does)")
     ap.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--load", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -320,8 +308,6 @@ def main() -> None:
            "--rate", str(args.rate)] + (["--profile"] if args.profile else [])  # fmt: skip
     if args.gc_freeze:
         cmd.append("--gc-freeze")
-    if args.nodelay:
-        cmd.append("--nodelay")
     res = run_child(cmd, timeout=900)
     load_res = res["load"]
     rates = {name: load_res[name].pop("_ingest") for name in ("paced", "saturated", "big")}

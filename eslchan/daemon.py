@@ -37,7 +37,7 @@ class _AccessLog:
         log.debug(_QUERY_TOKEN.sub(r"\1[redacted]", line.rstrip()))
 
 
-class _HttpServer(WSGIServer):
+class HttpServer(WSGIServer):
     """gevent's WSGI server with Nagle off: it writes headers and body in two sends, and with
     Nagle the body waits for the client's delayed ACK (~40 ms per response)."""
 
@@ -67,7 +67,7 @@ class Daemon:
             self.links[node.name] = link
         self.interpreter = Interpreter(self.registry, self.links, config.metaflow)
         self.app = create_app(config, self.registry, self.links, self.interpreter)
-        self.http = _HttpServer(
+        self.http = HttpServer(
             (config.http.host, config.http.port), self.app, log=_AccessLog(), error_log=log
         )
         self._stopped = GEvent()
