@@ -21,7 +21,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from eslchan import __version__
+from eslchan import __version__, jsoncodec
 
 #: Kazoo's error messages, by HTTP status, for errors raised without a more precise one.
 MESSAGES = {
@@ -72,7 +72,7 @@ def field_error(path: str, keyword: str, message: str, **details: Any) -> ApiErr
 
 
 def _canonical(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return jsoncodec.dumps_canonical(data)
 
 
 def _digest(canonical: str) -> str:

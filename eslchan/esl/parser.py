@@ -7,10 +7,10 @@ a header, and a body is always kept apart from the headers.
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
 from urllib.parse import unquote
 
+from eslchan import jsoncodec
 from eslchan.esl.message import Event, Frame
 
 
@@ -141,7 +141,7 @@ def decode_plain_event(text: str) -> Event:
 def decode_json_event(text: str | bytes) -> Event:
     """Decode a text/event-json body; values stay exactly as sent (they are not URL-encoded)."""
     try:
-        event = json.loads(text)
+        event = jsoncodec.loads(text)
     except UnicodeDecodeError:  # a broken byte must not lose the whole event
         return decode_json_event(bytes(text).decode("utf-8", "replace"))  # type: ignore[arg-type]
     except ValueError as exc:
