@@ -17,6 +17,7 @@ from eslchan.api.envelope import (
     json_body,
     json_type,
     listing_rows,
+    paginate,
     respond,
     respond_listing,
 )
@@ -88,6 +89,11 @@ def interpreter_errors(channel: Any) -> Iterator[None]:
 # --- listings ------------------------------------------------------------------------------
 
 
+def _listing(channels: list[Any]) -> Response:
+    page, info = paginate(channels)
+    return respond_listing(listing_rows(page, time.time()), "channels", info)
+
+
 @bp.route("/v2/channels", methods=["GET"])
 def system_channels() -> Response:
     actor = authenticate()
@@ -95,30 +101,27 @@ def system_channels() -> Response:
         raise ApiError(403, "forbidden", {"reason": "the system-wide listing is for superduper admins"})
     if not _ext().config.channels.system_wide_channels_list:
         raise ApiError(403, "forbidden", {"reason": "system_wide_channels_list is disabled"})
-    return respond_listing(listing_rows(_ext().registry.all(), time.time()), "channels")
+    return _listing(_ext().registry.all())
 
 
 @bp.route("/v2/accounts/<account_id>/channels", methods=["GET"])
 def account_channels(account_id: str) -> Response:
     checked_account(account_id)
-    rows = listing_rows(_ext().registry.for_account(account_id), time.time())
-    return respond_listing(rows, "channels")
+    return _listing(_ext().registry.for_account(account_id))
 
 
 @bp.route("/v2/accounts/<account_id>/users/<user_id>/channels", methods=["GET"])
 def user_channels(account_id: str, user_id: str) -> Response:
     checked_account(account_id)
     _checked_id(user_id, "user_id")
-    rows = listing_rows(_ext().registry.for_owner(account_id, user_id), time.time())
-    return respond_listing(rows, "channels")
+    return _listing(_ext().registry.for_owner(account_id, user_id))
 
 
 @bp.route("/v2/accounts/<account_id>/devices/<device_id>/channels", methods=["GET"])
 def device_channels(account_id: str, device_id: str) -> Response:
     checked_account(account_id)
     _checked_id(device_id, "device_id")
-    rows = listing_rows(_ext().registry.for_device(account_id, device_id), time.time())
-    return respond_listing(rows, "channels")
+    return _listing(_ext().registry.for_device(account_id, device_id))
 
 
 # --- one channel ---------------------------------------------------------------------------

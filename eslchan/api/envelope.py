@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import gevent
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -120,14 +121,21 @@ def _body(data_json: str, status: int, revision: str, **extra: str) -> str:
     return '{"data":' + data_json + "," + json.dumps(rest, separators=(",", ":"))[1:]
 
 
-def respond(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    """A success envelope; 304 (no body) when the caller already holds this revision."""
+def respond(
+    data: Any,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response:
+    """A success envelope; 304 (no body) when the caller already holds this revision.
+    ``extra`` adds top-level envelope keys (a page's ``next_start_key``, as Kazoo does)."""
     data_json = _canonical(data)
     revision = _digest(data_json)
     if status == 200 and request.method in ("GET", "HEAD") and not_modified(revision):
         resp = Response(status=304)
     else:
-        resp = Response(_body(data_json, status, revision), status=status, mimetype="application/json")
+        body = _body(data_json, status, revision, **(extra or {}))
+        resp = Response(body, status=status, mimetype="application/json")
     resp.headers["ETag"] = f'"{revision}"'
     for name, value in (headers or {}).items():
         resp.headers[name] = value
@@ -194,10 +202,12 @@ def wants_csv() -> bool:
     )
 
 
-def respond_listing(rows: list[dict[str, Any]], filename: str) -> Response:
+def respond_listing(
+    rows: list[dict[str, Any]], filename: str, page: Mapping[str, Any] | None = None
+) -> Response:
     """A listing as the envelope, or as CSV when the caller asks for text/csv."""
     if not wants_csv():
-        return respond(rows)
+        return respond(rows, extra=page)
     revision = revision_of(rows)
     headers = {
         "ETag": f'"{revision}"',
@@ -338,5 +348,46 @@ def install(app: Flask) -> None:
     app.register_error_handler(Exception, _unexpected)
 
 
+#: Rows built between two yields: a 5,000-channel listing must not hold up event ingest.
+LISTING_CHUNK = 500
+_START_KEY = re.compile(r"^[0-9]{1,20}-[0-9a-f-]{1,36}$")
+MAX_PAGE_SIZE = 10_000
+
+
+def page_key(channel: Any) -> str:
+    """A channel's place in listing order (oldest first): microseconds of creation, then uuid."""
+    return f"{round(channel.created * 1e6):020d}-{channel.uuid}"
+
+
+def paginate(channels: list[Any]) -> tuple[list[Any], dict[str, Any] | None]:
+    """Kazoo's ``page_size``/``start_key`` paging over channels in listing order; without
+    ``page_size`` the whole listing, as Kazoo's channels API answers."""
+    size_arg = request.args.get("page_size")
+    start = request.args.get("start_key")
+    if size_arg is None:
+        if start is not None:
+            raise field_error("start_key", "dependencies", "start_key needs page_size")
+        return channels, None
+    if not size_arg.isdigit() or not 1 <= int(size_arg) <= MAX_PAGE_SIZE:
+        raise field_error("page_size", "range", f"must be an integer from 1 to {MAX_PAGE_SIZE}")
+    size = int(size_arg)
+    if start is not None:
+        if not _START_KEY.fullmatch(start):
+            raise field_error("start_key", "pattern", "not a start_key from an earlier page")
+        channels = [ch for ch in channels if page_key(ch) >= start]
+    page = channels[:size]
+    info: dict[str, Any] = {"page_size": len(page)}
+    if start is not None:
+        info["start_key"] = start
+    if len(channels) > size:
+        info["next_start_key"] = page_key(channels[size])
+    return page, info
+
+
 def listing_rows(channels: Iterable[Any], now: float) -> list[dict[str, Any]]:
-    return [ch.listing(now) for ch in channels]  # the registry keeps them oldest first
+    rows: list[dict[str, Any]] = []
+    for i, ch in enumerate(channels, 1):  # the registry keeps them oldest first
+        rows.append(ch.listing(now))
+        if i % LISTING_CHUNK == 0:
+            gevent.sleep(0)
+    return rows

@@ -148,6 +148,13 @@ def _schemas() -> dict[str, Any]:
         "version": {"type": "string"},
     }
     envelope_required = list(envelope_props)
+    envelope_props.update(
+        {
+            "page_size": {"type": "integer", "description": "listings with ?page_size: rows in this page"},
+            "start_key": {"type": "string", "description": "the start_key this page was asked from"},
+            "next_start_key": {"type": "string", "description": "start_key of the next page, if any"},
+        }
+    )
     keyword_errors = {
         "type": "object",
         "description": "JSON-Schema keyword (required, type, enum, pattern, ...) -> details",
@@ -556,6 +563,21 @@ def _parameters() -> dict[str, Any]:
             "text/csv answers a listing as CSV (one row per channel)",
             example="text/csv",
         ),
+        "PageSize": _param(
+            "page_size",
+            "query",
+            {"type": "integer", "minimum": 1, "maximum": 10000},
+            "answer at most this many channels (oldest first); the envelope then carries "
+            "page_size and, when more follow, next_start_key",
+            example=50,
+        ),
+        "StartKey": _param(
+            "start_key",
+            "query",
+            {"type": "string", "pattern": "^[0-9]{1,20}-[0-9a-f-]{1,36}$"},
+            "next_start_key of the previous page (needs page_size)",
+            example="00001795701657000000-" + CHANNEL,
+        ),
         "AcceptQuery": _param(
             "accept",
             "query",
@@ -609,10 +631,12 @@ def _listing(summary: str, params: list[dict[str, str]], op_id: str) -> dict[str
                 {"$ref": _P + "IfNoneMatch"},
                 {"$ref": _P + "Accept"},
                 {"$ref": _P + "AcceptQuery"},
+                {"$ref": _P + "PageSize"},
+                {"$ref": _P + "StartKey"},
             ],
             "responses": {
                 "200": {
-                    "description": "the channels, oldest first",
+                    "description": "the channels, oldest first (a page of them with page_size)",
                     "content": {
                         "application/json": {
                             "schema": _success({"type": "array", "items": _ref("Channel")}),
