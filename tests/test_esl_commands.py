@@ -145,6 +145,10 @@ def test_media_accepts_resolved_references(good):
         "https://x/a'b",
         "{x=y}/a.wav",
         "[x]/a.wav",
+        # uuid_broadcast runs "path::app(arg)" as a dialplan application
+        "tone_stream://%(100,100,440)::system(id)",
+        "https://example.com/a.wav::bridge(user/1000)",
+        "say:en::system(id)",
     ],
 )
 def test_media_refuses_bad_references(bad):
