@@ -484,10 +484,27 @@ def test_kazoo_curl_examples_work_verbatim(simulator, daemon, http):
     eventually(lambda: simulator.channel(bob.a_uuid) is None)
 
 
-def test_413_for_a_chunked_body_without_content_length(simulator, daemon, http):
-    """A body streamed in chunks is cut off at the limit too, not read to the end."""
+def post_chunked(daemon, http, channel_uuid, chunks):
+    """POST an action with a chunked body (no Content-Length), as streaming clients do."""
     import http.client as http_client
 
+    conn = http_client.HTTPConnection(*daemon.http_address, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            f"/v2/accounts/{ACME}/channels/{channel_uuid}",
+            body=chunks,
+            encode_chunked=True,
+            headers={"X-Auth-Token": http.token(ACME), "Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        return resp, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_413_for_a_chunked_body_without_content_length(simulator, daemon, http):
+    """A body streamed in chunks is cut off at the limit too, not read to the end."""
     call = place(simulator, daemon, ALICE)
     limit = daemon.config.http.max_body_bytes
 
@@ -497,46 +514,20 @@ def test_413_for_a_chunked_body_without_content_length(simulator, daemon, http):
             yield b"x" * 4096
         yield b'"}}'
 
-    conn = http_client.HTTPConnection(*daemon.http_address, timeout=30)
-    try:
-        conn.request(
-            "POST",
-            f"/v2/accounts/{ACME}/channels/{call.a_uuid}",
-            body=chunks(),
-            encode_chunked=True,
-            headers={"X-Auth-Token": http.token(ACME), "Content-Type": "application/json"},
-        )
-        resp = conn.getresponse()
-        body = json.loads(resp.read())
-    finally:
-        conn.close()
+    resp, body = post_chunked(daemon, http, call.a_uuid, chunks())
     assert resp.status == 413, body
     assert body["message"] == "payload too large"
     assert simulator.channel(call.a_uuid) is not None
 
 
 def test_a_chunked_body_within_the_limit_is_read_whole(simulator, daemon, http):
-    import http.client as http_client
-
     call = place(simulator, daemon, ALICE)
 
     def chunks():
         yield b'{"data": {"action": '
         yield b'"hangup"}}'
 
-    conn = http_client.HTTPConnection(*daemon.http_address, timeout=30)
-    try:
-        conn.request(
-            "POST",
-            f"/v2/accounts/{ACME}/channels/{call.a_uuid}",
-            body=chunks(),
-            encode_chunked=True,
-            headers={"X-Auth-Token": http.token(ACME), "Content-Type": "application/json"},
-        )
-        resp = conn.getresponse()
-        body = json.loads(resp.read())
-    finally:
-        conn.close()
+    resp, body = post_chunked(daemon, http, call.a_uuid, chunks())
     assert resp.status == 200, body
     eventually(lambda: simulator.channel(call.a_uuid) is None)
 
