@@ -62,15 +62,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level)
     sim = Simulator(port=args.esl_port, password="ClueCon", hostname="demo-fs1")
-    sim.start()
+    try:
+        sim.start()
+    except OSError as exc:  # e.g. a real FreeSWITCH already listens on 8021
+        print(f"ESL port {args.esl_port} is not free ({exc.strerror}); the simulator takes any free port",
+              file=sys.stderr)
+        sim = Simulator(port=0, password="ClueCon", hostname="demo-fs1")
+        sim.start()
     keys = demo.demo_keys()
     config = demo.demo_config([("fs1", sim.host, sim.port, "ClueCon")], keys, listen=args.listen)
     from eslchan.daemon import Daemon
 
-    daemon = Daemon(config)
+    try:
+        daemon = Daemon(config)
+        daemon.start()
+    except OSError as exc:
+        print(f"eslchan demo: cannot listen on {args.listen}: {exc.strerror}; "
+              "give another address with --listen HOST:PORT", file=sys.stderr)
+        sim.stop()
+        return 1
     traffic = demo.DemoTraffic(sim, calls=args.calls)
     traffic.start()
-    daemon.start()
     url = daemon.url
     token = demo.fetch_token(url, keys[demo.ACME])
     acme_user = demo.PARTIES[0].user_id

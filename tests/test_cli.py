@@ -157,3 +157,13 @@ def test_demo_prints_curl_commands_that_work_as_printed():
     finally:
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(15) == 0
+
+
+def test_demo_says_so_when_its_http_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        demo = spawn("demo", "--listen", f"127.0.0.1:{port}", "--esl-port", "0")
+        assert demo.wait(20) == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in demo.stderr.read()
