@@ -8,7 +8,9 @@ import sys
 import time
 
 #: Record attributes that are copied into JSON lines when a log call passes them in ``extra``.
-CONTEXT_FIELDS = ("node", "request_id", "account_id", "channel", "run_id", "command")
+CONTEXT_FIELDS = (
+    "node", "request_id", "account_id", "channel", "run_id", "command", "status", "duration_ms",
+)  # fmt: skip
 
 
 class JsonFormatter(logging.Formatter):

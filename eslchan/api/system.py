@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -18,7 +19,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from eslchan.api.envelope import ApiError, respond
+from eslchan.api.envelope import ApiError, request_id, respond
+
+access_log = logging.getLogger("eslchan.access")
 
 LINK_STATES = ("connecting", "up", "down", "auth_failed")
 
@@ -117,7 +120,24 @@ def _count_request(resp: Response) -> Response:
 
 
 def install(app: Flask) -> None:
+    app.before_request(_start_clock)
     app.after_request(_count_request)
+    app.after_request(_access_log)
+
+
+def _start_clock() -> None:
+    g.started = time.perf_counter()
+
+
+def _access_log(resp: Response) -> Response:
+    """One line per request, with its request id; the path only, as a query may hold a token."""
+    started = g.get("started")
+    millis = (time.perf_counter() - started) * 1e3 if started is not None else 0.0
+    access_log.info(
+        "%s %s %d %.1f ms", request.method, request.path, resp.status_code, millis,
+        extra={"request_id": request_id(), "status": resp.status_code, "duration_ms": round(millis, 2)},
+    )  # fmt: skip
+    return resp
 
 
 bp = Blueprint("system", __name__)
