@@ -60,6 +60,17 @@ def _unquote_values(headers: dict[str, str], names: list[str]) -> None:
         headers[name] = unquote(headers[name])
 
 
+def _content_length(value: str) -> int:
+    """A Content-Length header as a byte count; ProtocolError when it is not one."""
+    try:
+        size = int(value)
+    except ValueError:
+        raise ProtocolError(f"bad Content-Length {value!r}") from None
+    if size < 0 or size > MAX_BODY:
+        raise ProtocolError(f"Content-Length out of range: {size}")
+    return size
+
+
 class FrameParser:
     """Turns a byte stream into :class:`Frame` objects; feed it any chunking of the stream."""
 
@@ -105,13 +116,7 @@ class FrameParser:
                     if length is None:
                         frames.append(Frame(headers, ""))
                         continue
-                    try:
-                        size = int(length)
-                    except ValueError:
-                        raise ProtocolError(f"bad Content-Length {length!r}") from None
-                    if size < 0 or size > MAX_BODY:
-                        raise ProtocolError(f"Content-Length out of range: {size}")
-                    pending = (headers, size)
+                    pending = (headers, _content_length(length))
                 headers, size = pending
                 if end - pos < size:
                     break
@@ -132,7 +137,7 @@ def decode_plain_event(text: str) -> Event:
     head, sep, rest = text.partition("\n\n")
     event = parse_header_block(head, decode=True)
     if sep and "Content-Length" in event:
-        size = int(event["Content-Length"])
+        size = _content_length(event["Content-Length"])
         data = rest.encode("utf-8", "surrogateescape")[:size]
         event["_body"] = data.decode("utf-8", "replace")
     return event
@@ -144,7 +149,7 @@ def decode_json_event(text: str | bytes) -> Event:
         event = jsoncodec.loads(text)
     except UnicodeDecodeError:  # a broken byte must not lose the whole event
         return decode_json_event(bytes(text).decode("utf-8", "replace"))  # type: ignore[arg-type]
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep for json
         raise ProtocolError(f"bad json event: {exc}") from None
     if not isinstance(event, dict):
         raise ProtocolError("json event is not an object")
