@@ -207,6 +207,23 @@ def test_a_dump_refused_or_timed_out(capture05):
     assert reg.needs_dump("fs1", U2B)  # the next resync asks again
 
 
+def test_a_leg_known_only_from_its_row_keeps_the_bridge_announced_for_it(capture05):
+    """The A leg's CHANNEL_BRIDGE named U2 before U2 was seen; U2's dump then failed, so its
+    row creates it: it is still bridged to the A leg."""
+    before, show, dumps, _ = capture05
+    reg = ChannelRegistry(VariableMapping(), clock=Clock())
+    for ev in before:
+        if ev.get("Unique-ID") == U1:
+            reg.apply("fs1", ev)
+    assert reg.get("fs1", U1).other_leg == U2 and reg.get("fs1", U2) is None
+    fs = RecordedFreeSwitch(show, dumps)
+    fs.fail[f"api uuid_dump {U2} json"] = CommandTimeout("no answer")
+    Resyncer(reg, fs).run()
+    row_only = reg.get("fs1", U2)
+    assert row_only is not None and not row_only.has_variables
+    assert row_only.other_leg == U1
+
+
 def test_show_channels_failure_leaves_the_registry_as_it_was(capture05):
     before, show, dumps, _ = capture05
     reg = fed(before)

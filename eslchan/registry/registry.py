@@ -274,7 +274,7 @@ class ChannelRegistry:
                 return None
             if event.get("Channel-State") == "CS_DESTROY":
                 return None  # a dying channel's last word: its CHANNEL_DESTROY removes it
-            ch = self._create(node, nodemap, uuid, event)
+            ch = self._create(node, nodemap, uuid, _created(event, self.clock))
         self._update(ch, event, name, key)
         if wake:
             self._wake(node, uuid, event)
@@ -306,8 +306,8 @@ class ChannelRegistry:
         except ValueError:
             return None
 
-    def _create(self, node: str, nodemap: dict[str, Channel], uuid: str, event: Event) -> Channel:
-        ch = Channel(node, uuid, _created(event, self.clock))
+    def _create(self, node: str, nodemap: dict[str, Channel], uuid: str, created: float) -> Channel:
+        ch = Channel(node, uuid, created)
         nodemap[uuid] = ch
         self._count += 1
         self.stats["created"] += 1
@@ -622,10 +622,7 @@ class ChannelRegistry:
                 created = float(row.get("created_epoch") or 0) or self.clock()
             except ValueError:
                 created = self.clock()
-            ch = Channel(node, uuid, created)
-            nodemap[uuid] = ch
-            self._count += 1
-            self.stats["created"] += 1
+            ch = self._create(node, nodemap, uuid, created)
             ch.name = row.get("name") or None
             ch.direction = intern(row.get("direction") or None)
             ch.destination = intern(row.get("dest"))
