@@ -236,6 +236,35 @@ def test_400_bad_input_reaches_nothing(simulator, daemon, http):
     assert sent_to_freeswitch(simulator) == before
 
 
+def test_hostile_json_is_400_invalid_json_not_a_crash(simulator, daemon, http):
+    call = place(simulator, daemon, ALICE)
+    acme = http.token(ACME)
+    path = f"/v2/accounts/{ACME}/channels/{call.a_uuid}"
+    before = sent_to_freeswitch(simulator)
+    json_headers = {"Content-Type": "application/json"}
+    deep = 500
+    hostile = [
+        ("POST", path, b'{"data": {"action": "\\ud800"}}'),
+        ("POST", path, b'{"data": {"action": "hangup", "\\udfff": "x"}}'),
+        ("PUT", path, b'{"data": {"module": "\\ud800"}}'),
+        ("PUT", "/v2/api_auth", b'{"data": {"api_key": "\\ud800"}}'),
+        ("PUT", path, b'{"data": ' + b'{"a": ' * deep + b"1" + b"}" * deep + b"}"),
+        ("POST", path, b'{"data": {"action": "play", "media": ' + b"[" * deep + b"]" * deep + b"}}"),
+    ]
+    for method, where, raw in hostile:
+        resp = http.request(method, where, raw=raw, token=acme, headers=json_headers)
+        assert resp.status == 400, (raw[:60], resp.body[:300])
+        assert resp.json["message"] == "invalid json"
+        assert resp.json["data"]["json"]["invalid"]["message"]
+    # a valid surrogate pair is ordinary text, and modest nesting is left to the validators
+    resp = http.request(
+        "POST", path, raw=b'{"data": {"action": "\\ud83d\\ude00"}}', token=acme, headers=json_headers
+    )
+    assert resp.status == 400
+    assert resp.json["message"] == "validation error"
+    assert sent_to_freeswitch(simulator) == before
+
+
 def test_400_action_the_channel_state_does_not_allow(simulator, daemon, http):
     call = place(simulator, daemon, ALICE, bridged=False)
     resp = http.request(

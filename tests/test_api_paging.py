@@ -39,6 +39,8 @@ def test_pages_cover_the_listing_once_in_order(calls, http):
         ("?page_size=0", "page_size"),
         ("?page_size=abc", "page_size"),
         ("?page_size=10001", "page_size"),
+        ("?page_size=%C2%B2", "page_size"),  # "²" passes str.isdigit(), not int()
+        ("?page_size=%D9%A3", "page_size"),  # an Arabic-Indic 3
         ("?start_key=00001795701657000000-" + "a" * 8, "start_key"),
         ("?page_size=2&start_key=%0Aapi%20system", "start_key"),
     ],

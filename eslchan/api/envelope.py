@@ -271,7 +271,44 @@ def json_body() -> dict[str, Any]:
         raise field_error(
             "json", "type", f"the request body must be a JSON object, not {json_type(body)}", target="object"
         )
+    problem = _unusable(body)
+    if problem is not None:
+        raise ApiError(400, "invalid json", {"json": {"invalid": {"message": problem}}})
     return body
+
+
+#: Deepest JSON nesting a body may have. A metaflow tree of the deepest allowed kind takes about
+#: two levels per node; far deeper bodies would only exhaust the stack of whatever walks them.
+MAX_JSON_DEPTH = 200
+
+
+def _unusable(body: dict[str, Any]) -> str | None:
+    """Why a parsed body cannot be used, or None. ``json.loads`` accepts two things no handler
+    can: an escaped lone surrogate (``"\\ud800"``), which is no Unicode text and fails when encoded
+    for FreeSWITCH or for the answer, and nesting deep enough to exhaust the stack later."""
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH and isinstance(value, dict | list):
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not key.isascii() and _has_surrogate(key):
+                    return "a key holds a lone UTF-16 surrogate, which is not Unicode text"
+                pending.append((item, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and not value.isascii() and _has_surrogate(value):
+            return "a string holds a lone UTF-16 surrogate, which is not Unicode text"
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def json_type(value: Any) -> str:
@@ -352,6 +389,7 @@ def install(app: Flask) -> None:
 LISTING_CHUNK = 500
 _START_KEY = re.compile(r"^[0-9]{1,20}-[0-9a-f-]{1,36}$")
 MAX_PAGE_SIZE = 10_000
+_PAGE_SIZE = re.compile(r"^[0-9]{1,6}$")
 
 
 def page_key(channel: Any) -> str:
@@ -368,7 +406,8 @@ def paginate(channels: list[Any]) -> tuple[list[Any], dict[str, Any] | None]:
         if start is not None:
             raise field_error("start_key", "dependencies", "start_key needs page_size")
         return channels, None
-    if not size_arg.isdigit() or not 1 <= int(size_arg) <= MAX_PAGE_SIZE:
+    # str.isdigit() also takes "²" (int() refuses it) and other scripts' digits: ASCII only
+    if not _PAGE_SIZE.fullmatch(size_arg) or not 1 <= int(size_arg) <= MAX_PAGE_SIZE:
         raise field_error("page_size", "range", f"must be an integer from 1 to {MAX_PAGE_SIZE}")
     size = int(size_arg)
     if start is not None:
