@@ -322,3 +322,16 @@ def test_stopping_an_attended_transfer_gives_the_call_back(call, simulator, daem
     assert daemon.interpreter.stop(result["id"])
     bridged(call, call.a, call.b)
     eventually(lambda: simulator.channel(target) is None)
+
+
+def test_a_lower_case_takeback_sequence_matches_the_digits_freeswitch_reports(call, simulator):
+    # the schema accepts a-d; FreeSWITCH reports the DTMF letters A-D in upper case
+    run = call.flow({"module": "transfer", "data": {"target": "noanswer", "takeback_dtmf": "*a",
+                                                   "timeout": 600}})
+    eventually(lambda: any(c.startswith("bgapi originate") for c in call.sent()))
+    target = next(c for c in call.sent() if c.startswith("bgapi")).split("origination_uuid=")[1][:36]
+    eventually(lambda: simulator.channel(target) is not None)
+    simulator.press_dtmf(call.a, "*A")
+    assert finished(run) == "finished"
+    assert run.notes["transfer_outcome"] == "takeback"
+    bridged(call, call.a, call.b)

@@ -64,7 +64,8 @@ class AttendedTransfer:
         self.transferee = transferee
         self.target = str(_uuid.uuid4())
         self.timeout = int(data.get("timeout", 20))
-        self.takeback = data.get("takeback_dtmf", "*1")
+        # FreeSWITCH reports the DTMF letters in upper case; the schema also accepts a-d
+        self.takeback = data.get("takeback_dtmf", "*1").upper()
         self.moh = ctx.media(data["moh"], "data.moh") if data.get("moh") else esl.media(ctx.config.moh, "moh")
         self.ringback = ctx.media(data.get("ringback", "%(2000,4000,440,480)"), "data.ringback")
         variables = originate_vars(ctx, self.target, self.timeout)
@@ -163,7 +164,7 @@ class AttendedTransfer:
                 return STOP
             return None  # partial: the transferee gets the target when it answers
         if uuid == self.transferor and name == "DTMF" and self.takeback:
-            self.typed = (self.typed + event.get("DTMF-Digit", ""))[-len(self.takeback):]
+            self.typed = (self.typed + event.get("DTMF-Digit", "").upper())[-len(self.takeback):]
             if self.typed == self.takeback:
                 return self.take_back("takeback")
         return None
