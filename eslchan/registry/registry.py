@@ -92,7 +92,6 @@ class ChannelRegistry:
             k: n for k, n in self._mapped.items() if prefix is None or not k.startswith(prefix)
         }
         self._nodes: dict[str, dict[str, Channel]] = {}
-        self._count = 0
         self._by_account: dict[str, set[Channel]] = {}
         self._by_owner: dict[tuple[str, str], set[Channel]] = {}
         self._by_device: dict[tuple[str, str], set[Channel]] = {}
@@ -110,7 +109,7 @@ class ChannelRegistry:
     # -- queries ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return self._count
+        return sum(map(len, self._nodes.values()))
 
     def get(self, node: str, uuid: str) -> Channel | None:
         nodemap = self._nodes.get(node)
@@ -309,7 +308,6 @@ class ChannelRegistry:
     def _create(self, node: str, nodemap: dict[str, Channel], uuid: str, created: float) -> Channel:
         ch = Channel(node, uuid, created)
         nodemap[uuid] = ch
-        self._count += 1
         self.stats["created"] += 1
         pending = self._pending_legs.get(node)
         if pending:
@@ -484,7 +482,6 @@ class ChannelRegistry:
         if ch is not None:
             if new in nodemap or destroyed:  # events under the new uuid came first: keep those
                 self._unindex(ch)
-                self._count -= 1
             else:
                 ch.uuid = new
                 nodemap[new] = ch
@@ -511,7 +508,6 @@ class ChannelRegistry:
             return
         self._update(ch, event, event.get("Event-Name", ""), key)
         del nodemap[uuid]
-        self._count -= 1
         self._unindex(ch)
         self.stats["destroyed"] += 1
         self._wake(node, uuid, event)
@@ -524,7 +520,6 @@ class ChannelRegistry:
         if nodemap is None or nodemap.get(ch.uuid) is not ch:
             return
         del nodemap[ch.uuid]
-        self._count -= 1
         self._unindex(ch)
         self._tombstone(ch.node, ch.uuid)
         self.stats["removed"] += 1
