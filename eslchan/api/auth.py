@@ -134,12 +134,14 @@ class Tenancy:
 
     def may_access(self, actor: Account, account_id: str) -> bool:
         """An account acts on itself and its descendants; a superduper admin on every account."""
-        if actor.superduper_admin:
-            return True
+        return actor.superduper_admin or self.within(account_id, actor.id)
+
+    def within(self, account_id: str, root: str) -> bool:
+        """True when ``account_id`` is ``root`` or one of its descendants (a parent cycle ends the walk)."""
         seen: set[str] = set()
         current: str | None = account_id
         while current is not None and current not in seen:
-            if current == actor.id:
+            if current == root:
                 return True
             seen.add(current)
             acc = self.accounts.get(current)
@@ -171,13 +173,16 @@ def presented_token() -> str | None:
     return None
 
 
-def authenticate() -> Account:
-    """The account of the request's token; 401 without a valid one (429 once rate-limited)."""
+def authenticate(fallback: str | None = None) -> Account:
+    """The account of the request's token; 401 without a valid one (429 once rate-limited).
+    ``fallback`` is a token from elsewhere in the request, used when no header carries one."""
     account = g.get("account")
     if account is not None:
         return account
     ext = current_app.extensions["eslchan"]
     token = presented_token()
+    if token is None:
+        token = fallback
     account = ext.tokens.verify(token) if token else None
     if account is None:
         limited = _limited()

@@ -26,7 +26,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from eslchan.api.auth import authenticate, presented_token
+from eslchan.api.auth import authenticate
 from eslchan.api.channels import checked_account
 from eslchan.api.envelope import ApiError, field_error
 from eslchan.config import Account
@@ -84,19 +84,6 @@ class _Stream:
         self.queue: gevent.queue.Queue = gevent.queue.Queue(maxsize=max(1, queue_max))
         self.overflowed = False
         self.closing = False
-
-
-def _below(accounts: dict[str, Account], account_id: str, root: str) -> bool:
-    """True when ``account_id`` is ``root`` or one of its descendants."""
-    seen: set[str] = set()
-    current: str | None = account_id
-    while current is not None and current not in seen:
-        if current == root:
-            return True
-        seen.add(current)
-        acc = accounts.get(current)
-        current = acc.parent if acc is not None else None
-    return False
 
 
 def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple[str, str]:
@@ -181,17 +168,13 @@ class EventHub:
             return
         name = event.get("Event-Name", "")
         message: tuple[str, str] | None = None
-        accounts: dict[str, Account] | None = None
         for stream in tuple(self._streams):
             if stream.names is not None and name not in stream.names:
                 continue
-            if account != stream.account_id:
-                if not stream.descendants:
-                    continue
-                if accounts is None:
-                    accounts = self._state.tenancy.accounts
-                if not _below(accounts, account, stream.account_id):
-                    continue
+            if account != stream.account_id and not (
+                stream.descendants and self._state.tenancy.within(account, stream.account_id)
+            ):
+                continue
             if message is None:
                 message = _message(node, channel, event, name)
             try:
@@ -245,21 +228,7 @@ bp = Blueprint("events", __name__)
 
 def _authenticate() -> tuple[Account, str]:
     """Header token as everywhere, else ``?auth_token=`` (for EventSource); 401/429 as everywhere."""
-    if presented_token() is None:
-        token = request.args.get("auth_token", "").strip()
-        if token:
-            ext = current_app.extensions["eslchan"]
-            account = ext.tokens.verify(token)
-            if account is None:
-                client = request.remote_addr or "unknown"
-                retry = ext.limiter.retry_after(client)
-                if retry is not None:
-                    raise ApiError(429, data={"retry_after": retry}, headers={"Retry-After": str(retry)})
-                ext.limiter.failed(client)  # a bad token may be guessing, as with the header
-                raise ApiError(401, "invalid_credentials")
-            g.account = account
-            g.auth_token = token
-    account = authenticate()
+    account = authenticate(request.args.get("auth_token", "").strip() or None)
     return account, g.auth_token
 
 
