@@ -250,6 +250,7 @@ def test_hangup():
 def test_control_hides_password_and_refuses_newlines():
     cmd = c.control("auth ClueCon")
     assert cmd.wire == b"auth ClueCon\n\n" and "ClueCon" not in cmd.text
+    assert "ClueCon" not in repr(cmd) and "ClueCon" not in str(cmd)  # e.g. logged with %r
     assert c.control("event json CHANNEL_CREATE").wire == b"event json CHANNEL_CREATE\n\n"
     for bad in ["auth x\n\napi system id", "api status", "", "sendmsg x"]:
         with pytest.raises(CommandError):

@@ -15,6 +15,7 @@ import unicodedata
 import uuid as _uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field  # "field" is every validator's parameter
 
 __all__ = [
     "Arg",
@@ -292,7 +293,7 @@ def dial_string(endpoint: Arg, vars: Mapping[Arg, Arg] | None = None) -> Arg:
     if not (_ENDPOINT.fullmatch(endpoint) or _DIAL_TARGET.fullmatch(endpoint)):
         # e.g. a var_value with spaces would add originate arguments
         raise CommandError(endpoint.field, "not a valid dial endpoint")
-    if vars is None or not vars:
+    if not vars:
         return _mint(str(endpoint), endpoint.field)
     parts = []
     for name, value in vars.items():
@@ -353,12 +354,20 @@ def _require_arg(value: object, what: str) -> None:
         raise TypeError(f"{what} must be a validated Arg (use eslchan.esl.commands), got {value!r}")
 
 
+def _require_uuid(value: object) -> None:
+    """The channel of a sendmsg: an Arg of UUID shape, whichever validator made it."""
+    _require_arg(value, "uuid")
+    assert isinstance(value, Arg)
+    if not _UUID.fullmatch(value):
+        raise CommandError(value.field, "not a valid UUID")
+
+
 # --- commands -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Command:
-    wire: bytes  # exact bytes to write
+    wire: bytes = dataclass_field(repr=False)  # exact bytes to write; may hold the ESL password (auth)
     kind: str  # "api" | "bgapi" | "sendmsg" | "control"
     name: str  # for metrics/logs, e.g. "uuid_kill", "sendmsg execute playback"
     text: str  # human readable, never holds a password
@@ -437,9 +446,7 @@ def execute(
 ) -> Command:
     """``sendmsg <uuid>`` executing ``app``; the argument travels as a text/plain body with a
     content-length, so nothing in it can be read as a header or a new command."""
-    _require_arg(uuid, "uuid")
-    if not _UUID.fullmatch(uuid):
-        raise CommandError(uuid.field, "not a valid UUID")
+    _require_uuid(uuid)
     _check_name(app, APPLICATIONS, "application")
     lines = [f"sendmsg {uuid}", "call-command: execute", f"execute-app-name: {app}"]
     if event_lock:
@@ -465,10 +472,8 @@ def execute(
 
 def hangup(uuid: Arg, cause: Arg) -> Command:
     """``sendmsg <uuid>`` hangup with a cause."""
-    _require_arg(uuid, "uuid")
+    _require_uuid(uuid)
     _require_arg(cause, "cause")
-    if not _UUID.fullmatch(uuid):
-        raise CommandError(uuid.field, "not a valid UUID")
     if cause not in HANGUP_CAUSES:
         raise CommandError(cause.field, "unknown hangup cause")
     wire = f"sendmsg {uuid}\ncall-command: hangup\nhangup-cause: {cause}\n\n".encode()

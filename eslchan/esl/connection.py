@@ -30,7 +30,7 @@ from greenswitch.esl import InboundESL
 
 from eslchan.esl.commands import Command, CommandError, control
 from eslchan.esl.errors import CommandTimeout, EslError, LinkDown
-from eslchan.esl.message import Event, Frame
+from eslchan.esl.message import Frame
 from eslchan.esl.parser import FrameParser, ProtocolError, decode_event
 
 log = logging.getLogger("eslchan.esl")
@@ -319,8 +319,3 @@ class EslConnection(InboundESL):
     # greenswitch's event processing greenlet is not used: events go to ``on_event``
     def start_event_handlers(self) -> None:  # pragma: no cover - never called
         raise NotImplementedError
-
-
-def frame_event(frame: Frame) -> Event:
-    """The decoded event of an event frame."""
-    return decode_event(frame)
