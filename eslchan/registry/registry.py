@@ -254,7 +254,6 @@ class ChannelRegistry:
         nodemap = self._nodes.get(node)
         if nodemap is None:
             nodemap = self._nodes[node] = {}
-            node = intern(node)
         if name == "CHANNEL_UUID":
             old = event.get("Old-Unique-ID")
             if old and old != uuid:
@@ -265,7 +264,7 @@ class ChannelRegistry:
                 mark.touched.add(uuid)
         ch = nodemap.get(uuid)
         if name == "CHANNEL_DESTROY":
-            self._destroy(node, nodemap, uuid, ch, event, key)
+            self._destroy(node, nodemap, uuid, ch, event, name, key)
             return ch
         if ch is None:
             if self._tombstoned(node, uuid):
@@ -424,9 +423,7 @@ class ChannelRegistry:
         account, owner, authz = intern(account), intern(owner), intern(authz)
         if account != ch.account_id or owner != ch.owner_id or authz != ch.authorizing_id:
             self._unindex(ch)
-            ch.account_id = intern(account)
-            ch.owner_id = intern(owner)
-            ch.authorizing_id = intern(authz)
+            ch.account_id, ch.owner_id, ch.authorizing_id = account, owner, authz
             self._index(ch)
         ch.authorizing_type = intern(_nonempty(get(self._v_authz_type)))
         username = _nonempty(get(self._v_username)) or _nonempty(get("variable_user_name"))
@@ -501,12 +498,13 @@ class ChannelRegistry:
         uuid: str,
         ch: Channel | None,
         event: Event,
+        name: str,
         key: int | None,
     ) -> None:
         self._tombstone(node, uuid)
         if ch is None:
             return
-        self._update(ch, event, event.get("Event-Name", ""), key)
+        self._update(ch, event, name, key)
         del nodemap[uuid]
         self._unindex(ch)
         self.stats["destroyed"] += 1
@@ -677,12 +675,8 @@ class ChannelRegistry:
         now = self.clock() if now is None else now
         removed: list[Channel] = []
         for node, since in list(self._down_since.items()):
-            if now - since < self.stale_grace:
-                continue
-            gone = list(self._nodes.get(node, {}).values())
-            for ch in gone:
-                self._remove(ch, "node down")
-            removed.extend(gone)
+            if now - since >= self.stale_grace:
+                removed.extend(self.remove_node(node, "node down"))
         return removed
 
     def remove_node(self, node: str, reason: str = "removed") -> list[Channel]:

@@ -199,9 +199,7 @@ class NodeSync:
     def on_down(self, node: str) -> None:
         self.registry.node_down(node)
         self._synced_event(node).clear()
-        timer = self._expiry.pop(node, None)
-        if timer is not None:
-            timer.kill(block=False)
+        self._cancel_expiry(node)
         self._expiry[node] = gevent.spawn_later(
             self.registry.stale_grace + 0.01, self.expire_stale
         )
@@ -213,9 +211,7 @@ class NodeSync:
         node = link.name
         self.links[node] = link
         self.registry.node_up(node)
-        timer = self._expiry.pop(node, None)
-        if timer is not None:
-            timer.kill(block=False)
+        self._cancel_expiry(node)
         self._synced_event(node).clear()
         running = self._running.get(node)
         if running is not None and not running.dead:
@@ -272,6 +268,11 @@ class NodeSync:
         return ev
 
     # -- housekeeping ----------------------------------------------------------------------
+
+    def _cancel_expiry(self, node: str) -> None:
+        timer = self._expiry.pop(node, None)
+        if timer is not None:
+            timer.kill(block=False)
 
     def expire_stale(self, now: float | None = None) -> int:
         """Remove channels of nodes down for longer than the grace; returns how many."""
