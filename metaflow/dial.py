@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+import uuid as _uuid
 from typing import Any
 
 from eslchan.esl import commands as esl
@@ -51,3 +52,22 @@ def originate_vars(ctx: Context, new_uuid: str, timeout: int, auto_answer: bool 
     if ch.account_id and account_var:  # the new leg belongs to the same account
         out[esl.var_name(account_var)] = esl.dial_target(ch.account_id, "account_id")
     return out
+
+
+def refuse_own_device(ctx: Context, data: dict, device_id: str, field: str) -> None:
+    """``can_call_self: false`` forbids ringing the channel's own device."""
+    if not data.get("can_call_self", True) and device_id == ctx.channel.authorizing_id:
+        raise StateError("the target is the channel's own device and can_call_self is false", field)
+
+
+def originate_intercept(ctx: Context, kind: str, target: str, field: str, data: dict, picked_up: str) -> None:
+    """Ring ``target`` (``dial_templates[kind]``); the leg that answers takes ``picked_up``
+    over with FreeSWITCH's intercept app. Returns once the new leg answered (its uuid is
+    noted as ``new_leg``); raises what the originate failed with."""
+    timeout = int(data.get("timeout", 20))
+    new_leg = str(_uuid.uuid4())
+    ctx.note(new_leg=new_leg)
+    dial = esl.dial_string(endpoint(ctx, kind, target, field),
+                           originate_vars(ctx, new_leg, timeout, bool(data.get("auto_answer"))))
+    ctx.bgapi(esl.bgapi("originate", dial, esl.app_ref("intercept", esl.uuid(picked_up))),
+              timeout=timeout + 10)
