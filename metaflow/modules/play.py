@@ -18,15 +18,19 @@ def legs(ctx: Context, leg: str) -> list[str]:
     return [ctx.uuid, peer] if peer else [ctx.uuid]
 
 
-def run(ctx: Context, data: dict) -> Outcome:
-    media = ctx.media(data["id"], "data.id")
-    targets = legs(ctx, data.get("leg", "both"))
-    # the first leg's playback is the one waited on; the others run alongside it
+def play_to(ctx: Context, data: dict, app: str, arg: esl.Arg, default_leg: str, wait: bool = True) -> None:
+    """Run a media app (playback, speak) on the legs ``data["leg"]`` means; with ``wait``,
+    until the first leg's media finished (cut short by ``data["terminators"]``). The other
+    legs' media runs alongside it."""
+    targets = legs(ctx, data.get("leg", default_leg))
     for uuid in targets[1:]:
-        ctx.send(esl.execute(esl.uuid(uuid), "playback", media))
-    if data.get("wait", True):
-        ctx.execute_and_wait(esl.uuid(targets[0]), "playback", media,
-                             terminators="".join(data.get("terminators", [])))
+        ctx.send(esl.execute(esl.uuid(uuid), app, arg))
+    if wait:
+        ctx.execute_and_wait(esl.uuid(targets[0]), app, arg, terminators="".join(data.get("terminators", [])))
     else:
-        ctx.send(esl.execute(esl.uuid(targets[0]), "playback", media))
+        ctx.send(esl.execute(esl.uuid(targets[0]), app, arg))
+
+
+def run(ctx: Context, data: dict) -> Outcome:
+    play_to(ctx, data, "playback", ctx.media(data["id"], "data.id"), "both", wait=data.get("wait", True))
     return CONTINUE

@@ -3,7 +3,7 @@
 
 from eslchan.esl import commands as esl
 from metaflow.base import CONTINUE, Context, Outcome
-from metaflow.modules.play import legs
+from metaflow.modules.play import play_to
 
 # Kazoo's voice names mapped to flite's voices; other names pass through to the engine.
 FLITE_VOICES = {"female": "slt", "male": "kal"}
@@ -16,8 +16,5 @@ def run(ctx: Context, data: dict) -> Outcome:
         voice = FLITE_VOICES.get(voice, voice)
     arg = esl.join([esl.word(engine, "data.engine"), esl.word(voice, "data.voice"),
                     esl.free_text(data["text"], "data.text")], "|")
-    targets = legs(ctx, data.get("leg", "self"))
-    for uuid in targets[1:]:
-        ctx.send(esl.execute(esl.uuid(uuid), "speak", arg))
-    ctx.execute_and_wait(esl.uuid(targets[0]), "speak", arg, terminators="".join(data.get("terminators", [])))
+    play_to(ctx, data, "speak", arg, "self")
     return CONTINUE
