@@ -5,14 +5,20 @@ from eslchan.esl import commands as esl
 from metaflow.base import CONTINUE, Context, Outcome
 
 
+def park_both(ctx: Context, uuid: str, peer: str) -> None:
+    """Park a bridged channel and its peer; ``park_after_bridge`` first, so neither leg
+    hangs up when the bridge ends (or when it is bridged elsewhere and that ends)."""
+    for leg in (uuid, peer):
+        ctx.api(esl.api("uuid_setvar", esl.uuid(leg), esl.var_name("park_after_bridge"), esl.word("true")))
+    ctx.api(esl.api("uuid_transfer", esl.uuid(uuid), esl.word("-both"), esl.dial_target("park"),
+                    esl.context("inline")))
+
+
 def run(ctx: Context, data: dict) -> Outcome:
     peer = ctx.peer()
     if not peer:
         ctx.api(esl.api("uuid_park", ctx.arg_uuid()))
         return CONTINUE
-    for leg in (ctx.uuid, peer):
-        ctx.api(esl.api("uuid_setvar", esl.uuid(leg), esl.var_name("park_after_bridge"), esl.word("true")))
+    park_both(ctx, ctx.uuid, peer)
     ctx.state["parked_peer"] = peer
-    ctx.api(esl.api("uuid_transfer", ctx.arg_uuid(), esl.word("-both"), esl.dial_target("park"),
-                    esl.context("inline")))
     return CONTINUE

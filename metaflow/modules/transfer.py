@@ -28,6 +28,7 @@ from eslchan.esl import commands as esl
 from eslchan.esl.errors import EslError
 from metaflow.base import CONTINUE, STOP, Context, Outcome, branch
 from metaflow.dial import endpoint, originate_vars
+from metaflow.modules.park import park_both
 
 FLAGS = {"self": None, "peer": "-bleg", "bleg": "-bleg", "both": "-both"}
 
@@ -110,10 +111,7 @@ class AttendedTransfer:
     def run(self) -> Outcome:
         ctx = self.ctx
         with ctx.events({self.transferor, self.transferee, self.target}, gone_on_destroy=False) as stream:
-            for leg in (self.transferor, self.transferee):  # neither hangs up when unbridged
-                self.api("uuid_setvar", esl.uuid(leg), esl.var_name("park_after_bridge"), esl.word("true"))
-            self.api("uuid_transfer", esl.uuid(self.transferor), esl.word("-both"),
-                     esl.dial_target("park"), esl.context("inline"))
+            park_both(ctx, self.transferor, self.transferee)  # neither hangs up when unbridged
             ctx.send(esl.execute(esl.uuid(self.transferee), "endless_playback", self.moh))
             ctx.send(esl.execute(esl.uuid(self.transferor), "endless_playback", self.ringback))
             ctx.spawn(self.originate, stream)
