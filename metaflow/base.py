@@ -168,13 +168,9 @@ class Context:
                      uuid: str | None = None) -> Event | None:
         """Send an api command and wait for the event that shows it took effect, so the next
         node sees the channel's new state (registered first: the event cannot slip by)."""
-        waiter = self.expect(names, uuid=uuid)
-        try:
+        with self.expect(names, uuid=uuid) as waiter:
             self.api(cmd)
-        except BaseException:
-            waiter.cancel()
-            raise
-        return self.wait(waiter, timeout)
+            return self.wait(waiter, timeout)
 
     def execute_and_wait(self, uuid: esl.Arg, app: str, arg: esl.Arg | None,
                          timeout: float | None = None, terminators: str = "") -> Event | None:

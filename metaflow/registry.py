@@ -131,8 +131,6 @@ def _typer(name: str, prop: dict[str, Any]) -> Callable[[Any], esl.Arg]:
               "dial_target": esl.dial_target, "context": esl.context, "free_text": esl.free_text,
               "word": esl.word, "uuid": esl.uuid, "hangup_cause": esl.hangup_cause,
               "endpoint": esl.endpoint}
-    if kind == "media":
-        return lambda v: esl.media(v, name)  # resolved by the caller (see Context.media)
     if kind not in simple:
         raise ModuleError(f"placeholder {{{name}}}: unknown x-esl type {kind!r}")
     fn = simple[kind]
@@ -154,7 +152,6 @@ def declared_handler(name: str, schema: dict[str, Any]) -> Handler:
         raise ModuleError(f"module {name!r} has no handler and no x-eslchan-command")
     kind = template.get("kind")
     props = schema.get("properties", {})
-    media_fields = {k for k, p in props.items() if p.get("x-esl") == "media"}
 
     def compile_part(part: Any) -> Callable[[Context, dict], esl.Arg | None]:
         if not isinstance(part, str):
@@ -173,15 +170,14 @@ def declared_handler(name: str, schema: dict[str, Any]) -> Handler:
             return lambda ctx, data: ctx.arg_uuid(ctx.require_peer(f"{name} acts on the peer"))
         if field_name not in props:
             raise ModuleError(f"module {name!r}: placeholder {part} is not a schema property")
-        typer = _typer(field_name, props[field_name])
+        media = props[field_name].get("x-esl") == "media"  # an id/path/URL resolved by the config
+        typer = None if media else _typer(field_name, props[field_name])
 
         def fill(ctx: Context, data: dict) -> esl.Arg | None:
             if field_name not in data:
                 return None
             value = data[field_name]
-            if field_name in media_fields:
-                return ctx.media(value, field_name)
-            return typer(value)
+            return ctx.media(value, field_name) if typer is None else typer(value)
 
         return fill
 

@@ -108,3 +108,19 @@ def test_register_at_runtime_and_template_checks():
         modules.register("Bad Name", {"type": "object"}, lambda ctx, data: None)
     with pytest.raises(ModuleError):
         modules.register("nap", {"type": "object"}, lambda ctx, data: None)  # taken
+
+
+def test_a_declared_media_placeholder_is_resolved_through_the_configuration(daemon, simulator):
+    modules = ModuleRegistry(builtins=False, load_entry_points=False)
+    modules.register("jingle", {
+        "type": "object", "additionalProperties": False, "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "eslchan-media", "x-esl": "media"}},
+        "x-eslchan-command": {"kind": "execute", "app": "playback", "arg": "{file}"}})
+    interp = Interpreter(daemon.registry, daemon.links, daemon.config.metaflow, modules=modules)
+    call = Call(daemon, simulator)
+    run = interp.start(call.channel, {"module": "jingle", "data": {"file": "media_id"}}, ACME)
+    assert finished(run) == "finished"
+    assert call.sent() == [f"sendmsg {call.a}\n{daemon.config.metaflow.media['media_id']}"]
+    with pytest.raises(ValidationFailed) as info:
+        interp.validate({"module": "jingle", "data": {"file": "/etc/passwd"}})
+    assert "data.file" in info.value.errors
