@@ -224,8 +224,8 @@ class _Reader:
             return self.env[env_name]
         return direct if direct is not None else default
 
-    def positive(self, data: dict, key: str, name: str, default: float) -> float:
-        value = self.get(data, key, name, float, default)
+    def positive(self, data: dict, key: str, name: str, default: Any, kind: type = float) -> Any:
+        value = self.get(data, key, name, kind, default)
         if value <= 0:
             self.problems.append((f"{key}.{name}", "must be greater than 0"))
             return default
@@ -256,7 +256,7 @@ def parse_config(
     h = r.table(top.get("http"), "http", {"listen", "max_body_bytes", "drain_seconds"})
     http = HttpConfig(
         listen=r.get(h, "http", "listen", str, HttpConfig.listen),
-        max_body_bytes=r.get(h, "http", "max_body_bytes", int, HttpConfig.max_body_bytes),
+        max_body_bytes=r.positive(h, "http", "max_body_bytes", HttpConfig.max_body_bytes, int),
         drain_seconds=r.positive(h, "http", "drain_seconds", HttpConfig.drain_seconds),
     )
     if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):\d{1,5}", http.listen):
@@ -364,7 +364,7 @@ def _link(r: _Reader, data: Any) -> LinkOptions:
         watchdog=r.positive(t, "link", "watchdog", d.watchdog),
         command_timeout=r.positive(t, "link", "command_timeout", d.command_timeout),
         connect_timeout=r.positive(t, "link", "connect_timeout", d.connect_timeout),
-        event_queue_max=r.get(t, "link", "event_queue_max", int, d.event_queue_max),
+        event_queue_max=r.positive(t, "link", "event_queue_max", d.event_queue_max, int),
         event_format=fmt,
         events=tuple(events),
     )
@@ -508,8 +508,8 @@ def _metaflow(r: _Reader, data: Any, source: Path | None) -> MetaflowConfig:
         dial_templates=templates,
         callflows_dir=callflows_dir,
         recordings_dir=recordings_dir,
-        max_depth=r.get(t, "metaflow", "max_depth", int, d.max_depth),
-        max_nodes=r.get(t, "metaflow", "max_nodes", int, d.max_nodes),
+        max_depth=r.positive(t, "metaflow", "max_depth", d.max_depth, int),
+        max_nodes=r.positive(t, "metaflow", "max_nodes", d.max_nodes, int),
         default_context=r.get(t, "metaflow", "default_context", str, d.default_context),
         default_dialplan=r.get(t, "metaflow", "default_dialplan", str, d.default_dialplan),
         moh=r.get(t, "metaflow", "moh", str, d.moh),

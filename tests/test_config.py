@@ -105,3 +105,14 @@ def test_check_config_command_names_the_misspelt_key(tmp_path):
     ok = subprocess.run(command, capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout
+
+
+def test_sizes_and_limits_must_be_positive():
+    raw = minimal(
+        http={"max_body_bytes": 0},
+        link={"event_queue_max": 0},  # would drop every event and resync on each one
+        metaflow={"max_depth": -1, "max_nodes": 0},
+    )
+    found = problems_of(raw)
+    for key in ("http.max_body_bytes", "link.event_queue_max", "metaflow.max_depth", "metaflow.max_nodes"):
+        assert found[key] == "must be greater than 0"
