@@ -21,12 +21,12 @@ from eslchan.api.envelope import (
     respond,
     respond_listing,
 )
+from eslchan.config import ACCOUNT_ID
 from eslchan.esl import commands
 from eslchan.esl.commands import CommandError
 from eslchan.esl.errors import CommandRejected, CommandTimeout, LinkDown
 from metaflow import StateError, ValidationFailed
 
-ACCOUNT_ID = re.compile(r"^[0-9a-f]{32}$")
 #: Owner and device ids are whatever the channel variables say; keep them to plain tokens.
 OWNER_ID = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
 _MISSING = "Field is required but missing"

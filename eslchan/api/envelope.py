@@ -42,7 +42,7 @@ MESSAGES = {
 }
 
 #: A caller's request id is echoed only if it is a harmless token; anything else gets a fresh one.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _NODE = socket.gethostname()
 
 
@@ -93,7 +93,7 @@ def request_id() -> str:
     rid = g.get("request_id")
     if rid is None:
         given = request.headers.get("X-Request-ID", "")
-        rid = given if _REQUEST_ID.fullmatch(given) else _uuid.uuid4().hex
+        rid = given if REQUEST_ID.fullmatch(given) else _uuid.uuid4().hex
         g.request_id = rid
     return rid
 
@@ -387,7 +387,7 @@ def install(app: Flask) -> None:
 
 #: Rows built between two yields: a 5,000-channel listing must not hold up event ingest.
 LISTING_CHUNK = 500
-_START_KEY = re.compile(r"^[0-9]{1,20}-[0-9a-f-]{1,36}$")
+START_KEY = re.compile(r"^[0-9]{1,20}-[0-9a-f-]{1,36}$")
 MAX_PAGE_SIZE = 10_000
 _PAGE_SIZE = re.compile(r"^[0-9]{1,6}$")
 
@@ -411,7 +411,7 @@ def paginate(channels: list[Any]) -> tuple[list[Any], dict[str, Any] | None]:
         raise field_error("page_size", "range", f"must be an integer from 1 to {MAX_PAGE_SIZE}")
     size = int(size_arg)
     if start is not None:
-        if not _START_KEY.fullmatch(start):
+        if not START_KEY.fullmatch(start):
             raise field_error("start_key", "pattern", "not a start_key from an earlier page")
         channels = [ch for ch in channels if page_key(ch) >= start]
     page = channels[:size]

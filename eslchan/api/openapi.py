@@ -13,7 +13,9 @@ from typing import Any
 from flask import Blueprint, Response
 
 from eslchan import __version__
-from eslchan.api.envelope import not_modified, revision_of
+from eslchan.api.channels import OWNER_ID
+from eslchan.api.envelope import REQUEST_ID, START_KEY, not_modified, revision_of
+from eslchan.config import ACCOUNT_ID
 
 REF = "#/components/schemas/"
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -234,7 +236,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["account_id", "account_name", "token_ttl"],
             "properties": {
-                "account_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                "account_id": {"type": "string", "pattern": ACCOUNT_ID.pattern},
                 "account_name": {"type": "string"},
                 "superduper_admin": {"type": "boolean"},
                 "token_ttl": {"type": "integer", "description": "seconds the token is valid"},
@@ -516,21 +518,21 @@ def _parameters() -> dict[str, Any]:
         "AccountId": _param(
             "account_id",
             "path",
-            {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            {"type": "string", "pattern": ACCOUNT_ID.pattern},
             "the account (32 lowercase hex)",
             example=ACCOUNT,
         ),
         "UserId": _param(
             "user_id",
             "path",
-            {"type": "string", "pattern": "^[A-Za-z0-9_.@+-]{1,128}$"},
+            {"type": "string", "pattern": OWNER_ID.pattern},
             "owner_id of the channels",
             example="72855158432d790dfb22d03ff64c033e",
         ),
         "DeviceId": _param(
             "device_id",
             "path",
-            {"type": "string", "pattern": "^[A-Za-z0-9_.@+-]{1,128}$"},
+            {"type": "string", "pattern": OWNER_ID.pattern},
             "authorizing_id of the channels",
             example="63fbb9ac78e11f3ccb387928a423798a",
         ),
@@ -545,7 +547,7 @@ def _parameters() -> dict[str, Any]:
         "RequestId": _param(
             "X-Request-ID",
             "header",
-            {"type": "string", "pattern": "^[A-Za-z0-9._:@/+=-]{1,128}$"},
+            {"type": "string", "pattern": REQUEST_ID.pattern},
             "echoed as request_id and in the X-Request-ID response header",
             example="crm-4711",
         ),
@@ -574,7 +576,7 @@ def _parameters() -> dict[str, Any]:
         "StartKey": _param(
             "start_key",
             "query",
-            {"type": "string", "pattern": "^[0-9]{1,20}-[0-9a-f-]{1,36}$"},
+            {"type": "string", "pattern": START_KEY.pattern},
             "next_start_key of the previous page (needs page_size)",
             example="00001795701657000000-" + CHANNEL,
         ),
@@ -1024,6 +1026,7 @@ def build_document() -> dict[str, Any]:
 
 _DOCUMENT = build_document()
 _BODY_JSON = json.dumps(_DOCUMENT, indent=1)
+_REVISION = revision_of(_DOCUMENT)  # the document never changes: digest it once, not per GET
 
 
 def document() -> dict[str, Any]:
@@ -1035,8 +1038,7 @@ bp = Blueprint("openapi", __name__)
 
 @bp.route("/v2/openapi.json", methods=["GET"])
 def openapi_json() -> Response:
-    revision = revision_of(_DOCUMENT)
-    headers = {"ETag": f'"{revision}"'}
-    if not_modified(revision):
+    headers = {"ETag": f'"{_REVISION}"'}
+    if not_modified(_REVISION):
         return Response(status=304, headers=headers)
     return Response(_BODY_JSON, status=200, mimetype="application/json", headers=headers)
