@@ -462,6 +462,8 @@ class ChannelRegistry:
                 pending = self._pending_legs.setdefault(ch.node, {})
                 known = pending.get(other_uuid)
                 if known is None or order > known[1]:
+                    if known is not None:  # re-insert: the dict stays in announcement order
+                        del pending[other_uuid]
                     pending[other_uuid] = (ch.uuid if bridged else None, order, self.clock())
             return
         if key is None or key > other.leg_seq:
@@ -544,8 +546,14 @@ class ChannelRegistry:
                 break
             stones.popitem(last=False)
         pending = self._pending_legs.get(node)
-        if pending:  # bridges announced for legs that never showed up
-            for leg_uuid in [u for u, (_, _, t) in pending.items() if now - t > self.tombstone_ttl]:
+        if pending:
+            pending.pop(uuid, None)  # a tombstoned leg is never created to take it
+            # bridges announced for legs that never showed up, oldest first: this runs on
+            # every destroy, so it looks only at the entries that expire
+            while pending:
+                leg_uuid, (_, _, announced) = next(iter(pending.items()))
+                if now - announced <= self.tombstone_ttl:
+                    break
                 del pending[leg_uuid]
 
     def _tombstoned(self, node: str, uuid: str) -> bool:
