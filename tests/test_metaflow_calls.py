@@ -335,3 +335,20 @@ def test_a_lower_case_takeback_sequence_matches_the_digits_freeswitch_reports(ca
     assert finished(run) == "finished"
     assert run.notes["transfer_outcome"] == "takeback"
     bridged(call, call.a, call.b)
+
+
+def test_a_refused_bridge_to_the_answering_target_gives_the_call_back(call, simulator):
+    # FreeSWITCH refusing uuid_bridge when the target answers must not leave both legs parked
+    run = call.flow({"module": "transfer", "data": {"target": "ring", "transfer_type": "attended"},
+                     "children": {"failed": {"module": "set_variable",
+                                             "data": {"name": "xfer", "value": "failed"}}}})
+    eventually(lambda: any(c.startswith("bgapi originate") for c in call.sent()))
+    target = next(c for c in call.sent() if c.startswith("bgapi")).split("origination_uuid=")[1][:36]
+    eventually(lambda: simulator.channel(target) is not None)
+    simulator.fail_next("-ERR no such channel")
+    simulator.answer_call(target)
+    assert finished(run) == "finished"
+    assert run.notes["transfer_outcome"] == "failed"
+    bridged(call, call.a, call.b)
+    assert simulator.channel(call.a).variables.get("xfer") == "failed"
+    eventually(lambda: simulator.channel(target) is None)

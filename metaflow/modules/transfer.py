@@ -25,7 +25,7 @@ import gevent
 from gevent import GreenletExit
 
 from eslchan.esl import commands as esl
-from eslchan.esl.errors import EslError
+from eslchan.esl.errors import CommandRejected, EslError
 from metaflow.base import CONTINUE, STOP, Context, Outcome, branch
 from metaflow.dial import endpoint, originate_vars
 from metaflow.modules.park import park_both
@@ -84,6 +84,15 @@ class AttendedTransfer:
     def bridge(self, a: str, b: str) -> None:
         self.api("uuid_bridge", esl.uuid(a), esl.uuid(b))
 
+    def connect(self, leg: str) -> bool:
+        """Bridge ``leg`` to the target; False when FreeSWITCH refuses (a leg vanished
+        meanwhile), so the caller gives the call back instead of leaving the legs parked."""
+        try:
+            self.bridge(leg, self.target)
+        except CommandRejected:
+            return False
+        return True
+
     def kill_target(self) -> None:
         try:
             self.api("uuid_kill", esl.uuid(self.target), esl.hangup_cause("NORMAL_CLEARING"))
@@ -137,8 +146,9 @@ class AttendedTransfer:
         event: dict = item  # type: ignore[assignment]
         name, uuid = event.get("Event-Name"), event.get("Unique-ID")
         if uuid == self.target and name == "CHANNEL_ANSWER" and not self.answered:
+            if not self.connect(self.transferee if self.transferor_gone else self.transferor):
+                return self.take_back("failed")
             self.answered = True
-            self.bridge(self.transferee if self.transferor_gone else self.transferor, self.target)
             if self.transferor_gone:
                 self.ctx.note(transfer_outcome="completed")
             return STOP if self.transferor_gone or self.transferee_gone else None
@@ -157,7 +167,8 @@ class AttendedTransfer:
                 self.kill_target()
                 return STOP
             if self.answered:  # the transferor hung up after consulting: complete it
-                self.bridge(self.transferee, self.target)
+                if not self.connect(self.transferee):
+                    return self.take_back("failed")
                 self.ctx.note(transfer_outcome="completed")
                 return STOP
             return None  # partial: the transferee gets the target when it answers
