@@ -239,8 +239,9 @@ class EslConnection(InboundESL):
             slot.result.set(frame)
 
     def _job_result(self, frame: Frame) -> bool:
-        # cheap test before decoding: a BACKGROUND_JOB we are waiting for
-        if "BACKGROUND_JOB" not in frame.body[:4096]:
+        # cheap test before decoding, on the bytes: decoding the whole body to text first
+        # would be wasted on json events (decoded from the bytes) and on every other job
+        if frame.raw_body.find(b"BACKGROUND_JOB", 0, 4096) < 0:
             return False
         try:
             event = decode_event(frame)
