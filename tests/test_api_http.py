@@ -419,6 +419,18 @@ def test_put_metaflow_runs_are_listed_and_stoppable(simulator, daemon, http):
     assert resp.status == 404
     resp = http.request("DELETE", f"{base}/metaflows/no-such-run", token=acme)
     assert resp.status == 404
+    # nor through a channel of its own, nor through another channel of the same account
+    other_globex = place(simulator, daemon, DAVE)
+    resp = http.request(
+        "DELETE", f"/v2/accounts/{GLOBEX}/channels/{other_globex.a_uuid}/metaflows/{run['id']}", token=globex
+    )
+    assert resp.status == 404
+    assert resp.json["data"] == [run["id"]]
+    bob = place(simulator, daemon, BOB)
+    resp = http.request(
+        "DELETE", f"/v2/accounts/{ACME}/channels/{bob.a_uuid}/metaflows/{run['id']}", token=acme
+    )
+    assert resp.status == 404
     resp = http.request("DELETE", f"{base}/metaflows/{run['id']}", token=acme)
     assert resp.status == 200, resp.json
     eventually(

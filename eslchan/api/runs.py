@@ -12,24 +12,25 @@ from eslchan.api.envelope import ApiError, respond
 bp = Blueprint("runs", __name__)
 
 
-def _runs(channel: Any) -> list[Any]:
-    return list(current_app.extensions["eslchan"].interpreter.runs(channel.uuid))
-
-
 @bp.route("/v2/accounts/<account_id>/channels/<channel_uuid>/metaflows", methods=["GET"])
 def list_runs(account_id: str, channel_uuid: str) -> Response:
     checked_account(account_id)
     channel = find_channel(account_id, channel_uuid)
-    return respond([run.as_dict() for run in _runs(channel)])
+    return respond([run.as_dict() for run in _interpreter().runs(channel.uuid)])
 
 
 @bp.route("/v2/accounts/<account_id>/channels/<channel_uuid>/metaflows/<run_id>", methods=["DELETE"])
 def stop_run(account_id: str, channel_uuid: str, run_id: str) -> Response:
     checked_account(account_id)
     channel = find_channel(account_id, channel_uuid)
-    # only a run of this channel: a run id alone must not reach across tenants
-    run = next((r for r in _runs(channel) if str(r.as_dict().get("id")) == run_id), None)
-    if run is None:
+    interpreter = _interpreter()
+    run = interpreter.get(run_id)
+    # only a run of this (already tenant-checked) channel: a run id alone must not reach across
+    if run is None or run.channel_uuid != channel.uuid:
         raise ApiError(404, "bad identifier", [run_id])
-    current_app.extensions["eslchan"].interpreter.stop(run_id)
+    interpreter.stop(run_id)
     return respond(run.as_dict())
+
+
+def _interpreter() -> Any:
+    return current_app.extensions["eslchan"].interpreter
