@@ -224,6 +224,19 @@ def test_a_leg_known_only_from_its_row_keeps_the_bridge_announced_for_it(capture
     assert row_only.other_leg == U1
 
 
+def test_a_resync_that_gives_up_sends_no_more_dumps(capture05):
+    _, show, dumps, _ = capture05
+    fs = RecordedFreeSwitch(show, dumps)
+    fs.fail[f"api uuid_dump {U1} json"] = LinkDown("connection lost")
+    reg = ChannelRegistry(VariableMapping(), clock=Clock())
+    with pytest.raises(LinkDown):
+        Resyncer(reg, fs, concurrency=1).run()
+    sent = len(fs.sent)
+    assert sent < 1 + len(parse_show_channels(show))  # it stopped before dumping every row
+    gevent.sleep(0.05)
+    assert len(fs.sent) == sent
+
+
 def test_show_channels_failure_leaves_the_registry_as_it_was(capture05):
     before, show, dumps, _ = capture05
     reg = fed(before)

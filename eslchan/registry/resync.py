@@ -113,6 +113,8 @@ class Resyncer:
         started = time.monotonic()
         result = ResyncResult(node)
         mark = reg.begin_resync(node)
+        pool = Pool(self.concurrency)
+        dumps = None
         try:
             rows = parse_show_channels(self.link.api(show_channels_command(), self.timeout))
             result.channels = len(rows)
@@ -123,8 +125,8 @@ class Resyncer:
                     todo.append(row)
                 else:
                     reg.apply_row(node, row, mark)
-            pool = Pool(self.concurrency)
-            for row, outcome in pool.imap_unordered(self._dump, todo):
+            dumps = pool.imap_unordered(self._dump, todo)
+            for row, outcome in dumps:
                 uuid = row["uuid"]
                 if isinstance(outcome, dict):
                     reg.apply_dump(node, outcome)
@@ -138,6 +140,11 @@ class Resyncer:
                     reg.apply_row(node, row, mark)
             result.removed = [ch.uuid for ch in reg.end_resync(mark, present)]
         finally:
+            # a resync that gave up asks FreeSWITCH for no more dumps: stop the greenlet that
+            # feeds the pool, then the dumps in flight
+            if dumps is not None:
+                dumps.kill()
+            pool.kill()
             reg.abort_resync(mark)  # no-op once ended
         result.seconds = time.monotonic() - started
         log.info(
