@@ -164,10 +164,17 @@ def capture_frame(captures_dir, name: str, needle: bytes) -> bytes:
     raise AssertionError(f"no frame with {needle!r} in {name}")
 
 
-@clients("crashes its reader on json events")
-def test_json_events_are_delivered(make, server, captures_dir, kind):
-    client = make(kind, "json")
-    frame = capture_frame(captures_dir, "04a_events_json.c1.recv", b'"CHANNEL_CREATE"')
+@pytest.mark.parametrize(
+    ("fmt", "capture", "needle"),
+    [
+        ("json", "04a_events_json.c1.recv", b'"CHANNEL_CREATE"'),
+        ("xml", "04b_events_xml.c1.recv", b"<Event-Name>CHANNEL_CREATE<"),
+    ],
+)
+@clients("crashes its reader on json and xml events")
+def test_json_and_xml_events_are_delivered(make, server, captures_dir, kind, fmt, capture, needle):
+    client = make(kind, fmt)
+    frame = capture_frame(captures_dir, capture, needle)
     server.send_raw("CHANNEL_CREATE", frame)
     server.send_raw("CHANNEL_CREATE", frame)
     assert wait_for(lambda: len(client.events) == 2)
