@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from flask import Blueprint, Response, current_app, g, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from eslchan.api.envelope import ApiError, field_error, json_body, json_type, respond
+from eslchan.api.envelope import MISSING, ApiError, field_error, json_body, respond, typed_field
 from eslchan.config import Account, Config, hash_api_key
 
 TOKEN_SALT = "eslchan.api.token.v1"
-_MISSING = "Field is required but missing"
 
 
 class TokenService:
@@ -214,15 +213,10 @@ def api_auth() -> Response:
     limited = _limited()
     if limited is not None:
         raise limited
-    body = json_body()
-    data = body.get("data")
-    if not isinstance(data, dict):
-        if data is None:
-            raise field_error("data", "required", _MISSING)
-        raise field_error("data", "type", f"Value is not of type 'object' but {json_type(data)}")
+    data = typed_field(json_body().get("data"), "data", "object")
     api_key = data.get("api_key")
     if api_key is None:
-        raise field_error("data.api_key", "required", _MISSING)
+        raise field_error("data.api_key", "required", MISSING)
     if not isinstance(api_key, str) or not api_key:
         raise field_error("data.api_key", "type", "Value must be a non-empty string")
     ext = current_app.extensions["eslchan"]

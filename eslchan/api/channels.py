@@ -15,11 +15,11 @@ from eslchan.api.envelope import (
     ApiError,
     field_error,
     json_body,
-    json_type,
     listing_rows,
     paginate,
     respond,
     respond_listing,
+    typed_field,
 )
 from eslchan.config import ACCOUNT_ID
 from eslchan.esl import commands
@@ -29,7 +29,6 @@ from metaflow import StateError, ValidationFailed
 
 #: Owner and device ids are whatever the channel variables say; keep them to plain tokens.
 OWNER_ID = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
-_MISSING = "Field is required but missing"
 
 bp = Blueprint("channels", __name__)
 
@@ -134,14 +133,6 @@ def channel_detail(account_id: str, channel_uuid: str) -> Response:
     return respond(channel.detail(time.time()))
 
 
-def _object(value: Any, path: str) -> dict[str, Any]:
-    if value is None:
-        raise field_error(path, "required", _MISSING)
-    if not isinstance(value, dict):
-        raise field_error(path, "type", f"Value is not of type 'object' but {json_type(value)}")
-    return value
-
-
 @bp.route("/v2/accounts/<account_id>/channels/<channel_uuid>", methods=["POST"])
 def channel_action(account_id: str, channel_uuid: str) -> Response:
     """Run one action: exactly what PUT with ``{module: action, data: params}`` would run."""
@@ -152,14 +143,10 @@ def channel_action(account_id: str, channel_uuid: str) -> Response:
     data = body.get("data")
     if data is None and top_action is not None:
         data = {}
-    action = dict(_object(data, "data"))
+    action = dict(typed_field(data, "data", "object"))
     if "action" not in action and top_action is not None:
         action["action"] = top_action
-    name = action.get("action")
-    if name is None:
-        raise field_error("data.action", "required", _MISSING)
-    if not isinstance(name, str):
-        raise field_error("data.action", "type", f"Value is not of type 'string' but {json_type(name)}")
+    typed_field(action.get("action"), "data.action", "string")
     with interpreter_errors(channel):
         result = _ext().interpreter.run_action(channel, action)
     return respond(result)
@@ -172,7 +159,7 @@ def metaflow_node(body: dict[str, Any]) -> dict[str, Any]:
         raise field_error(
             "action", "enum", "Value not found in enumerated list of values", target=["metaflow"]
         )
-    data = _object(body.get("data"), "data")
+    data = typed_field(body.get("data"), "data", "object")
     # Kazoo's own example nests the node one level deeper: {"data": {"data": {"module": ...}}}
     if "module" not in data and isinstance(data.get("data"), dict) and set(data) <= {"data"}:
         return data["data"]

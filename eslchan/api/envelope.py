@@ -311,6 +311,18 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
+MISSING = "Field is required but missing"
+
+
+def typed_field(value: Any, path: str, expected: str) -> Any:
+    """``value`` when present and of JSON type ``expected`` ("object", "string"…); else Kazoo's 400."""
+    if value is None:
+        raise field_error(path, "required", MISSING)
+    if json_type(value) != expected:
+        raise field_error(path, "type", f"Value is not of type '{expected}' but {json_type(value)}")
+    return value
+
+
 def json_type(value: Any) -> str:
     if value is None:
         return "null"
