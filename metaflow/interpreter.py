@@ -159,6 +159,10 @@ class Interpreter:
         gevent.killall([g for g in greenlets if not g.dead], block=True, timeout=5)
 
     def channel_state(self, node: str, uuid: str) -> dict[str, Any]:
+        """Memory shared by the runs on a live channel; ChannelGone once it is gone (the
+        destroy that frees it has already passed, so an entry made now would stay forever)."""
+        if self.registry.get(node, uuid) is None:
+            raise ChannelGone(node, uuid, "destroyed")
         return self._state.setdefault((node, uuid), {})
 
     def subscribe(self, stream: EventStream) -> Callable[[], None]:

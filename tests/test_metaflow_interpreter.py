@@ -116,3 +116,19 @@ def test_drain_stops_what_does_not_end(world):
     eventually(lambda: run.waiting)
     interp.drain(timeout=0.05)
     assert run.state == "stopped" and interp.runs(UUID) == []
+
+
+def test_per_channel_memory_is_not_recreated_for_a_channel_already_gone(world):
+    registry, interp, trail = world
+    seen = []
+
+    def remember(ctx, data):
+        seen.append(ctx.state.setdefault("visits", 0))
+        return CONTINUE
+
+    interp.modules.register("remember", {"type": "object"}, remember)
+    run = interp.start(registry.get("fs1", UUID), {"module": "remember"}, ACCOUNT)
+    registry.apply("fs1", {"Event-Name": "CHANNEL_DESTROY", "Unique-ID": UUID})  # before the run ran
+    run.greenlet.join(timeout=5)
+    assert run.state == "channel_gone" and seen == []
+    assert interp._state == {}  # nothing kept for a channel that will never send a destroy again
