@@ -202,27 +202,25 @@ def test_three_level_flow(daemon, simulator):
             "1": {"module": "transfer", "data": {"target": "2600"}},
             "2": {"module": "hangup"},
             "_": {"module": "play", "data": {"id": "welcome", "leg": "self"}}}}}}
+
+    def press(digit: str) -> Call:
+        """A new call runs the flow to the menu, presses ``digit`` and the run finishes."""
+        call = Call(daemon, simulator)
+        run = call.flow(tree)
+        eventually(lambda: run.current_module == "collect_dtmf" and run.waiting)
+        simulator.press_dtmf(call.a, digit)
+        assert finished(run) == "finished"
+        return call
+
     # `1`: blind transfer
-    one = Call(daemon, simulator)
-    run = one.flow(tree)
-    eventually(lambda: run.current_module == "collect_dtmf" and run.waiting)
-    simulator.press_dtmf(one.a, "1")
-    assert finished(run) == "finished"
+    one = press("1")
     assert one.sent()[-1] == f"api uuid_transfer {one.a} 2600 XML default"
     # `2`: hangup
-    two = Call(daemon, simulator)
-    run = two.flow(tree)
-    eventually(lambda: run.current_module == "collect_dtmf" and run.waiting)
-    simulator.press_dtmf(two.a, "2")
-    assert finished(run) == "finished"
+    two = press("2")
     assert two.sent()[-1] == f"api uuid_kill {two.a} NORMAL_CLEARING"
     eventually(lambda: simulator.channel(two.a) is None)
     # `_`: a digit with no branch plays the prompt again
-    three = Call(daemon, simulator)
-    run = three.flow(tree)
-    eventually(lambda: run.current_module == "collect_dtmf" and run.waiting)
-    simulator.press_dtmf(three.a, "9")
-    assert finished(run) == "finished"
+    three = press("9")
     plays = [c for c in three.sent() if "execute-app-name: playback" in c or c.endswith(";loops=2")]
     assert len(plays) == 2
 
