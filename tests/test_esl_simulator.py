@@ -197,6 +197,16 @@ def test_heartbeats_keep_the_watchdog_quiet():
             link.stop()
 
 
+
+def test_heartbeats_arrive_when_custom_subclasses_are_subscribed(link_to):
+    # FreeSWITCH reads every name after CUSTOM in an `event` command as a subclass, so a
+    # HEARTBEAT appended after them would subscribe to nothing and starve the watchdog
+    with Simulator(speed=1.0, heartbeat_interval=0.05) as sim:
+        opts = LinkOptions(**{**OPTS.__dict__, "events": ("CHANNEL_CREATE", "CUSTOM", "sofia::register")})
+        link, rec = link_to(sim, opts)
+        assert wait_for(lambda: any(e["Event-Name"] == "HEARTBEAT" for e in rec.events), timeout=10)
+        assert link.is_up
+
 @pytest.mark.parametrize("fmt", ["json", "plain", "xml"])
 def test_every_event_format_decodes_exactly(sim, link_to, fmt):
     tricky = "line1\nFake-Header: injected\n\nEvent-Name: FORGED <&> Zoë 東京 a+b=c"

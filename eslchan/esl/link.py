@@ -17,7 +17,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
@@ -41,6 +41,18 @@ _DISPATCH_YIELD_EVERY = 256
 
 def _noop(*_args: Any) -> None:
     return None
+
+
+def _with_heartbeat(names: Iterable[str]) -> list[str]:
+    """The subscription words plus HEARTBEAT (it feeds the watchdog), placed before CUSTOM:
+    FreeSWITCH reads every word after CUSTOM as a subclass name, not an event name."""
+    words = list(dict.fromkeys(w for name in names for w in name.split(" ")))
+    at = words.index("CUSTOM") if "CUSTOM" in words else len(words)
+    head, tail = words[:at], words[at:]
+    if "HEARTBEAT" not in head:
+        head.append("HEARTBEAT")
+        tail = [w for w in tail if w != "HEARTBEAT"]
+    return head + tail
 
 
 def _is_failure(text: str) -> bool:
@@ -213,8 +225,7 @@ class NodeLink:
             cmd.connect()
             self._subscribe(cmd, "json", ["BACKGROUND_JOB", "HEARTBEAT"], timeout)
             evt.connect()
-            events = list(dict.fromkeys([*o.events, "HEARTBEAT"]))  # heartbeats feed the watchdog
-            self._subscribe(evt, o.event_format, events, timeout)
+            self._subscribe(evt, o.event_format, _with_heartbeat(o.events), timeout)
         except BaseException:
             cmd.close("connect failed")
             evt.close("connect failed")
