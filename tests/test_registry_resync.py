@@ -280,6 +280,18 @@ def test_down_node_channels_stay_stale_for_the_grace_then_go(capture05):
     assert info.value.reason == "node down"
 
 
+def test_a_channel_learned_after_the_link_went_down_is_stale_too(capture05):
+    """The link drops while a resync's uuid_dump is answered: the channel that dump creates
+    is on a down node like the others, so it is marked stale like them."""
+    before, show, dumps, _ = capture05
+    reg = fed([ev for ev in before if ev.get("Unique-ID") != U2B])
+    fs = RecordedFreeSwitch(show, dumps)
+    fs.during[f"api uuid_dump {U2B} json"] = lambda: reg.node_down("fs1")
+    Resyncer(reg, fs).run()
+    assert reg.get("fs1", U2B) is not None
+    assert all(c.detail(0)["stale"] for c in reg.for_node("fs1"))
+
+
 def test_reconnect_within_the_grace_settles_the_stale_channels(capture05):
     before, show, dumps, later = capture05
     clock = Clock()

@@ -308,6 +308,8 @@ class ChannelRegistry:
         ch = Channel(node, uuid, created)
         nodemap[uuid] = ch
         self.stats["created"] += 1
+        if node in self._down_since:  # learned late (a dump answered as the link fell)
+            ch.stale = True
         pending = self._pending_legs.get(node)
         if pending:
             leg = pending.pop(uuid, None)
