@@ -239,6 +239,10 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
         raw = tomllib.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise ConfigError([("--config", f"no such file: {path}")]) from None
+    except OSError as exc:  # a directory, no permission…: named like a missing file, not a traceback
+        raise ConfigError([("--config", f"cannot read {path}: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([("--config", f"not UTF-8 text: {path}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([("(file)", f"not valid TOML: {exc}")]) from None
     return parse_config(raw, env=env, source=path)

@@ -116,3 +116,13 @@ def test_sizes_and_limits_must_be_positive():
     found = problems_of(raw)
     for key in ("http.max_body_bytes", "link.event_queue_max", "metaflow.max_depth", "metaflow.max_nodes"):
         assert found[key] == "must be greater than 0"
+
+
+def test_an_unreadable_file_is_a_config_error_naming_it(tmp_path):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"x = '\xff\xfe'\n")
+    for path, reason in ((tmp_path, "cannot read"), (binary, "not UTF-8")):
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        ((key, message),) = info.value.problems
+        assert key == "--config" and reason in message and str(path) in message
