@@ -482,6 +482,18 @@ def test_metrics_text(client):
     assert 'route="(unmatched)",status="404"' in text
 
 
+def test_made_up_methods_do_not_grow_the_metrics_without_bound(client):
+    for i in range(20):
+        resp = client.open(f"/v2/accounts/{ACME}/channels", method=f"BREW{i}")
+        assert resp.status_code == 405
+        assert_envelope(resp.json, "error")
+    text = client.get("/metrics").data.decode()
+    assert "BREW" not in text
+    assert (
+        'eslchan_api_requests_total{method="other",route="(unmatched)",status="405"} 20.0'
+    ) in text
+
+
 def test_each_app_counts_its_own_requests(config, registry):
     one = create_app(config, registry, {}, None).test_client()
     two = create_app(config, registry, {}, None).test_client()
