@@ -31,7 +31,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(config.logging.level, config.logging.json)
     from eslchan.daemon import Daemon
 
-    Daemon(config).serve_forever()
+    try:
+        Daemon(config).serve_forever()
+    except OSError as exc:  # the HTTP port is bound first, so nothing else has started yet
+        print(f"eslchan serve: cannot listen on {config.http.listen}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -99,9 +99,9 @@ class Daemon:
         return f"http://{host}:{port}"
 
     def start(self) -> None:
+        self.http.start()  # first: a taken port must fail before any link greenlet runs
         for link in self.links.values():
             link.start()
-        self.http.start()
         self._housekeeping = gevent.spawn(self._expire_stale)
         log.info("eslchan listening on %s with %d node(s)", self.url, len(self.links))
 

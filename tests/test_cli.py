@@ -167,3 +167,16 @@ def test_demo_says_so_when_its_http_port_is_taken():
         demo = spawn("demo", "--listen", f"127.0.0.1:{port}", "--esl-port", "0")
         assert demo.wait(20) == 1
         assert f"cannot listen on 127.0.0.1:{port}" in demo.stderr.read()
+
+
+def test_serve_says_so_when_its_http_port_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "eslchan.toml"
+        write_config(config, free_port(), port, "k" * 20)
+        proc = spawn("serve", "--config", str(config), env={"TEST_ESL_PASSWORD": "pw"})
+        assert proc.wait(20) == 1
+        err = proc.stderr.read()
+        assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
