@@ -46,6 +46,17 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """One record, one line: control characters in the message (a decoded %0A in a request
+    path, say) are escaped so nobody can forge log lines. Tracebacks keep their newlines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        line = super().formatMessage(record)
+        if any(ch < " " for ch in line):
+            line = "".join(ch if ch >= " " else repr(ch)[1:-1] for ch in line)
+        return line
+
+
 def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
@@ -53,7 +64,7 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+            TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

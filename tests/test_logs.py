@@ -50,3 +50,15 @@ def test_link_events_are_logged_with_the_node_name(simulator, daemon, json_lines
     eventually(lambda: daemon.links["fs1"].is_up and daemon.links["fs1"].stats["reconnects"] >= 1)
     nodes = {line.get("node") for line in json_lines() if line["logger"].startswith("eslchan.esl")}
     assert "fs1" in nodes
+
+
+def test_a_newline_in_a_request_path_cannot_forge_a_text_log_line(daemon, http, caplog):
+    from eslchan.logs import TextFormatter
+
+    caplog.set_level(logging.INFO)
+    http.get("/v2/nothing%0A2026-01-01%2000:00:00%20ERROR%20eslchan:%20forged")
+    formatter = TextFormatter("%(levelname)s %(name)s: %(message)s")
+    lines = [formatter.format(r) for r in caplog.records if r.name == "eslchan.access"]
+    forged = [line for line in lines if "forged" in line]
+    assert forged and all("\n" not in line for line in forged)
+    assert "\\n2026-01-01" in forged[0]
