@@ -85,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               "give another address with --listen HOST:PORT", file=sys.stderr)
         sim.stop()
         return 1
-    traffic = demo.DemoTraffic(sim, calls=args.calls)
+    traffic = demo.demo_traffic(sim, calls=args.calls)
     traffic.start()
     url = daemon.url
     token = demo.fetch_token(url, keys[demo.ACME])

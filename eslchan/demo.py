@@ -7,12 +7,8 @@ what the tests check.
 from __future__ import annotations
 
 import json
-import random
 import secrets
 import urllib.request
-from dataclasses import dataclass
-
-import gevent
 
 from eslchan.config import (
     Account,
@@ -25,6 +21,7 @@ from eslchan.config import (
     NodeConfig,
     hash_api_key,
 )
+from eslchan.simulator.cli import DemoCalls, Party
 
 ADMIN = "ad000000000000000000000000000000"  # superduper admin
 ACME = "acc00000000000000000000000000001"
@@ -32,23 +29,14 @@ ACME_SALES = "acc00000000000000000000000000002"  # a sub-account of Acme
 GLOBEX = "acc00000000000000000000000000003"
 
 
-@dataclass(frozen=True)
-class DemoParty:
-    account_id: str
-    user_id: str
-    device_id: str
-    name: str
-    number: str
-
-
 #: Users and their devices, per account; each user has one device.
 PARTIES = (
-    DemoParty(ACME, "5e000000000000000000000000000a01", "de000000000000000000000000000a01", "Alice", "1001"),
-    DemoParty(ACME, "5e000000000000000000000000000a02", "de000000000000000000000000000a02", "Bob", "1002"),
-    DemoParty(
+    Party(ACME, "5e000000000000000000000000000a01", "de000000000000000000000000000a01", "Alice", "1001"),
+    Party(ACME, "5e000000000000000000000000000a02", "de000000000000000000000000000a02", "Bob", "1002"),
+    Party(
         ACME_SALES, "5e000000000000000000000000000b01", "de000000000000000000000000000b01", "Carol", "2001"
     ),
-    DemoParty(GLOBEX, "5e000000000000000000000000000c01", "de000000000000000000000000000c01", "Dave", "3001"),
+    Party(GLOBEX, "5e000000000000000000000000000c01", "de000000000000000000000000000c01", "Dave", "3001"),
 )
 
 
@@ -98,39 +86,9 @@ def demo_config(
     )
 
 
-class DemoTraffic:
-    """Keeps a handful of calls alive on a simulator: they come, last a while, and go."""
-
-    def __init__(self, simulator, *, calls: int = 6, min_s: float = 20.0, max_s: float = 90.0, seed=None):
-        self.sim = simulator
-        self.calls = calls
-        self.min_s, self.max_s = min_s, max_s
-        self.rng = random.Random(seed)
-        self._greenlets: list[gevent.Greenlet] = []
-
-    def start(self) -> None:
-        self._greenlets = [gevent.spawn(self._one_line, i) for i in range(self.calls)]
-
-    def stop(self) -> None:
-        gevent.killall(self._greenlets)
-
-    def _one_line(self, index: int) -> None:
-        gevent.sleep(self.rng.uniform(0, 2))
-        while True:
-            caller = PARTIES[index % len(PARTIES)]
-            callee = self.rng.choice(PARTIES)
-            call = self.sim.create_call(
-                account_id=caller.account_id,
-                user_id=caller.user_id,
-                device_id=caller.device_id,
-                caller_id_name=caller.name,
-                caller_id_number=caller.number,
-                destination=callee.number,
-                username=caller.name.lower(),
-            )
-            gevent.sleep(self.rng.uniform(self.min_s, self.max_s))
-            self.sim.hangup(call.a_uuid)
-            gevent.sleep(self.rng.uniform(1, 5))
+def demo_traffic(simulator, calls: int = 6) -> DemoCalls:
+    """The demo's live calls: each party in turn calls another, for about a minute."""
+    return DemoCalls(simulator, calls, 55.0, PARTIES)
 
 
 def fetch_token(url: str, api_key: str) -> str:

@@ -8,6 +8,7 @@ import random
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import gevent
 import gevent.event
@@ -15,11 +16,23 @@ import gevent.event
 from eslchan.simulator.server import Simulator
 
 DEMO_ACCOUNT = "0123456789abcdef0123456789abcdef"
-DEMO_PARTIES = [  # (user id, device id, caller name, extension)
-    ("a1b2c3d4e5f60718293a4b5c6d7e8f90", "d1b2c3d4e5f60718293a4b5c6d7e8f90", "Alice", "1001"),
-    ("b1b2c3d4e5f60718293a4b5c6d7e8f90", "e1b2c3d4e5f60718293a4b5c6d7e8f90", "Bob", "1002"),
-    ("c1b2c3d4e5f60718293a4b5c6d7e8f90", "f1b2c3d4e5f60718293a4b5c6d7e8f90", "Carol", "1003"),
-]
+
+
+@dataclass(frozen=True)
+class Party:
+    """Who a demo call comes from: the channel variables SPEC §4 reads, and a caller id."""
+
+    account_id: str
+    user_id: str
+    device_id: str
+    name: str
+    number: str
+
+
+def demo_parties(account: str) -> list[Party]:
+    people = (("a", "d", "Alice", "1001"), ("b", "e", "Bob", "1002"), ("c", "f", "Carol", "1003"))
+    tail = "1b2c3d4e5f60718293a4b5c6d7e8f90"
+    return [Party(account, u + tail, d + tail, name, ext) for u, d, name, ext in people]
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -48,10 +61,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 class DemoCalls:
-    """Keeps ``count`` calls up; each lasts a random while and is replaced when it ends."""
+    """Keeps ``count`` calls up; each lasts a random while around ``mean_seconds`` (simulated
+    time) and is replaced when it ends. Line ``i`` calls from ``parties[i]`` to another party."""
 
-    def __init__(self, sim: Simulator, count: int, mean_seconds: float, account: str) -> None:
-        self.sim, self.count, self.mean, self.account = sim, count, mean_seconds, account
+    def __init__(self, sim: Simulator, count: int, mean_seconds: float, parties: Sequence[Party]) -> None:
+        self.sim, self.count, self.mean, self.parties = sim, count, mean_seconds, list(parties)
         self._greenlets: list[gevent.Greenlet] = []
 
     def start(self) -> None:
@@ -65,11 +79,12 @@ class DemoCalls:
         rng = random.Random(i)
         gevent.sleep(rng.uniform(0, 1.0))
         while True:
-            user, device, name, ext = DEMO_PARTIES[i % len(DEMO_PARTIES)]
-            dest = str(2000 + rng.randint(0, 99))
-            call = self.sim.create_call(account_id=self.account, user_id=user, device_id=device,
-                                        caller_id_name=name, caller_id_number=ext,
-                                        destination=dest, username=f"user_{ext}")
+            caller = self.parties[i % len(self.parties)]
+            callee = rng.choice(self.parties)
+            call = self.sim.create_call(account_id=caller.account_id, user_id=caller.user_id,
+                                        device_id=caller.device_id, caller_id_name=caller.name,
+                                        caller_id_number=caller.number, destination=callee.number,
+                                        username=caller.name.lower())
             gevent.sleep(rng.uniform(0.5, 1.5) * self.mean / self.sim.speed)
             if self.sim.channel(call.a_uuid) is not None:
                 self.sim.hangup(call.a_uuid)
@@ -87,7 +102,7 @@ def main(argv: Sequence[str]) -> int:
     except OSError as exc:
         print(f"eslchan simulate: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 2
-    demo = DemoCalls(sim, max(0, args.calls), args.call_seconds, args.account)
+    demo = DemoCalls(sim, max(0, args.calls), args.call_seconds, demo_parties(args.account))
     demo.start()
     print(f"FreeSWITCH simulator listening on {sim.host}:{sim.port} (password "
           f"{'ClueCon' if args.password == 'ClueCon' else '<as given>'}), "
