@@ -7,6 +7,7 @@ a header, and a body is always kept apart from the headers.
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from urllib.parse import unquote
 
@@ -153,7 +154,26 @@ def decode_json_event(text: str | bytes) -> Event:
         raise ProtocolError(f"bad json event: {exc}") from None
     if not isinstance(event, dict):
         raise ProtocolError("json event is not an object")
+    # A multi-valued variable (push, a regex's captures) comes as a JSON array. Only arrays
+    # follow '":[' unescaped, so one substring test keeps the common all-string event fast.
+    marker = b'":[' if isinstance(text, bytes | bytearray) else '":['
+    if marker in text:
+        return flat_event(event)
     return event
+
+
+def flat_event(event: dict) -> Event:
+    """Every value a string: an array as FreeSWITCH's plain events write it
+    (``ARRAY::first|:second``), anything else as its JSON text."""
+    out: Event = {}
+    for key, value in event.items():
+        if isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, list):
+            out[key] = "ARRAY::" + "|:".join(v if isinstance(v, str) else json.dumps(v) for v in value)
+        else:
+            out[key] = json.dumps(value)
+    return out
 
 
 def decode_xml_event(text: str) -> Event:

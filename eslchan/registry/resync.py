@@ -29,6 +29,7 @@ from eslchan.esl import commands
 from eslchan.esl.commands import Command
 from eslchan.esl.errors import CommandRejected, CommandTimeout, EslError, LinkDown
 from eslchan.esl.message import Event
+from eslchan.esl.parser import flat_event
 from eslchan.registry.registry import ChannelRegistry
 
 log = logging.getLogger("eslchan.registry.resync")
@@ -76,7 +77,7 @@ def parse_dump(body: str) -> Event:
     data = json.loads(body)
     if not isinstance(data, dict) or not data.get("Unique-ID"):
         raise ValueError("uuid_dump: not a channel")
-    return {k: v if isinstance(v, str) else str(v) for k, v in data.items()}
+    return flat_event(data)  # multi-valued variables come as arrays, as in json events
 
 
 @dataclass
