@@ -1,0 +1,36 @@
+"""``[http]``: where the REST API listens and how much it accepts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from eslchan.config.reader import Reader
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:8000"
+    max_body_bytes: int = 64 * 1024
+    drain_seconds: float = 10.0
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+def parse_http(r: Reader, data: Any) -> HttpConfig:
+    h = r.table(data, "http", {"listen", "max_body_bytes", "drain_seconds"})
+    http = HttpConfig(
+        listen=r.get(h, "http", "listen", str, HttpConfig.listen),
+        max_body_bytes=r.positive(h, "http", "max_body_bytes", HttpConfig.max_body_bytes, int),
+        drain_seconds=r.positive(h, "http", "drain_seconds", HttpConfig.drain_seconds),
+    )
+    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):\d{1,5}", http.listen):
+        r.problems.append(("http.listen", f"must be HOST:PORT, not {http.listen!r}"))
+    return http
