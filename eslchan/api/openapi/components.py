@@ -1,0 +1,350 @@
+"""Components every resource uses: the envelope and error schemas, the channel and metaflow-run
+schemas, the error responses, the parameters, the headers and the security schemes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eslchan.api.channels import OWNER_ID
+from eslchan.api.envelope import REQUEST_ID, START_KEY
+from eslchan.api.openapi.common import (
+    ACCOUNT,
+    CHANNEL,
+    UUID_PATTERN,
+    error,
+    error_example,
+    json_response,
+    nullable,
+    param,
+    ref,
+)
+from eslchan.config import ACCOUNT_ID
+
+CHANNEL_EXAMPLE = {
+    "answered": True,
+    "authorizing_id": "63fbb9ac78e11f3ccb387928a423798a",
+    "authorizing_type": "device",
+    "callee_id_name": "Bob",
+    "callee_id_number": "2000",
+    "caller_id_name": "Alice",
+    "caller_id_number": "1001",
+    "destination": "user_zu0bf7",
+    "direction": "outbound",
+    "elapsed_s": 42,
+    "is_onhold": False,
+    "node": "fs1",
+    "other_leg": "d220c187-e18e-4c42-bab2-459d10260091",
+    "owner_id": "72855158432d790dfb22d03ff64c033e",
+    "presence_id": "user_zu0bf7@account.realm.com",
+    "timestamp": 63573977746,
+    "username": "user_zu0bf7",
+    "uuid": CHANNEL,
+}
+RUN_EXAMPLE = {
+    "id": "8d6f1e0a2b3c4d5e",
+    "kind": "metaflow",
+    "module": "play",
+    "tree": {"module": "play", "data": {"id": "welcome"}, "children": {"_": {"module": "hangup"}}},
+    "channel": CHANNEL,
+    "node": "fs1",
+    "current": {"path": "", "module": "play"},
+    "state": "running",
+    "started": 1795705445.25,
+    "ended": None,
+    "error": None,
+}
+
+
+def schemas() -> dict[str, Any]:
+    string_or_null = nullable("string")
+    channel_props: dict[str, Any] = {
+        "uuid": {"type": "string", "pattern": UUID_PATTERN, "description": "Unique-ID"},
+        "answered": {"type": "boolean", "description": "true once CHANNEL_ANSWER was seen"},
+        "direction": {**string_or_null, "description": "Call-Direction: inbound or outbound"},
+        "destination": {**string_or_null, "description": "Caller-Destination-Number"},
+        "username": {**string_or_null, "description": "mapped username variable, lower-cased"},
+        "presence_id": string_or_null,
+        "other_leg": {**string_or_null, "description": "Other-Leg-Unique-ID while bridged"},
+        "owner_id": string_or_null,
+        "authorizing_id": string_or_null,
+        "authorizing_type": string_or_null,
+        "timestamp": {"type": "integer", "description": "creation, Gregorian seconds (Unix + 62167219200)"},
+        "caller_id_name": string_or_null,
+        "caller_id_number": string_or_null,
+        "callee_id_name": string_or_null,
+        "callee_id_number": string_or_null,
+        "is_onhold": {"type": "boolean"},
+        "node": {"type": "string", "description": "configured FreeSWITCH node name"},
+        "elapsed_s": {"type": "number", "minimum": 0, "description": "seconds since creation"},
+    }
+    envelope_props: dict[str, Any] = {
+        "auth_token": {"type": "string", "description": "the token the request carried (or was issued)"},
+        "data": {},
+        "request_id": {"type": "string", "description": "X-Request-ID of the request, or a fresh one"},
+        "revision": {"type": "string", "description": "ETag of data; send it as If-None-Match for a 304"},
+        "status": {"enum": ["success"]},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "node": {"type": "string", "description": "host name of the eslchan instance that answered"},
+        "version": {"type": "string"},
+    }
+    envelope_required = list(envelope_props)
+    envelope_props.update(
+        {
+            "page_size": {"type": "integer", "description": "listings with ?page_size: rows in this page"},
+            "start_key": {"type": "string", "description": "the start_key this page was asked from"},
+            "next_start_key": {"type": "string", "description": "start_key of the next page, if any"},
+        }
+    )
+    keyword_errors = {
+        "type": "object",
+        "description": "JSON-Schema keyword (required, type, enum, pattern, ...) -> details",
+        "additionalProperties": {
+            "type": "object",
+            "required": ["message"],
+            "properties": {"message": {"type": "string"}},
+        },
+    }
+    node_schema = {
+        "type": "object",
+        "required": ["module"],
+        "properties": {
+            "module": {"type": "string", "description": "a known metaflow module"},
+            "data": {"type": "object", "description": "validated by schemas/metaflows.<module>.json"},
+            "children": {"type": "object", "additionalProperties": ref("MetaflowNode")},
+        },
+    }
+    return {
+        "Envelope": {
+            "type": "object",
+            "required": envelope_required,
+            "properties": envelope_props,
+        },
+        "ErrorEnvelope": {
+            "type": "object",
+            "required": [*envelope_required, "error", "message"],
+            "properties": {
+                **envelope_props,
+                "status": {"enum": ["error"]},
+                "error": {"type": "string", "pattern": "^[1-5][0-9]{2}$", "description": "the HTTP status"},
+                "message": {"type": "string"},
+            },
+        },
+        "ValidationErrors": {
+            "type": "object",
+            "description": "dotted path of the offending field -> keyword -> details",
+            "additionalProperties": keyword_errors,
+        },
+        "Channel": {
+            "type": "object",
+            "required": ["uuid", "answered", "timestamp", "node"],
+            "properties": channel_props,
+        },
+        "MetaflowNode": node_schema,
+        "Run": {
+            "type": "object",
+            "required": ["id", "state"],
+            "properties": {
+                "id": {"type": "string"},
+                "kind": {"type": "string", "description": "metaflow (PUT) or action (POST)"},
+                "module": {"type": "string", "description": "module of the root node"},
+                "tree": ref("MetaflowNode"),
+                "channel": {"type": "string"},
+                "node": {"type": "string"},
+                "current": {
+                    "type": ["object", "null"],
+                    "description": "the node running now: its path in the tree and its module",
+                    "properties": {"path": {"type": "string"}, "module": {"type": ["string", "null"]}},
+                },
+                "state": {"type": "string", "description": "running, then done, stopped or failed"},
+                "started": {"type": "number", "description": "Unix seconds"},
+                "ended": {"type": ["number", "null"]},
+                "error": {"type": ["string", "object", "null"]},
+            },
+        },
+    }
+
+
+def responses() -> dict[str, Any]:
+    validation = ref("ValidationErrors")
+    return {
+        "NotModified": {"description": "the caller's If-None-Match holds the current revision; no body"},
+        "InvalidJson": json_response(
+            error({"type": "object", "required": ["json"]}),
+            error_example(
+                400,
+                "invalid json",
+                {"json": {"invalid": {"message": "Expecting value", "line": 1, "column": 1}}},
+            ),
+            "the body is not JSON, or not a JSON object",
+        ),
+        "ValidationError": json_response(
+            error(validation),
+            error_example(
+                400,
+                "validation error",
+                {"data.target": {"required": {"message": "Field is required but missing"}}},
+            ),
+            "bad input (schema violation, malformed id, action the channel's state does not allow, "
+            "invalid JSON: data.json.invalid)",
+        ),
+        "Unauthorized": json_response(
+            error(), error_example(401, "invalid_credentials", {}), "no, invalid or expired token"
+        ),
+        "Forbidden": json_response(
+            error(),
+            error_example(403, "forbidden", {"account_id": ACCOUNT}),
+            "the token's account may not act on this account (or on the system-wide listing)",
+        ),
+        "BadIdentifier": json_response(
+            error({"type": "array", "items": {"type": "string"}}),
+            error_example(404, "bad identifier", [CHANNEL]),
+            "no such channel in this account (unknown and foreign channels look the same)",
+        ),
+        "FaultyRequest": json_response(
+            error(), error_example(404, "faulty request", {"path": "/v2/nothing"}), "unknown path"
+        ),
+        "MethodNotAllowed": {
+            "description": "the path exists but not with this method; Allow lists the methods",
+            "headers": {"Allow": {"schema": {"type": "string"}}},
+            "content": {
+                "application/json": {
+                    "schema": error(),
+                    "example": error_example(405, "method not allowed", {"allowed_methods": ["GET", "HEAD"]}),
+                }
+            },
+        },
+        "TooLarge": json_response(
+            error(),
+            error_example(413, "payload too large", {"max_body_bytes": 65536}),
+            "the body is larger than http.max_body_bytes",
+        ),
+        "RateLimited": {
+            "description": "too many failed authentications from this address; retry later",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "content": {
+                "application/json": {
+                    "schema": error(),
+                    "example": error_example(429, "too many requests", {"retry_after": 42}),
+                }
+            },
+        },
+        "FreeswitchError": json_response(
+            error({"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}),
+            error_example(502, "freeswitch error", {"text": "-ERR No such channel!", "node": "fs1"}),
+            "FreeSWITCH refused the command (-ERR / -USAGE); its text is in data.text",
+        ),
+        "Unavailable": json_response(
+            error(),
+            error_example(503, "node unavailable", {"node": "fs1", "reason": "link down"}),
+            "the channel's node is not connected",
+        ),
+        "Timeout": json_response(
+            error(),
+            error_example(504, "freeswitch timeout", {"node": "fs1", "reason": "no reply in 5 s"}),
+            "FreeSWITCH did not answer within link.command_timeout",
+        ),
+    }
+
+
+def parameters() -> dict[str, Any]:
+    return {
+        "AccountId": param(
+            "account_id",
+            "path",
+            {"type": "string", "pattern": ACCOUNT_ID.pattern},
+            "the account (32 lowercase hex)",
+            example=ACCOUNT,
+        ),
+        "UserId": param(
+            "user_id",
+            "path",
+            {"type": "string", "pattern": OWNER_ID.pattern},
+            "owner_id of the channels",
+            example="72855158432d790dfb22d03ff64c033e",
+        ),
+        "DeviceId": param(
+            "device_id",
+            "path",
+            {"type": "string", "pattern": OWNER_ID.pattern},
+            "authorizing_id of the channels",
+            example="63fbb9ac78e11f3ccb387928a423798a",
+        ),
+        "ChannelUuid": param(
+            "channel_uuid",
+            "path",
+            {"type": "string", "pattern": UUID_PATTERN},
+            "the channel's Unique-ID",
+            example=CHANNEL,
+        ),
+        "RunId": param("run_id", "path", {"type": "string"}, "a metaflow run id", example=RUN_EXAMPLE["id"]),
+        "RequestId": param(
+            "X-Request-ID",
+            "header",
+            {"type": "string", "pattern": REQUEST_ID.pattern},
+            "echoed as request_id and in the X-Request-ID response header",
+            example="crm-4711",
+        ),
+        "IfNoneMatch": param(
+            "If-None-Match",
+            "header",
+            {"type": "string"},
+            "a revision from an earlier answer: 304 if data is unchanged",
+            example='"0c7d2f5a9b1e4c3d8a6f0b2e4d6c8a1f"',
+        ),
+        "Accept": param(
+            "Accept",
+            "header",
+            {"type": "string", "enum": ["application/json", "text/csv"]},
+            "text/csv answers a listing as CSV (one row per channel)",
+            example="text/csv",
+        ),
+        "PageSize": param(
+            "page_size",
+            "query",
+            {"type": "integer", "minimum": 1, "maximum": 10000},
+            "answer at most this many channels (oldest first); the envelope then carries "
+            "page_size and, when more follow, next_start_key",
+            example=50,
+        ),
+        "StartKey": param(
+            "start_key",
+            "query",
+            {"type": "string", "pattern": START_KEY.pattern},
+            "next_start_key of the previous page (needs page_size)",
+            example="00001795701657000000-" + CHANNEL,
+        ),
+        "AcceptQuery": param(
+            "accept",
+            "query",
+            {"type": "string", "enum": ["csv", "text/csv"]},
+            "the same as Accept: text/csv, for links that cannot set headers",
+            example="csv",
+        ),
+    }
+
+
+def headers() -> dict[str, Any]:
+    return {
+        "RequestId": {
+            "description": "the caller's X-Request-ID or a fresh one; the envelope's request_id",
+            "schema": {"type": "string"},
+        },
+        "ETag": {
+            "description": "the envelope's revision, quoted; send it back as If-None-Match",
+            "schema": {"type": "string"},
+        },
+    }
+
+
+def security_schemes() -> dict[str, Any]:
+    return {
+        "authToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "authTokenQuery": {
+            "type": "apiKey",
+            "in": "query",
+            "name": "auth_token",
+            "description": "only GET /v2/accounts/{account_id}/events accepts it",
+        },
+    }

@@ -1,0 +1,125 @@
+"""GET /v2/accounts/{account_id}/events: the account's channel events as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from eslchan.api.openapi.common import (
+    ACCOUNT,
+    AUTHED_ERRORS,
+    CHANNEL,
+    HEADER_REF,
+    UUID_PATTERN,
+    error,
+    error_example,
+    json_response,
+    param,
+    param_refs,
+    ref,
+    response_refs,
+)
+from eslchan.api.openapi.components import CHANNEL_EXAMPLE
+
+STREAM_EXAMPLE = (
+    "retry: 3000\n: eslchan events for account " + ACCOUNT + "\n\n"
+    "id: 1\nevent: channel_create\ndata: "
+    + json.dumps(
+        {
+            "uuid": CHANNEL,
+            "node": "fs1",
+            "event": "CHANNEL_CREATE",
+            "timestamp": 63573977746,
+            "channel": {**CHANNEL_EXAMPLE, "answered": False, "elapsed_s": 0},
+        },
+        separators=(",", ":"),
+    )
+    + "\n\n: keepalive\n\n"
+)
+
+
+_NAME = "[A-Za-z][A-Za-z0-9_]{0,63}"
+
+
+def schemas() -> dict[str, Any]:
+    return {
+        "StreamEvent": {
+            "type": "object",
+            "description": "data of one message of the live event stream (GET /v2/accounts/{A}/events)",
+            "required": ["uuid", "node", "event", "timestamp", "channel"],
+            "properties": {
+                "uuid": {"type": "string", "pattern": UUID_PATTERN},
+                "node": {"type": "string"},
+                "event": {"type": "string", "description": "FreeSWITCH's Event-Name, e.g. CHANNEL_ANSWER"},
+                "timestamp": {"type": "integer", "description": "the event's time, Gregorian seconds"},
+                "channel": ref("Channel"),
+                "removed": {
+                    "type": "string",
+                    "description": "only on a channel_destroy eslchan made itself: why the channel was "
+                    "dropped without a FreeSWITCH event (resync, node gone)",
+                },
+            },
+        },
+    }
+
+
+def paths() -> dict[str, Any]:
+    return {"/v2/accounts/{account_id}/events": _event_stream()}
+
+
+def _event_stream() -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "streamAccountEvents",
+            "summary": "The account's channel events, live, as Server-Sent Events (text/event-stream)",
+            "description": "Each message has id (1, 2, ... per stream), event (the lower-cased event "
+            "name: channel_create, channel_answer, channel_bridge, channel_hold, channel_destroy, ...) "
+            "and data (a StreamEvent). A ': keepalive' comment comes every 15 s. There is no replay: "
+            "after a reconnect, list the channels again. A client that falls behind gets "
+            "'event: overflow' and the stream ends; when its token expires or is revoked (checked at "
+            "each keepalive) it gets 'event: unauthorized' and the stream ends. Errors before the "
+            "stream starts are the usual JSON envelope.",
+            "tags": ["channels"],
+            "security": [{"authToken": []}, {"bearer": []}, {"authTokenQuery": []}],
+            "parameters": [
+                *param_refs("AccountId"),
+                param(
+                    "events",
+                    "query",
+                    {"type": "string", "pattern": f"^{_NAME}(,{_NAME}){{0,31}}$"},
+                    "only these events (comma-separated, either case); all channel events by default",
+                    example="CHANNEL_CREATE,CHANNEL_DESTROY",
+                ),
+                param(
+                    "descendants",
+                    "query",
+                    {"type": "string", "enum": ["true", "false"]},
+                    "true: also the channels of the account's sub-accounts",
+                    example="true",
+                ),
+                param(
+                    "auth_token",
+                    "query",
+                    {"type": "string"},
+                    "the token, for EventSource, which cannot send headers (a header token wins)",
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "the stream; it ends on overflow, on an expired token or when "
+                    "eslchan stops",
+                    "headers": {"X-Request-ID": {"$ref": HEADER_REF + "RequestId"}},
+                    "content": {
+                        "text/event-stream": {"schema": {"type": "string"}, "example": STREAM_EXAMPLE}
+                    },
+                },
+                "503": json_response(
+                    error({"type": "object", "properties": {"max_streams": {"type": "integer"}}}),
+                    error_example(503, "too many event streams", {"max_streams": 100}),
+                    "the instance already serves its maximum of open streams (or is stopping); "
+                    "Retry-After says when to try again",
+                ),
+                **response_refs(**AUTHED_ERRORS),
+            },
+        }
+    }
