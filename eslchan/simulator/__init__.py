@@ -12,10 +12,13 @@ run its real code against it (checked against the recorded conversations in
     sim.fail_next("-ERR boom"); sim.stall(2); sim.split_writes(); sim.restart()
 
 Modules: ``wire`` (frames and plain/json/xml events with FreeSWITCH's URL encoding),
-``channels`` (the channel and its header blocks), ``core`` (the switch: channels, dialplan
-applications, originate/bridge/transfer, event order), ``commands`` (api commands and their
-reply texts), ``server`` (sessions, subscriptions, faults, :class:`Simulator`), ``media``
-(how long media plays) and ``cli`` (``eslchan simulate``). Outbound socket mode is not
+``channels`` (the channel and its header blocks), ``dialstring`` (dial strings, inline and
+default dialplans), ``switch`` (the switch, composed from ``core`` — events, channel life,
+event order, running applications — and the mixins ``apps`` (dialplan applications),
+``bridging`` (bridge and transfer) and ``originate``), ``commands`` (api commands and their
+reply texts), ``session`` (one connection: commands, subscriptions, myevents/linger),
+``server`` (:class:`Simulator`: the listener, faults, calls from Python), ``media`` (how
+long media plays) and ``cli`` (``eslchan simulate``). Outbound socket mode is not
 simulated.
 """
 

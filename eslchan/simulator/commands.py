@@ -9,7 +9,9 @@ from collections.abc import Callable
 import gevent
 
 from eslchan.simulator.channels import SHOW_CHANNEL_FIELDS, SimChannel, call_row
-from eslchan.simulator.core import VERSION, Switch, split_vars
+from eslchan.simulator.core import VERSION
+from eslchan.simulator.dialstring import split_vars
+from eslchan.simulator.switch import Switch
 from eslchan.simulator.wire import SimEvent
 
 NO_CHANNEL = "-ERR No such channel!\n"

@@ -1,0 +1,312 @@
+"""Originate, as a mixin of :class:`~eslchan.simulator.switch.Switch`: the outbound leg of a
+dial string (loopback or a remote phone that rings, then answers or fails), the ``originate``
+api, and the calls the :class:`~eslchan.simulator.server.Simulator` creates from Python.
+"""
+
+from __future__ import annotations
+
+import re
+
+import gevent
+import gevent.event
+
+from eslchan.simulator.channels import HangupUnwind, SimChannel, new_uuid
+from eslchan.simulator.core import OriginateFailed
+from eslchan.simulator.dialstring import _split_first, parse_dial_string, parse_inline
+from eslchan.simulator.wire import SimEvent
+
+
+class Originating:
+    """Dialled legs and calls made from Python; ``self`` is the whole
+    :class:`~eslchan.simulator.switch.Switch`."""
+
+    # -- originate -----------------------------------------------------------------------
+    def originate_leg(self, dial: str, *, originator: SimChannel | None = None,
+                      app: list[tuple[str, str]] | None = None,
+                      cid: tuple[str, str] | None = None,
+                      timeout: float | None = None) -> SimChannel:
+        """Create the outbound leg of ``dial``, wait for the answer. Raises OriginateFailed.
+
+        With ``originator`` (the bridge app) the new leg becomes its originatee; otherwise
+        ``app`` is what the answered leg runs."""
+        variables, endpoint = parse_dial_string(dial)
+        if originator is not None:
+            # a bridged leg inherits the caller's identity unless told otherwise
+            cid = cid or (originator.caller_id_name, originator.caller_id_number)
+        name_v = variables.get("origination_caller_id_name")
+        num_v = variables.get("origination_caller_id_number")
+        cid_name = name_v or (cid[0] if cid else "Outbound Call")
+        cid_num = num_v or (cid[1] if cid else "0000000000")
+        want_uuid = variables.get("origination_uuid")
+        if want_uuid and want_uuid in self.channels:
+            raise OriginateFailed("DESTINATION_OUT_OF_ORDER")
+        timeout = float(variables.get("originate_timeout", timeout or self.originate_timeout))
+        kind, _, rest = endpoint.partition("/")
+        if kind == "error":
+            raise OriginateFailed(rest or "CALL_REJECTED")
+        if kind == "loopback":
+            return self._originate_loopback(rest, variables, cid_name, cid_num, want_uuid,
+                                             originator, app, timeout)
+        if kind in ("user", "sofia", "verto.rtc", "freetdm", "sip", "rtc"):
+            return self._originate_remote(endpoint, variables, cid_name, cid_num, want_uuid,
+                                          originator, app, timeout)
+        raise OriginateFailed("CHAN_NOT_IMPLEMENTED")
+
+    def _outbound(self, name: str, tmp_name: str, variables: dict[str, str], cid_name: str,
+                  cid_num: str, dest: str, context: str, want_uuid: str | None,
+                  originator: SimChannel | None, sip: bool, source: str) -> SimChannel:
+        ch = self._new_channel(uuid=new_uuid(), name=tmp_name, direction="outbound",
+                               caller_id_name=cid_name, caller_id_number=cid_num,
+                               destination=dest, context=context, source=source,
+                               variables={}, sip=sip)
+        ch.answer_result = gevent.event.AsyncResult()  # type: ignore[attr-defined]
+        ch.callee_id_name, ch.callee_id_number = "Outbound Call", dest
+        if originator is not None:
+            ch.other_leg, ch.other_type = originator.uuid, "originator"
+        ch.state = "CS_NONE"
+        self.chan_event(ch, "CODEC", with_vars=False)
+        if want_uuid:
+            ch.name = name
+            ch.variables["channel_name"] = name
+            self.rename(ch, want_uuid)
+        ch.name = name
+        ch.variables["channel_name"] = name
+        ch.variables.update(variables)
+        if want_uuid:
+            ch.variables["origination_uuid"] = want_uuid
+        self.chan_event(ch, "CHANNEL_OUTGOING", with_vars=False)
+        return ch
+
+    def _originate_loopback(self, rest: str, variables: dict[str, str], cid_name: str,
+                            cid_num: str, want_uuid: str | None, originator: SimChannel | None,
+                            app: list[tuple[str, str]] | None, timeout: float) -> SimChannel:
+        parts = rest.split("/")
+        ext = parts[0]
+        context = parts[1] if len(parts) > 1 and parts[1] else "default"
+        a = self._outbound(f"loopback/{ext}-a", f"loopback/{rest}-a", variables, cid_name,
+                           cid_num, ext, context, want_uuid, originator, False, "mod_loopback")
+        a.variables.update({"originate_early_media": "true", "originate_endpoint": "loopback"})
+        b = self._new_channel(uuid=new_uuid(), name=f"loopback/{ext}-b", direction="inbound",
+                              caller_id_name=cid_name, caller_id_number=cid_num,
+                              destination=ext, context=context, variables={})
+        b.callee_id_name, b.callee_id_number = "Outbound Call", ext
+        b.variables.update(variables)
+        if want_uuid:
+            b.variables["origination_uuid"] = want_uuid
+        a.variables["other_loopback_leg_uuid"] = b.uuid
+        a.variables["loopback_leg"] = "A"
+        b.variables["other_loopback_leg_uuid"] = a.uuid
+        b.variables["loopback_leg"] = "B"
+        a.loopback_peer, b.loopback_peer = b.uuid, a.uuid
+        self.set_state(a, "CS_INIT")
+        self.set_state(b, "CS_INIT")
+        self.chan_event(b, "CHANNEL_CREATE")
+        self.chan_event(a, "CHANNEL_CREATE")
+        self.chan_event(a, "CHANNEL_ORIGINATE")
+        self.set_state(a, "CS_ROUTING")
+        self.set_state(a, "CS_CONSUME_MEDIA")
+        apps = self.lookup(ext, context)
+
+        def run_b() -> None:
+            self.set_callstate(b, "RINGING")
+            self.set_state(b, "CS_ROUTING")
+            if apps is None:
+                b.hit_dialplan = True
+                raise HangupUnwind(self._no_route(b))
+            b.hit_dialplan = True
+            b.variables["DP_MATCH"] = ext
+            self.set_state(b, "CS_EXECUTE")
+            self.run_apps(b, apps)
+
+        self.start(b, run_b)
+        self._await_answer(a, timeout)
+        return self._launch_originated(a, originator, app)
+
+    def _originate_remote(self, endpoint: str, variables: dict[str, str], cid_name: str,
+                          cid_num: str, want_uuid: str | None, originator: SimChannel | None,
+                          app: list[tuple[str, str]] | None, timeout: float) -> SimChannel:
+        kind, _, target = endpoint.partition("/")
+        name = endpoint if kind == "sofia" else f"sofia/internal/{target}"
+        dest = target.split("@", 1)[0].split("/")[-1]
+        ch = self._outbound(name, name, variables, cid_name, cid_num, dest, "default",
+                            want_uuid, originator, True, "mod_sofia")
+        self._originated_leg_up(ch)
+        self.set_callstate(ch, "RINGING")
+        behaviour = self.endpoint_behaviour.get(target) or self.endpoint_behaviour.get(dest) \
+            or "answer"
+
+        def ring() -> None:
+            self.sleep(self.ring_seconds)
+            if ch.gone or ch.hangup_cause:
+                return
+            if behaviour == "answer":
+                self._mark_answered(ch)
+            elif behaviour == "busy":
+                self.hangup(ch.uuid, "USER_BUSY")
+            elif behaviour == "reject":
+                self.hangup(ch.uuid, "CALL_REJECTED")
+            elif behaviour == "unregistered":
+                self.hangup(ch.uuid, "USER_NOT_REGISTERED")
+
+        gevent.spawn(ring)
+        self._await_answer(ch, timeout)
+        return self._launch_originated(ch, originator, app)
+
+    def _originated_leg_up(self, ch: SimChannel) -> None:
+        """A dialled (non-loopback) leg comes up: the events FreeSWITCH sends until it rings."""
+        self.set_state(ch, "CS_INIT")
+        self.chan_event(ch, "CHANNEL_CREATE")
+        self.chan_event(ch, "CHANNEL_ORIGINATE")
+        self.set_state(ch, "CS_ROUTING")
+        self.set_state(ch, "CS_CONSUME_MEDIA")
+
+    def _await_answer(self, ch: SimChannel, timeout: float) -> None:
+        res: gevent.event.AsyncResult = ch.answer_result  # type: ignore[attr-defined]
+        watcher = self.listeners
+
+        def on_event(ev: SimEvent) -> None:
+            if ev.unique_id == ch.uuid and ev.name == "CHANNEL_HANGUP" and not res.ready():
+                res.set("HANGUP")
+
+        watcher.append(on_event)
+        try:
+            if ch.hangup_cause and not res.ready():
+                res.set("HANGUP")
+            outcome = res.get(timeout=timeout / self.speed) if not res.ready() else res.get()
+        except gevent.Timeout:
+            outcome = "TIMEOUT"
+        finally:
+            watcher.remove(on_event)
+        if outcome == "ANSWER":
+            return
+        if outcome == "TIMEOUT":
+            self.hangup(ch.uuid, "NO_ANSWER")
+            self._ensure_runner(ch)
+            raise OriginateFailed("NO_ANSWER")
+        self._ensure_runner(ch)
+        # over loopback the A leg only ever sees its twin clear normally
+        cause = "NORMAL_CLEARING" if ch.source == "mod_loopback" else ch.hangup_cause
+        raise OriginateFailed(cause or "NORMAL_CLEARING")
+
+    def _ensure_runner(self, ch: SimChannel) -> None:
+        if ch.greenlet is None and not ch.gone:
+            self.start(ch, lambda: self.wait(ch, None))
+
+    def _launch_originated(self, ch: SimChannel, originator: SimChannel | None,
+                           app: list[tuple[str, str]] | None) -> SimChannel:
+        ch.variables["endpoint_disposition"] = "ANSWER"
+        self.chan_event(ch, "CALL_UPDATE", before=[("Direction", "RECV")])
+        if originator is not None:
+            self.start(ch, lambda: self._exchange(ch, originator.uuid))
+            return ch
+        ch.hit_dialplan = True
+        apps = app or [("park", "")]
+
+        def run() -> None:
+            self.set_state(ch, "CS_EXECUTE")
+            self.run_apps(ch, apps)
+
+        self.start(ch, run)
+        return ch
+
+    def originate(self, args: str) -> str:
+        """The ``originate`` api: ``<url> <exten>|&app(args) [dialplan] [context] [cid_name]
+        [cid_num] [timeout]``."""
+        url, rest = _split_first(args)
+        if not url:
+            return ("-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] "
+                    "[<context>] [<cid_name>] [<cid_num>] [<timeout_sec>]\n")
+        target, rest = _split_first(rest)
+        extra = rest.split()
+        apps: list[tuple[str, str]]
+        if not target or target.startswith("&"):
+            m = re.match(r"^&([\w.-]+)(?:\((.*)\))?$", target or "&park", re.S)
+            if not m:
+                return "-ERR INVALID_GATEWAY\n"
+            apps = [(m.group(1), m.group(2) or "")]
+        else:
+            dp = extra[0] if extra else "XML"
+            ctx = extra[1] if len(extra) > 1 else "default"
+            if dp.lower() == "inline":
+                apps = parse_inline(target)
+            else:
+                found = self.lookup(target, ctx)
+                if found is None:
+                    apps = [("hangup", "NO_ROUTE_DESTINATION")]
+                else:
+                    apps = found
+        cid = None
+        if len(extra) >= 4:
+            cid = (extra[2], extra[3])
+        timeout = float(extra[4]) if len(extra) >= 5 and extra[4].isdigit() else None
+        try:
+            ch = self.originate_leg(url, app=apps, cid=cid, timeout=timeout)
+        except OriginateFailed as e:
+            return f"-ERR {e.cause}\n"
+        return f"+OK {ch.uuid}\n"
+
+    # -- calls created from Python -------------------------------------------------------
+    def create_call(self, *, a_vars: dict[str, str], b_vars: dict[str, str], caller_id_name: str,
+                    caller_id_number: str, destination: str, answered: bool, bridged: bool,
+                    a_name: str, b_name: str) -> tuple[SimChannel, SimChannel | None]:
+        """A phone calls in (inbound SIP leg) and the switch dials the callee (outbound leg)."""
+        a = self._new_channel(uuid=new_uuid(), name=a_name, direction="inbound",
+                              caller_id_name=caller_id_name, caller_id_number=caller_id_number,
+                              destination=destination, context="default", source="mod_sofia",
+                              variables=a_vars, sip=True)
+        self.set_state(a, "CS_INIT")
+        self.chan_event(a, "CHANNEL_CREATE")
+        self.set_callstate(a, "RINGING")
+        self.set_state(a, "CS_ROUTING")
+        a.hit_dialplan = True
+        self.set_state(a, "CS_EXECUTE")
+        if not bridged:
+            def run_a() -> None:
+                if answered:
+                    self._run_app(a, "answer", "")
+                self._run_app(a, "park", "")
+            self.start(a, run_a)
+            return a, None
+        b = self._new_channel(uuid=new_uuid(), name=b_name, direction="outbound",
+                              caller_id_name=caller_id_name, caller_id_number=caller_id_number,
+                              destination=destination, context="default", source="mod_sofia",
+                              variables=b_vars, sip=True)
+        b.callee_id_name, b.callee_id_number = destination, destination
+        b.other_leg, b.other_type = a.uuid, "originator"
+        b.answer_result = gevent.event.AsyncResult()  # type: ignore[attr-defined]
+        self.chan_event(b, "CHANNEL_OUTGOING", with_vars=False)
+        self._originated_leg_up(b)
+        self.set_callstate(b, "RINGING")
+        self.set_callstate(a, "RING_WAIT")
+        ready = gevent.event.Event()
+
+        def run_a2() -> None:
+            app_uuid = new_uuid()
+            data = [("Application-Data", f"sofia/internal/{destination}")]
+            a.app, a.app_data = "bridge", data[0][1]
+            a.variables["current_application"] = "bridge"
+            self.chan_event(a, "CHANNEL_EXECUTE", extra=[("Application", "bridge")] + data
+                            + [("Application-UUID", app_uuid)])
+            ready.set()
+            try:
+                if not answered:
+                    # ringing until someone answers (answer_call) or hangs up
+                    while True:
+                        msg = self.wait(a, None, idle=True)
+                        if msg and msg[0] == "answer":
+                            break
+                self._mark_answered(b)
+                self._mark_answered(a)
+                self._bridged(a, b, originator=True)
+            finally:
+                if not a.gone:
+                    self.chan_event(a, "CHANNEL_EXECUTE_COMPLETE",
+                                    extra=[("Application", "bridge")] + data
+                                    + [("Application-Response", "_none_"),
+                                       ("Application-UUID", app_uuid)])
+                a.app = None
+
+        self.start(a, run_a2)
+        ready.wait(timeout=1.0)
+        self.start(b, lambda: self._exchange(b, a.uuid))
+        return a, b
