@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 
 def _patch() -> None:
@@ -30,9 +32,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.logging.level, config.logging.json)
     from eslchan.daemon import Daemon
+    from eslchan.webhooks import StoreError
 
     try:
-        Daemon(config).serve_forever()
+        daemon = Daemon(config)
+    except StoreError as exc:
+        print(f"eslchan serve: webhooks: {exc}", file=sys.stderr)
+        return 1
+    try:
+        daemon.serve_forever()
     except OSError as exc:  # the HTTP port is bound first, so nothing else has started yet
         print(f"eslchan serve: cannot listen on {config.http.listen}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -74,7 +82,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         sim = Simulator(port=0, password="ClueCon", hostname="demo-fs1")
         sim.start()
     keys = demo.demo_keys()
-    config = demo.demo_config([("fs1", sim.host, sim.port, "ClueCon")], keys, listen=args.listen)
+    data_dir = tempfile.TemporaryDirectory(prefix="eslchan-demo-")
+    config = demo.demo_config(
+        [("fs1", sim.host, sim.port, "ClueCon")],
+        keys,
+        listen=args.listen,
+        webhooks=demo.demo_webhooks(Path(data_dir.name)),
+    )
     from eslchan.daemon import Daemon
 
     try:
@@ -84,6 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"eslchan demo: cannot listen on {args.listen}: {exc.strerror}; "
               "give another address with --listen HOST:PORT", file=sys.stderr)
         sim.stop()
+        data_dir.cleanup()
         return 1
     traffic = demo.demo_traffic(sim, calls=args.calls)
     traffic.start()
@@ -119,6 +134,7 @@ Stop with Ctrl-C.
     finally:
         traffic.stop()
         sim.stop()
+        data_dir.cleanup()
     return 0
 
 
