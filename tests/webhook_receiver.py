@@ -63,7 +63,7 @@ class Receiver:
     @property
     def accepted(self) -> list[Received]:
         """Requests answered 2xx, in arrival order."""
-        return [r for r in self.got if r.verdict in ("ok", "unchecked")]
+        return [r for r in self.got if r.verdict == "ok"]
 
     def verify(self, received: Received) -> str:
         """'ok', or why the request is refused: the signature of ``webhook-id.timestamp.content``
@@ -90,9 +90,7 @@ class Receiver:
     def _app(self, environ, start_response):
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
-        headers = {
-            k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
-        }
+        headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
         received = Received(

@@ -13,7 +13,7 @@ after its restart: receivers see each event at least once and deduplicate by ``w
 Requests follow the Standard Webhooks signature scheme: ``webhook-id`` (stable across retries),
 ``webhook-timestamp`` (Unix seconds of this attempt) and ``webhook-signature: v1,<base64
 HMAC-SHA256(key, "<id>.<timestamp>.<content>")>``, where the key is the hook's ``whsec_`` secret
-base64-decoded and the content is the body of a POST or the query string of a GET. A receiver
+base64-decoded and the content is the body of a POST or the whole query string of a GET. A receiver
 that checks the signature and refuses timestamps more than a few minutes old rejects forgeries
 and replays.
 """
@@ -105,10 +105,12 @@ def build_request(
     timestamp = int(now)
     headers = {"User-Agent": USER_AGENT, "webhook-id": msg_id, "webhook-timestamp": str(timestamp)}
     if hook.http_verb == "get":
-        query = query_string(payload)
-        sep = "&" if "?" in target.path else "?"
+        path, _, own = target.path.partition("?")
+        query = f"{own}&{query_string(payload)}" if own else query_string(payload)
+        # the whole query string is signed, the URI's own parameters included: it is what the
+        # receiver sees
         headers["webhook-signature"] = sign(hook.secret, msg_id, timestamp, query.encode())
-        return Request("GET", f"{target.path}{sep}{query}", headers, None)
+        return Request("GET", f"{path}?{query}", headers, None)
     body = json.dumps(payload, separators=(",", ":")).encode()
     headers["Content-Type"] = "application/json"
     headers["webhook-signature"] = sign(hook.secret, msg_id, timestamp, body)

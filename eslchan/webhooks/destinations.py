@@ -32,6 +32,7 @@ Resolver = Callable[[str, int], list[str]]
 #: RFC 3986 characters; anything else (space, quotes, backslash, control characters, non-ASCII)
 #: is refused rather than guessed at, since parsers disagree on them.
 _URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]+$")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _DOTTED_QUAD = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")
 #: a last label like these makes the resolver read the name as an IPv4 number (2130706433,
@@ -69,6 +70,8 @@ def parse_uri(uri: str, config: WebhooksConfig) -> Target:
         raise DestinationError(f"must be at most {config.uri_max_length} characters")
     if not _URI_CHARS.fullmatch(uri):
         raise DestinationError("must be an absolute http(s) URI of plain ASCII characters (no spaces)")
+    if _BAD_PERCENT.search(uri):
+        raise DestinationError("a % must start a percent-encoded byte (%XX)")
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme not in config.allowed_schemes:
