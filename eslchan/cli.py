@@ -163,19 +163,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML configuration file (default: $ESLCHAN_CONFIG)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("demo", help="run the daemon on the embedded FreeSWITCH simulator")
+    p = sub.add_parser(
+        "demo",
+        help="run the daemon on the embedded FreeSWITCH simulator",
+        description="Run eslchan against its embedded FreeSWITCH simulator, with four demo accounts "
+        "(an admin, Acme and its sub-account Acme Sales, Globex) and live demo calls. It prints the "
+        "URL, each account's API key and curl commands that work as printed; webhooks are on, kept "
+        "in a temporary directory, and may target receivers on this machine. Stop with Ctrl-C.",
+    )
     p.add_argument("--listen", default="127.0.0.1:8000", help="HTTP address (default 127.0.0.1:8000)")
     p.add_argument("--esl-port", type=int, default=8021, help="simulator ESL port (default 8021, 0=any)")
     p.add_argument("--calls", type=int, default=6, help="live demo calls kept going (default 6)")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="least severe log messages shown on stderr (default WARNING)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="run the FreeSWITCH simulator alone", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("decode", help="print the frames of a raw ESL byte stream as JSON lines")
-    p.add_argument("file")
+    p = sub.add_parser(
+        "decode",
+        help="print the frames of a raw ESL byte stream as JSON lines",
+        description="Print each frame of a raw Event Socket byte stream (what FreeSWITCH sent on the "
+        "socket: a tcpdump payload, a capture) as one JSON object per line.",
+    )
+    p.add_argument(
+        "file", help="a file holding the raw bytes FreeSWITCH sent on an ESL connection ('-' for stdin)"
+    )
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("check-config", help="validate a configuration file and name every problem")
