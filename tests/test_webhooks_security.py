@@ -311,3 +311,21 @@ def test_https_checks_the_certificate_against_the_uris_host_name(simulator, keys
             assert "certificate" in reasons(bad)[0].lower() or "hostname" in reasons(bad)[0].lower()
     finally:
         server.stop()
+
+
+def test_the_readmes_verification_code_accepts_a_delivery_and_refuses_a_forgery(
+    daemon, http, simulator, receiver
+):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    code = re.search(r"```python\n(.*?def verify.*?)\n```", readme, re.S).group(1)
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - the README's own example, run as a reader would
+    hook = create_hook(http, ACME, name="x", uri=receiver.url(), hook="channel_create")
+    calls(simulator, daemon, 1)
+    eventually(lambda: receiver.got)
+    got = receiver.got[0]
+    assert scope["verify"](hook["secret"], got.headers, got.body) is True
+    assert scope["verify"](hook["secret"], got.headers, got.body + b" ") is False
