@@ -37,8 +37,8 @@ from eslchan.webhooks.store import Attempt, Hook, SQLiteStore, WebhookStore
 
 log = logging.getLogger("eslchan.webhooks")
 
-#: events the writer persists in one transaction at most
-WRITE_BATCH = 1000
+#: deliveries the writer persists in one transaction at most
+WRITE_BATCH = 2000
 
 
 class TooManyHooks(Exception):
@@ -183,14 +183,22 @@ class WebhookService:
 
     def _flush(self) -> None:
         while self._handoff or self._handoff_dropped:
-            batch = [self._handoff.popleft() for _ in range(min(WRITE_BATCH, len(self._handoff)))]
+            batch: list[tuple[float, dict[str, Any], list[str]]] = []
+            rows = 0
+            # bounded by deliveries, not events: one event for 100 hooks is 100 of them, and
+            # the batch is prepared on the event loop
+            while self._handoff and rows < WRITE_BATCH:
+                item = self._handoff.popleft()
+                batch.append(item)
+                rows += len(item[2])
             self._persist(batch)
 
     def _persist(self, batch: list[tuple[float, dict[str, Any], list[str]]]) -> None:
-        rows: list[tuple[str, float, str]] = []
+        events: list[tuple[float, str, list[str]]] = []
         dropped, self._handoff_dropped = self._handoff_dropped, {}
+        taken: list[str] = []
         for created, payload, targets in batch:
-            text: str | None = None
+            hook_ids = []
             for hook_id in targets:
                 if hook_id not in self._hooks:
                     continue  # deleted since
@@ -198,28 +206,29 @@ class WebhookService:
                     dropped[hook_id] = dropped.get(hook_id, 0) + 1
                     self.stats["dropped_queue"] += 1
                     continue
-                if text is None:
-                    text = _payload_text(payload)
-                rows.append((hook_id, created, text))
+                hook_ids.append(hook_id)
                 self._pending[hook_id] = self._pending.get(hook_id, 0) + 1
-        if rows:
+            if hook_ids:
+                events.append((created, _payload_text(payload), hook_ids))
+                taken.extend(hook_ids)
+        if events:
             try:
-                self.store.enqueue(rows)
+                self.store.enqueue(events)
             except Exception:
-                log.exception("webhooks: %d event(s) could not be stored and are dropped", len(rows))
-                self.stats["dropped_store"] += len(rows)
-                for hook_id, _, _ in rows:
+                log.exception("webhooks: %d event(s) could not be stored and are dropped", len(taken))
+                self.stats["dropped_store"] += len(taken)
+                for hook_id in taken:
                     self._pending[hook_id] -= 1
                     dropped[hook_id] = dropped.get(hook_id, 0) + 1
-                rows = []
-            self.stats["accepted"] += len(rows)
+                taken = []
+            self.stats["accepted"] += len(taken)
         for hook_id, count in dropped.items():
             hook = self._hooks.get(hook_id)
             if hook is not None:
                 hook = replace(hook, dropped=hook.dropped + count)
                 self._hooks[hook_id] = hook
                 self.store.save_hook(hook)
-        for hook_id in dict.fromkeys(hook_id for hook_id, _, _ in rows):
+        for hook_id in dict.fromkeys(taken):
             worker = self._workers.get(hook_id)
             if worker is not None:
                 worker.poke()
