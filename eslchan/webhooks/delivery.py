@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import logging
 import random
 import secrets
 import socket
@@ -42,6 +43,8 @@ from eslchan.config import WebhooksConfig
 from eslchan.webhooks.destinations import DestinationError, Destinations, Target, parse_uri
 from eslchan.webhooks.payload import for_hook
 from eslchan.webhooks.store import Attempt, Delivery, Hook, WebhookStore
+
+log = logging.getLogger("eslchan.webhooks")
 
 SECRET_PREFIX = "whsec_"
 USER_AGENT = f"eslchan-webhooks/{__version__}"
@@ -245,13 +248,17 @@ class HookWorker:
             hook = host.hook(self.hook_id)
             if hook is None:
                 return  # deleted
-            batch = host.store.pending(self.hook_id, 0, BATCH) if hook.enabled else []
-            if not batch:
-                self.wake.wait()
-                continue
-            for delivery in batch:
-                if not self._deliver(delivery):
-                    break
+            try:
+                batch = host.store.pending(self.hook_id, 0, BATCH) if hook.enabled else []
+                if not batch:
+                    self.wake.wait()
+                    continue
+                for delivery in batch:
+                    if not self._deliver(delivery):
+                        break
+            except Exception:  # a store error must not end the hook's deliveries for good
+                log.exception("webhook %s: delivery failed; trying again later", self.hook_id)
+                self.wake.wait(host.config.backoff_max)
 
     def _deliver(self, delivery: Delivery) -> bool:
         """Attempt ``delivery`` until it is delivered (True) or the hook is disabled or deleted."""
