@@ -224,7 +224,11 @@ class HookWorker:
     def __init__(self, hook_id: str, host: WorkerHost):
         self.hook_id = hook_id
         self.host = host
-        self.wake = GEvent()
+        #: the hook was edited, re-enabled or deleted: ends any wait, a retry delay included
+        self.changed = GEvent()
+        #: new events were queued: ends the wait of an idle worker, never a retry delay (a dead
+        #: receiver is not hammered at the rate events come in)
+        self.arrived = GEvent()
         self.greenlet: gevent.Greenlet | None = None
         #: failed attempts of the current delivery since it last counted a failed delivery
         self._round = 0
@@ -234,8 +238,16 @@ class HookWorker:
             self.greenlet = gevent.spawn(self._run)
 
     def poke(self) -> None:
-        """Something changed (new events, the hook edited or re-enabled): look again now."""
-        self.wake.set()
+        """The hook changed (edited, re-enabled, deleted): look again now."""
+        self.changed.set()
+        self.arrived.set()
+
+    def queued(self) -> None:
+        """New events wait in the hook's queue."""
+        self.arrived.set()
+
+    def _idle(self, timeout: float | None = None) -> None:
+        gevent.wait([self.changed, self.arrived], timeout=timeout, count=1)
 
     def stop(self) -> None:
         if self.greenlet is not None:
@@ -244,21 +256,22 @@ class HookWorker:
     def _run(self) -> None:
         host = self.host
         while True:
-            self.wake.clear()  # before looking, so a poke from now on is not missed
+            self.changed.clear()  # before looking, so a poke from now on is not missed
+            self.arrived.clear()
             hook = host.hook(self.hook_id)
             if hook is None:
                 return  # deleted
             try:
                 batch = host.store.pending(self.hook_id, 0, BATCH) if hook.enabled else []
                 if not batch:
-                    self.wake.wait()
+                    self._idle()
                     continue
                 for delivery in batch:
                     if not self._deliver(delivery):
                         break
             except Exception:  # a store error must not end the hook's deliveries for good
                 log.exception("webhook %s: delivery failed; trying again later", self.hook_id)
-                self.wake.wait(host.config.backoff_max)
+                self._idle(host.config.backoff_max)
 
     def _deliver(self, delivery: Delivery) -> bool:
         """Attempt ``delivery`` until it is delivered (True) or the hook is disabled or deleted."""
@@ -297,8 +310,8 @@ class HookWorker:
             if not hook.enabled:
                 return False
             failed_in_a_row = max(1, hook.failures * (hook.retries + 1) + self._round)
-            self.wake.clear()
-            self.wake.wait(backoff(host.config, failed_in_a_row))  # a poke (hook edited) cuts it short
+            self.changed.clear()
+            self.changed.wait(backoff(host.config, failed_in_a_row))  # cut short by an edit only
 
     def _attempt(self, hook: Hook, delivery: Delivery, payload: dict[str, Any]) -> Outcome:
         host = self.host

@@ -231,7 +231,7 @@ class WebhookService:
         for hook_id in dict.fromkeys(taken):
             worker = self._workers.get(hook_id)
             if worker is not None:
-                worker.poke()
+                worker.queued()
 
     # -- what the workers need (delivery.WorkerHost) ---------------------------------------
 
