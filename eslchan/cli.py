@@ -55,9 +55,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_problems(args.file, exc)
         return 1
+    webhooks = f", webhooks in {config.webhooks.data_dir}" if config.webhooks is not None else ""
     print(
         f"{args.file}: OK ({len(config.nodes)} node(s), {len(config.accounts)} account(s), "
-        f"http {config.http.listen})"
+        f"http {config.http.listen}{webhooks})"
     )
     return 0
 
@@ -115,6 +116,9 @@ Accounts (id, API key):
   Acme        {demo.ACME}  {keys[demo.ACME]}
   Acme Sales  {demo.ACME_SALES}  {keys[demo.ACME_SALES]}   (child of Acme)
   Globex      {demo.GLOBEX}  {keys[demo.GLOBEX]}
+
+Webhooks (/v2/accounts/<id>/webhooks) are on, kept in {data_dir.name} until the demo stops;
+receivers on this machine (127.0.0.1) are allowed.
 
 Try (a token for Acme, valid one hour, is already in these commands):
   curl -s -X PUT -H "Content-Type: application/json" \\

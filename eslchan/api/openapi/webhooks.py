@@ -166,9 +166,10 @@ def schemas() -> dict[str, Any]:
             "string (nested objects as outer[inner]=value). Headers (Standard Webhooks): webhook-id "
             "(stable across retries: deduplicate on it, delivery is at least once), webhook-timestamp "
             "(Unix seconds of the attempt) and webhook-signature: v1,<base64 of HMAC-SHA256(key, "
-            "'<webhook-id>.<webhook-timestamp>.<body or query string>')>, key = the hook's secret "
-            "without 'whsec_', base64-decoded. Refuse a bad signature and a timestamp more than a few "
-            "minutes old. The hook's custom_data is added, overwriting fields of the same name.",
+            "'<webhook-id>.<webhook-timestamp>.<body, or the whole query string of a get hook>')>, "
+            "key = the hook's secret without 'whsec_', base64-decoded. Refuse a bad signature and a "
+            "timestamp more than a few minutes old. The hook's custom_data is added, overwriting "
+            "fields of the same name.",
             "required": ["hook_event", "call_id", "account_id", "timestamp"],
             "properties": {
                 "hook_event": {
