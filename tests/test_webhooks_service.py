@@ -186,3 +186,24 @@ def test_a_channel_removed_by_a_resync_is_a_destroy_with_the_reason(tmp_path, ca
     registry.remove_node("fs1", "node down")
     assert payloads and all(p["removed"] == "node down" for p in payloads)
     assert all(isinstance(p["duration_seconds"], int) for p in payloads)
+
+
+def test_a_reload_without_the_account_stops_its_hooks_taking_events(tmp_path, captures_dir):
+    registry = ChannelRegistry()
+    service = service_for(tmp_path, registry)
+    service.start()
+    try:
+        hook = add_hook(service)
+        events = recorded_call(captures_dir)
+        for event in events[: len(events) // 2]:
+            registry.apply("fs1", event)
+        service._flush()
+        before = service.pending(hook.id)
+        assert before > 0
+        service.set_accounts([a for a in ACCOUNTS if a.id != ACME])  # SIGHUP with Acme gone
+        for event in events[len(events) // 2 :]:
+            registry.apply("fs1", event)
+        service._flush()
+        assert service.pending(hook.id) == before  # kept, but nothing new
+    finally:
+        service.stop()
