@@ -279,6 +279,7 @@ class HookWorker:
         keep = host.config.attempts_kept
         payload = json.loads(delivery.payload)
         while True:
+            self.changed.clear()  # before reading the hook: an edit from now on ends the wait below
             hook = host.hook(self.hook_id)
             if hook is None or not hook.enabled:
                 return False
@@ -310,7 +311,6 @@ class HookWorker:
             if not hook.enabled:
                 return False
             failed_in_a_row = max(1, hook.failures * (hook.retries + 1) + self._round)
-            self.changed.clear()
             self.changed.wait(backoff(host.config, failed_in_a_row))  # cut short by an edit only
 
     def _attempt(self, hook: Hook, delivery: Delivery, payload: dict[str, Any]) -> Outcome:
