@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 
 def _patch() -> None:
@@ -30,9 +32,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.logging.level, config.logging.json)
     from eslchan.daemon import Daemon
+    from eslchan.webhooks import StoreError
 
     try:
-        Daemon(config).serve_forever()
+        daemon = Daemon(config)
+    except StoreError as exc:
+        print(f"eslchan serve: webhooks: {exc}", file=sys.stderr)
+        return 1
+    try:
+        daemon.serve_forever()
     except OSError as exc:  # the HTTP port is bound first, so nothing else has started yet
         print(f"eslchan serve: cannot listen on {config.http.listen}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -47,9 +55,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_problems(args.file, exc)
         return 1
+    webhooks = f", webhooks in {config.webhooks.data_dir}" if config.webhooks is not None else ""
     print(
         f"{args.file}: OK ({len(config.nodes)} node(s), {len(config.accounts)} account(s), "
-        f"http {config.http.listen})"
+        f"http {config.http.listen}{webhooks})"
     )
     return 0
 
@@ -74,7 +83,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         sim = Simulator(port=0, password="ClueCon", hostname="demo-fs1")
         sim.start()
     keys = demo.demo_keys()
-    config = demo.demo_config([("fs1", sim.host, sim.port, "ClueCon")], keys, listen=args.listen)
+    data_dir = tempfile.TemporaryDirectory(prefix="eslchan-demo-")
+    config = demo.demo_config(
+        [("fs1", sim.host, sim.port, "ClueCon")],
+        keys,
+        listen=args.listen,
+        webhooks=demo.demo_webhooks(Path(data_dir.name)),
+    )
     from eslchan.daemon import Daemon
 
     try:
@@ -84,6 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"eslchan demo: cannot listen on {args.listen}: {exc.strerror}; "
               "give another address with --listen HOST:PORT", file=sys.stderr)
         sim.stop()
+        data_dir.cleanup()
         return 1
     traffic = demo.demo_traffic(sim, calls=args.calls)
     traffic.start()
@@ -100,6 +116,9 @@ Accounts (id, API key):
   Acme        {demo.ACME}  {keys[demo.ACME]}
   Acme Sales  {demo.ACME_SALES}  {keys[demo.ACME_SALES]}   (child of Acme)
   Globex      {demo.GLOBEX}  {keys[demo.GLOBEX]}
+
+Webhooks (/v2/accounts/<id>/webhooks) are on, kept in {data_dir.name} until the demo stops;
+receivers on this machine (127.0.0.1) are allowed.
 
 Try (a token for Acme, valid one hour, is already in these commands):
   curl -s -X PUT -H "Content-Type: application/json" \\
@@ -119,6 +138,7 @@ Stop with Ctrl-C.
     finally:
         traffic.stop()
         sim.stop()
+        data_dir.cleanup()
     return 0
 
 
@@ -147,19 +167,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML configuration file (default: $ESLCHAN_CONFIG)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("demo", help="run the daemon on the embedded FreeSWITCH simulator")
+    p = sub.add_parser(
+        "demo",
+        help="run the daemon on the embedded FreeSWITCH simulator",
+        description="Run eslchan against its embedded FreeSWITCH simulator, with four demo accounts "
+        "(an admin, Acme and its sub-account Acme Sales, Globex) and live demo calls. It prints the "
+        "URL, each account's API key and curl commands that work as printed; webhooks are on, kept "
+        "in a temporary directory, and may target receivers on this machine. Stop with Ctrl-C.",
+    )
     p.add_argument("--listen", default="127.0.0.1:8000", help="HTTP address (default 127.0.0.1:8000)")
     p.add_argument("--esl-port", type=int, default=8021, help="simulator ESL port (default 8021, 0=any)")
     p.add_argument("--calls", type=int, default=6, help="live demo calls kept going (default 6)")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="least severe log messages shown on stderr (default WARNING)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="run the FreeSWITCH simulator alone", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("decode", help="print the frames of a raw ESL byte stream as JSON lines")
-    p.add_argument("file")
+    p = sub.add_parser(
+        "decode",
+        help="print the frames of a raw ESL byte stream as JSON lines",
+        description="Print each frame of a raw Event Socket byte stream (what FreeSWITCH sent on the "
+        "socket: a tcpdump payload, a capture) as one JSON object per line.",
+    )
+    p.add_argument(
+        "file", help="a file holding the raw bytes FreeSWITCH sent on an ESL connection ('-' for stdin)"
+    )
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("check-config", help="validate a configuration file and name every problem")

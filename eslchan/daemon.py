@@ -23,6 +23,7 @@ from eslchan.api.events import hub_of
 from eslchan.config import Config, load_config
 from eslchan.esl.link import NodeLink
 from eslchan.registry import ChannelRegistry, NodeSync
+from eslchan.webhooks import WebhookService
 from metaflow import Interpreter
 
 log = logging.getLogger("eslchan.daemon")
@@ -66,11 +67,17 @@ class Daemon:
             )
             self.links[node.name] = link
         self.interpreter = Interpreter(self.registry, self.links, config.metaflow)
-        self.app = create_app(config, self.registry, self.links, self.interpreter)
+        # opens (or creates) the webhooks database now: a directory in use or unwritable
+        # stops the start-up before anything listens
+        self.webhooks: WebhookService | None = None
+        if config.webhooks is not None:
+            self.webhooks = WebhookService(config.webhooks, self.registry, config.accounts)
+        self.app = create_app(config, self.registry, self.links, self.interpreter, webhooks=self.webhooks)
         self.http = HttpServer(
             (config.http.host, config.http.port), self.app, log=_AccessLog(), error_log=log
         )
         self._stopped = GEvent()
+        self._started = False
         self._housekeeping: gevent.Greenlet | None = None
 
     # -- link life -------------------------------------------------------------------------
@@ -99,7 +106,17 @@ class Daemon:
         return f"http://{host}:{port}"
 
     def start(self) -> None:
-        self.http.start()  # first: a taken port must fail before any link greenlet runs
+        if self._started:  # the demo starts the daemon before serve_forever() does
+            return
+        try:
+            self.http.start()  # first: a taken port must fail before any link greenlet runs
+        except OSError:
+            if self.webhooks is not None:
+                self.webhooks.stop()  # let go of the database for whoever retries
+            raise
+        self._started = True
+        if self.webhooks is not None:
+            self.webhooks.start()  # listening before the links deliver their first event
         for link in self.links.values():
             link.start()
         self._housekeeping = gevent.spawn(self._expire_stale)
@@ -115,6 +132,8 @@ class Daemon:
             self._housekeeping.kill()
         for link in self.links.values():
             link.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()  # no event comes any more: persist what is still in memory
         self._stopped.set()
 
     def reload(self) -> None:
@@ -128,6 +147,8 @@ class Daemon:
             return
         self.config = replace(self.config, accounts=fresh.accounts, auth=fresh.auth)
         self.app.config["ESLCHAN"] = self.config
+        if self.webhooks is not None:
+            self.webhooks.set_accounts(fresh.accounts)
         log.info("reloaded %d account(s)", len(fresh.accounts))
 
     def serve_forever(self) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import secrets
 import urllib.request
+from ipaddress import ip_network
+from pathlib import Path
 
 from eslchan.config import (
     Account,
@@ -19,6 +21,7 @@ from eslchan.config import (
     LinkOptions,
     MetaflowConfig,
     NodeConfig,
+    WebhooksConfig,
     hash_api_key,
 )
 from eslchan.simulator.cli import DemoCalls, Party
@@ -66,6 +69,7 @@ def demo_config(
     system_wide: bool = True,
     link: LinkOptions | None = None,
     metaflow: MetaflowConfig | None = None,
+    webhooks: WebhooksConfig | None = None,
 ) -> Config:
     """A complete configuration for the demo tenancy against the given (name, host, port, password) nodes."""
     return Config(
@@ -83,6 +87,15 @@ def demo_config(
                 "media_id": "tone_stream://%(1000,4000,440);loops=-1",
             }
         ),
+        webhooks=webhooks,
+    )
+
+
+def demo_webhooks(data_dir: Path) -> WebhooksConfig:
+    """The demo's webhooks: stored in ``data_dir``; receivers on this machine (loopback) are
+    allowed, since a demo's first receiver is usually a local one."""
+    return WebhooksConfig(
+        data_dir=data_dir, allowed_networks=(ip_network("127.0.0.0/8"), ip_network("::1/128"))
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask
 
 from eslchan.api import auth, channels, envelope, events, openapi, runs, system
+from eslchan.api import webhooks as webhooks_api
 from eslchan.api.auth import FailureLimiter, Tenancy, TokenService
 from eslchan.api.system import Metrics
 from eslchan.config import Config
@@ -28,13 +29,21 @@ class ApiState:
     """
 
     def __init__(
-        self, app: Flask, registry: Any, links: Mapping[str, Any], interpreter: Any, metrics: Metrics
+        self,
+        app: Flask,
+        registry: Any,
+        links: Mapping[str, Any],
+        interpreter: Any,
+        metrics: Metrics,
+        webhooks: Any = None,
     ):
         self._app = app
         self.registry = registry
         self.links = links
         self.interpreter = interpreter
         self.metrics = metrics
+        #: the WebhookService, or None when webhooks are off
+        self.webhooks = webhooks
         self.started = time.monotonic()
         self._for: Config | None = None
         self._tokens: TokenService | None = None
@@ -82,11 +91,13 @@ def create_app(
     interpreter: Any,
     *,
     metrics: Metrics | None = None,
+    webhooks: Any = None,
 ) -> Flask:
     """Build the API app over the daemon's registry, links and interpreter.
 
     ``metrics`` lets the caller share one :class:`Metrics` (built with ``Metrics(registry, links)``,
     which subscribes to the links' command latencies); by default the app makes its own.
+    ``webhooks`` is the daemon's WebhookService; without one the webhooks endpoints answer 404.
     """
     app = Flask("eslchan.api", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.http.max_body_bytes
@@ -94,11 +105,17 @@ def create_app(
     app.url_map.strict_slashes = False
     app.config["ESLCHAN"] = config
     app.extensions["eslchan"] = ApiState(
-        app, registry, links, interpreter, metrics if metrics is not None else Metrics(registry, links)
+        app,
+        registry,
+        links,
+        interpreter,
+        metrics if metrics is not None else Metrics(registry, links),
+        webhooks,
     )
     envelope.install(app)
     system.install(app)
     events.install(app)
-    for blueprint in (auth.bp, channels.bp, runs.bp, events.bp, system.bp, openapi.bp):
+    webhooks_api.install(app)
+    for blueprint in (auth.bp, channels.bp, runs.bp, events.bp, webhooks_api.bp, system.bp, openapi.bp):
         app.register_blueprint(blueprint)
     return app

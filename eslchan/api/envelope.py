@@ -17,6 +17,7 @@ import uuid as _uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import gevent
 from flask import Flask, Response, current_app, g, request
@@ -202,16 +203,30 @@ def wants_csv() -> bool:
     )
 
 
+def next_page_headers(page: Mapping[str, Any] | None) -> dict[str, str]:
+    """``X-Next-Start-Key`` and a ``Link: <…>; rel="next"`` to the next page, when there is one:
+    a CSV listing has no envelope to carry ``next_start_key``."""
+    key = (page or {}).get("next_start_key")
+    if key is None:
+        return {}
+    query = [(name, value) for name, value in request.args.items(multi=True) if name != "start_key"]
+    query.append(("start_key", key))
+    return {"X-Next-Start-Key": key, "Link": f'<{request.path}?{urlencode(query)}>; rel="next"'}
+
+
 def respond_listing(
     rows: list[dict[str, Any]], filename: str, page: Mapping[str, Any] | None = None
 ) -> Response:
-    """A listing as the envelope, or as CSV when the caller asks for text/csv."""
+    """A listing as the envelope, or as CSV when the caller asks for text/csv; a page of either
+    names the next one in its headers."""
+    paging = next_page_headers(page)
     if not wants_csv():
-        return respond(rows, extra=page)
+        return respond(rows, headers=paging, extra=page)
     revision = revision_of(rows)
     headers = {
         "ETag": f'"{revision}"',
         "Content-Disposition": f'attachment; filename="{filename}.csv"',
+        **paging,
     }
     if not_modified(revision):
         return Response(status=304, headers=headers)
@@ -374,7 +389,7 @@ def _before() -> Response | None:
 #: Browser dashboards on other origins may call the API: the token travels in a header, never in
 #: a cookie, so allowing any origin lends a page no credentials it did not already have.
 _CORS_REQUEST_HEADERS = "Accept, Authorization, Content-Type, If-None-Match, X-Auth-Token, X-Request-ID"
-_CORS_EXPOSED = "Allow, ETag, Location, Retry-After, X-Request-ID"
+_CORS_EXPOSED = "Allow, ETag, Link, Location, Retry-After, X-Next-Start-Key, X-Request-ID"
 
 
 def _after(resp: Response) -> Response:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import gevent.queue
@@ -29,8 +29,9 @@ from prometheus_client.registry import Collector
 from eslchan.api.auth import authenticate
 from eslchan.api.channels import checked_account
 from eslchan.api.envelope import ApiError, field_error
-from eslchan.config import Account
+from eslchan.config import DEFAULT_EVENTS, Account
 from eslchan.registry.channel import GREGORIAN_OFFSET
+from eslchan.registry.registry import CHANNEL_EVENTS
 
 #: Flask config keys (defaults set by :func:`install`); read when a stream opens.
 KEEPALIVE = "EVENTS_KEEPALIVE_SECONDS"
@@ -232,6 +233,18 @@ def _authenticate() -> tuple[Account, str]:
     return account, g.auth_token
 
 
+#: Subscribed names that never reach a stream: they concern no channel.
+_NOT_CHANNEL_EVENTS = frozenset({"ALL", "BACKGROUND_JOB", "HEARTBEAT", "SHUTDOWN", "CUSTOM"})
+
+
+def streamable(subscribed: Iterable[str]) -> frozenset[str]:
+    """The event names a stream can deliver: the channel events the links subscribe to."""
+    names = {n for n in subscribed if n.isupper()}  # lower-case entries are CUSTOM subclasses
+    if "ALL" in names:
+        names |= CHANNEL_EVENTS | set(DEFAULT_EVENTS)
+    return frozenset(names - _NOT_CHANNEL_EVENTS)
+
+
 def _names() -> frozenset[str] | None:
     raw = request.args.get("events")
     if raw is None:
@@ -245,7 +258,14 @@ def _names() -> frozenset[str] | None:
             "CHANNEL_CREATE,CHANNEL_DESTROY",
             value=raw[:256],
         )
-    return frozenset(n.upper() for n in names)
+    wanted = frozenset(n.upper() for n in names)
+    known = streamable(current_app.extensions["eslchan"].config.link.events)
+    unknown = sorted(wanted - known)
+    if unknown:  # a name that can never come would leave the stream silent for good
+        raise field_error(
+            "events", "enum", f"unknown event name(s): {', '.join(unknown)}", target=sorted(known)
+        )
+    return wanted
 
 
 def _descendants() -> bool:

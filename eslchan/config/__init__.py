@@ -25,6 +25,7 @@ from eslchan.config.logging import LoggingConfig, parse_logging
 from eslchan.config.metaflow import MEDIA_ID, MetaflowConfig, parse_metaflow
 from eslchan.config.nodes import NODE_NAME, NodeConfig, parse_nodes
 from eslchan.config.reader import MISSING_SECRET, ConfigError, Reader
+from eslchan.config.webhooks import WebhooksConfig, parse_webhooks
 
 __all__ = [
     "ACCOUNT_ID",
@@ -43,6 +44,7 @@ __all__ = [
     "MetaflowConfig",
     "NodeConfig",
     "VariableMapping",
+    "WebhooksConfig",
     "hash_api_key",
     "load_config",
     "parse_config",
@@ -59,6 +61,8 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     metaflow: MetaflowConfig = field(default_factory=MetaflowConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    #: None: webhooks are off (no ``[webhooks]`` table)
+    webhooks: WebhooksConfig | None = None
     source: Path | None = None
 
     def account(self, account_id: str) -> Account | None:
@@ -93,7 +97,7 @@ def parse_config(
     problems: list[tuple[str, str]] = []
     r = Reader(problems, dict(os.environ) if env is None else env)
     top = r.table(
-        raw, "", {"http", "nodes", "link", "channels", "accounts", "auth", "metaflow", "logging"}
+        raw, "", {"http", "nodes", "link", "channels", "accounts", "auth", "metaflow", "logging", "webhooks"}
     )
     # tables are read in this order so that problems are reported in it
     http = parse_http(r, top.get("http"))
@@ -104,6 +108,7 @@ def parse_config(
     auth = parse_auth(r, top.get("auth"))
     metaflow = parse_metaflow(r, top.get("metaflow"), source)
     logging_cfg = parse_logging(r, top.get("logging"))
+    webhooks = parse_webhooks(r, top.get("webhooks"), source)
 
     if problems:
         raise ConfigError(problems)
@@ -116,5 +121,6 @@ def parse_config(
         auth=auth,
         metaflow=metaflow,
         logging=logging_cfg,
+        webhooks=webhooks,
         source=source,
     )

@@ -152,6 +152,17 @@ def _listing(summary: str, params: list[dict[str, str]], op_id: str) -> dict[str
             "responses": {
                 "200": {
                     "description": "the channels, oldest first (a page of them with page_size)",
+                    "headers": {
+                        "X-Next-Start-Key": {
+                            "description": "a page with more after it: the start_key of the next page "
+                            "(JSON answers also carry it as next_start_key; CSV answers only here)",
+                            "schema": {"type": "string"},
+                        },
+                        "Link": {
+                            "description": 'a page with more after it: <the next page\'s URL>; rel="next"',
+                            "schema": {"type": "string"},
+                        },
+                    },
                     "content": {
                         "application/json": {
                             "schema": success({"type": "array", "items": ref("Channel")}),
