@@ -93,6 +93,8 @@ def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple
     when = int(micros) / 1e6 if micros.isdigit() else now
     data: dict[str, Any] = {
         "uuid": channel.uuid,
+        # with ?descendants=true the stream mixes accounts; acting on a channel needs its own
+        "account_id": channel.account_id,
         "node": node,
         "event": name,
         "timestamp": int(when) + GREGORIAN_OFFSET,
