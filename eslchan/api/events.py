@@ -100,6 +100,8 @@ def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple
         "timestamp": int(when) + GREGORIAN_OFFSET,
         "channel": channel.listing(now),
     }
+    if name == "CHANNEL_UUID" and event.get("Old-Unique-ID"):
+        data["old_uuid"] = event["Old-Unique-ID"]  # renamed: the client's row under it is this one
     removed = event.get("Eslchan-Removed")
     if removed:
         data["removed"] = removed  # eslchan dropped it (resync, node gone) without a FreeSWITCH event

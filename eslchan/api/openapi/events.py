@@ -61,6 +61,11 @@ def schemas() -> dict[str, Any]:
                 "event": {"type": "string", "description": "FreeSWITCH's Event-Name, e.g. CHANNEL_ANSWER"},
                 "timestamp": {"type": "integer", "description": "the event's time, Gregorian seconds"},
                 "channel": ref("Channel"),
+                "old_uuid": {
+                    "type": "string",
+                    "description": "only on channel_uuid: the uuid the channel had until now (FreeSWITCH "
+                    "renamed it); drop what was known under it",
+                },
                 "removed": {
                     "type": "string",
                     "description": "only on a channel_destroy eslchan made itself: why the channel was "

@@ -7,7 +7,7 @@ import { Board } from "./board.js";
 import { $, h, setText } from "./dom.js";
 import { Drawer } from "./drawer.js";
 import { HealthPanel } from "./health.js";
-import { BOARD_EVENTS, STATES, STATE_LABELS, accountsInScope, eventEffect, pickerOptions } from "./model.js";
+import { BOARD_EVENTS, STATES, STATE_LABELS, accountsInScope, pickerOptions } from "./model.js";
 import { Session } from "./session.js";
 import { LiveStream } from "./stream.js";
 import { describeSuccess } from "./words.js";
@@ -264,7 +264,7 @@ function streamUrl() {
 
 function applyEvent(name, data) {
   if (!data || !data.channel) return;
-  board.apply(eventEffect(name), data.channel, data.account_id || console_.chosen);
+  board.apply(name, data, data.account_id || console_.chosen);
   drawer.touched(data.uuid);
 }
 

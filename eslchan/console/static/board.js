@@ -6,6 +6,7 @@ import { h, setAttr, setText } from "./dom.js";
 import {
   EMPTY_FILTER,
   STATE_LABELS,
+  bridgedPartnerRow,
   callKey,
   calleeOf,
   callerOf,
@@ -13,6 +14,7 @@ import {
   countStates,
   deviceLabel,
   elapsedSeconds,
+  eventEffect,
   formatDuration,
   isEmptyFilter,
   makeChannel,
@@ -56,13 +58,31 @@ export class Board {
 
   // --- input ------------------------------------------------------------------------------
 
-  /** One stream event: `effect` is model.eventEffect(name). */
-  apply(effect, row, accountId) {
+  /** One stream event (its StreamEvent data): the row it carries replaces the channel's. */
+  apply(name, data, accountId) {
+    const row = data.channel;
+    const effect = eventEffect(name);
+    if (data.old_uuid && data.old_uuid !== row.uuid) {
+      this.pending.set(data.old_uuid, { remove: true, quiet: true }); // renamed (CHANNEL_UUID)
+    }
     const queued = this.pending.get(row.uuid);
+    const previous = queued && queued.row ? queued.row : this.channels.get(row.uuid)?.row;
+    const partner = bridgedPartnerRow(name, row, previous, { get: (uuid) => this.latestRow(uuid) });
+    if (partner) {
+      const known = this.pending.get(partner.uuid) || this.channels.get(partner.uuid);
+      this.pending.set(partner.uuid, { remove: false, ending: known.ending, row: partner, accountId: known.accountId ?? known.account });
+    }
     // a hang-up stays a hang-up until the destroy, whatever other event follows in the frame
-    const ending = effect === "ending" || (queued && queued.ending && effect !== "remove");
+    const ending = effect === "ending" || Boolean(queued && queued.ending && effect !== "remove");
     this.pending.set(row.uuid, { remove: effect === "remove", ending, row, accountId });
     this.schedule();
+  }
+
+  /** A channel's newest row: queued for the next frame, else on the board. */
+  latestRow(uuid) {
+    const queued = this.pending.get(uuid);
+    if (queued) return queued.remove ? undefined : queued.row;
+    return this.channels.get(uuid)?.row;
   }
 
   /** A fresh listing: the board becomes exactly these channels (stream events queued after it

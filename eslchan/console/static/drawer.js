@@ -99,6 +99,7 @@ export class Drawer {
   touched(uuid) {
     if (!this.isOpen) return;
     if (uuid !== this.uuid && !this.ctx.board.legsOf(this.uuid).includes(uuid)) return;
+    requestAnimationFrame(() => this.showSummary()); // the board has the event by the next frame
     clearTimeout(this.refreshTimer);
     this.refreshTimer = setTimeout(() => this.refresh(), REFRESH_DEBOUNCE_MS);
   }

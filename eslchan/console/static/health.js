@@ -121,7 +121,7 @@ export class HealthPanel {
       "points",
       points.length ? `${points[0][0]},${CHART_H} ${line} ${points[points.length - 1][0]},${CHART_H}` : "",
     );
-    setText(parts.peak, `peak ${formatRate(peak)}/s`);
+    setText(parts.peak, `peak ${formatRate(peak)}`);
     setAttr(
       parts.chart,
       "aria-label",
@@ -159,7 +159,7 @@ export class HealthPanel {
         h("div", {}, h("dt", {}, "Dropped"), parts.dropped),
         h("div", {}, h("dt", {}, "ESL cmd"), parts.latency),
       ),
-      h("div", { class: "chart" }, parts.chart, parts.peak),
+      h("div", { class: "chart" }, h("div", { class: "chart-head" }, h("span", {}, "Events/s, last 2 min"), parts.peak), parts.chart),
       parts.error,
     );
     card._parts = parts;

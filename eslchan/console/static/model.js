@@ -15,16 +15,30 @@ export const STATE_LABELS = {
   ending: "Hanging up",
 };
 
-/** The events the board follows (the stream's ?events= filter): what changes a row. */
+/**
+ * The events the board follows (the stream's ?events= filter): every event that can change a
+ * channel's listing row, which each message carries whole.
+ */
 export const BOARD_EVENTS = [
   "CHANNEL_CREATE",
+  "CHANNEL_UUID",
   "CHANNEL_ANSWER",
   "CHANNEL_BRIDGE",
   "CHANNEL_UNBRIDGE",
   "CHANNEL_HOLD",
   "CHANNEL_UNHOLD",
   "CHANNEL_CALLSTATE",
+  "CHANNEL_STATE",
   "CALL_UPDATE",
+  "CHANNEL_EXECUTE",
+  "CHANNEL_EXECUTE_COMPLETE",
+  "CHANNEL_PROGRESS",
+  "CHANNEL_PROGRESS_MEDIA",
+  "CHANNEL_ORIGINATE",
+  "CHANNEL_OUTGOING",
+  "CHANNEL_PARK",
+  "CHANNEL_UNPARK",
+  "CHANNEL_DATA",
   "CHANNEL_HANGUP",
   "CHANNEL_HANGUP_COMPLETE",
   "CHANNEL_DESTROY",
@@ -72,6 +86,24 @@ export function channelState(channel) {
   if (!row.answered) return "ringing";
   if (row.other_leg) return "talking";
   return "answered";
+}
+
+/**
+ * FreeSWITCH sends CHANNEL_BRIDGE and CHANNEL_UNBRIDGE to one leg only; eslchan then sets (or
+ * clears) the other leg's other_leg without an event for it. Given the event's row and the
+ * row the board had before, this is the other leg's row as eslchan now has it, or null when
+ * that leg is not on the board or needs no change.
+ */
+export function bridgedPartnerRow(eventName, row, previousRow, partnerRows) {
+  if (eventName === "CHANNEL_BRIDGE" && row.other_leg) {
+    const partner = partnerRows.get(row.other_leg);
+    return partner && partner.other_leg !== row.uuid ? { ...partner, other_leg: row.uuid } : null;
+  }
+  if (eventName === "CHANNEL_UNBRIDGE" && previousRow && previousRow.other_leg) {
+    const partner = partnerRows.get(previousRow.other_leg);
+    return partner && partner.other_leg === row.uuid ? { ...partner, other_leg: null } : null;
+  }
+  return null;
 }
 
 export function elapsedSeconds(channel, nowMs) {

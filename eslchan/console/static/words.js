@@ -91,6 +91,8 @@ export function describeSuccess(kind, params, result) {
     }
     case "dtmf":
       return `Sent DTMF ${params.digits}.`;
+    case "callflow":
+      return `Callflow ${params.id} started.`;
     case "metaflow":
       return `Metaflow started${result && result.id ? ` (run ${result.id.slice(0, 8)})` : ""}.`;
     case "stop_run":
