@@ -670,14 +670,18 @@ def test_action_requests_and_words_in_the_browser(browser, daemon):
 def test_board_screenshot(browser, daemon, simulator, keys):
     """A board with a call in each state, kept as docs/console.png for the README."""
     console = Console(browser, daemon).signed_in(keys[ADMIN])
-    calls = [
-        call_from(simulator, ALICE, destination="1002"),
-        call_from(simulator, CAROL, destination="1001"),
-        call_from(simulator, DAVE, destination="2001"),
-        call_from(simulator, BOB, destination="3001"),
-        call_from(simulator, ALICE, destination="2001", answered=False),
-        call_from(simulator, DAVE, destination="1002", bridged=False),
+    made = [
+        (ALICE, "1002", {}),
+        (CAROL, "1001", {}),
+        (DAVE, "2001", {}),
+        (BOB, "3001", {}),
+        (ALICE, "2001", {"answered": False}),
+        (DAVE, "1002", {"bridged": False}),
     ]
+    calls = []
+    for party, destination, kw in made:  # one after the other, for the nodes chart to show
+        calls.append(call_from(simulator, party, destination=destination, **kw))
+        gevent.sleep(1.0)
     simulator.api(f"uuid_hold {calls[3].a_uuid}")
     console.wait_row(calls[3].a_uuid, lambda r: r["state"] == "held")
     for call in calls:
@@ -689,9 +693,9 @@ def test_board_screenshot(browser, daemon, simulator, keys):
             console.js(
                 "return document.querySelector('.spark-line')?.getAttribute('points').split(' ').length"
             )
-            >= 4
+            >= 8
         ),
-        timeout=SEEN,
+        timeout=30,
     )
     SCREENSHOT.parent.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))

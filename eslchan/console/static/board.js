@@ -20,7 +20,6 @@ import {
   makeChannel,
   matchesFilter,
   shortId,
-  spokenDuration,
   updateChannel,
   userLabel,
 } from "./model.js";
@@ -53,7 +52,32 @@ export class Board {
     this.ended = 0;
     this.announceTimer = null;
     this.empty = table.querySelector("tbody.empty");
+    // durations tick only on the calls in view: 2,000 rows would otherwise mean 2,000 writes
+    // (and their paint) every second for rows nobody sees
+    this.inView = new Set();
+    this.viewport = new IntersectionObserver((entries) => this.onViewport(entries), {
+      root: table.closest(".table-wrap"),
+      rootMargin: "200px 0px",
+    });
     table.addEventListener("click", (e) => this.onClick(e));
+  }
+
+  onViewport(entries) {
+    const now = Date.now();
+    for (const entry of entries) {
+      const tbody = entry.target;
+      if (!entry.isIntersecting) {
+        this.inView.delete(tbody);
+        continue;
+      }
+      this.inView.add(tbody);
+      for (const tr of tbody.rows) {
+        const uuid = tr.dataset.uuid;
+        const view = this.views.get(uuid);
+        const channel = this.channels.get(uuid);
+        if (view && channel) this.renderDuration(channel, view, now);
+      }
+    }
   }
 
   // --- input ------------------------------------------------------------------------------
@@ -226,9 +250,11 @@ export class Board {
     let group = this.groups.get(key);
     if (!group) {
       const lead = this.channels.get(key) || this.channels.get(uuid);
-      group = { tbody: h("tbody", { class: "call", "data-call": key }), legs: new Set(), startedAt: lead.startedAt };
+      const tbody = h("tbody", { class: "call", "data-call": key, role: "rowgroup" });
+      group = { tbody, legs: new Set(), startedAt: lead.startedAt };
       this.groups.set(key, group);
       this.insertGroup(key, group);
+      this.viewport.observe(group.tbody);
     }
     group.legs.add(uuid);
     group.tbody.append(view.tr);
@@ -240,6 +266,8 @@ export class Board {
     if (!group) return;
     group.legs.delete(uuid);
     if (!group.legs.size) {
+      this.viewport.unobserve(group.tbody);
+      this.inView.delete(group.tbody);
       group.tbody.remove();
       this.groups.delete(key);
       const at = this.order.indexOf(key);
@@ -338,28 +366,36 @@ export class Board {
       calleeName: h("span", { class: "primary" }),
       calleeNumber: h("span", { class: "secondary" }),
       state: h("span", { class: "badge" }),
-      stale: h("span", { class: "badge stale", title: "Its FreeSWITCH node is not connected: this row may be out of date", hidden: true }, "stale"),
-      duration: h("td", { class: "duration num" }),
+      stale: h(
+        "span",
+        { class: "badge stale", title: "Its FreeSWITCH node is not connected: this row may be out of date", hidden: true },
+        "stale",
+      ),
+      duration: h("span", {}),
       direction: h("span", { class: "direction" }),
       user: h("span", { class: "primary" }),
       device: h("span", { class: "secondary" }),
-      node: h("td", { class: "node" }),
-      account: h("td", { class: "account" }),
+      node: h("span", {}),
+      account: h("span", {}),
       hangup: h("button", { type: "button", class: "btn danger small", "data-act": "hangup" }, "Hang up"),
       details: h("button", { type: "button", class: "btn small ghost", "data-act": "details" }, "Details"),
     };
+    // Each cell's content sits in a box of fixed height laid out on its own (CSS containment):
+    // a changed badge or a ticking duration then never sends the browser back through every
+    // row of the table.
+    const td = (cls, ...content) => h("td", { class: cls, role: "cell" }, h("div", { class: "cell" }, ...content));
     const tr = h(
       "tr",
-      { "data-uuid": uuid },
-      h("td", { class: "party caller" }, cells.legNote, cells.callerName, cells.callerNumber),
-      h("td", { class: "party callee" }, cells.calleeName, cells.calleeNumber),
-      h("td", { class: "state" }, cells.state, cells.stale),
-      cells.duration,
-      h("td", { class: "dir" }, cells.direction),
-      h("td", { class: "party owner" }, cells.user, cells.device),
-      cells.node,
-      cells.account,
-      h("td", { class: "actions" }, cells.hangup, cells.details),
+      { "data-uuid": uuid, role: "row" },
+      td("party caller", cells.legNote, cells.callerName, cells.callerNumber),
+      td("party callee", cells.calleeName, cells.calleeNumber),
+      td("state", h("span", { class: "badges" }, cells.state, cells.stale)),
+      td("duration num", cells.duration),
+      td("dir", cells.direction),
+      td("party owner", cells.user, cells.device),
+      td("node", cells.node),
+      td("account", cells.account),
+      td("actions", h("span", { class: "buttons" }, cells.hangup, cells.details)),
     );
     const view = { tr, cells, shown: {} };
     this.views.set(uuid, view);
@@ -408,15 +444,15 @@ export class Board {
     if (view.shown.seconds === seconds) return;
     view.shown.seconds = seconds;
     setText(view.cells.duration, formatDuration(seconds));
-    view.cells.duration.title = spokenDuration(seconds);
   }
 
-  /** Once a second: the durations of the calls on show. */
+  /** Once a second: the durations of the calls in view. */
   tick() {
     const now = Date.now();
-    for (const group of this.groups.values()) {
-      if (group.tbody.hidden) continue;
-      for (const uuid of group.legs) {
+    for (const tbody of this.inView) {
+      if (tbody.hidden) continue;
+      for (const tr of tbody.rows) {
+        const uuid = tr.dataset.uuid;
         const view = this.views.get(uuid);
         const channel = this.channels.get(uuid);
         if (view && channel) this.renderDuration(channel, view, now);

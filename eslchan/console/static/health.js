@@ -5,7 +5,7 @@ import { h, setAttr, setText, svg } from "./dom.js";
 import { parseMetrics, ratePerSecond, sparklinePoints, sumBy } from "./model.js";
 
 const EVERY_MS = 2000;
-const SAMPLES = 60; // two minutes of history
+const SAMPLES = 30; // one minute of history
 const CHART_W = 200;
 const CHART_H = 44;
 const LINK_LABELS = { up: "Connected", connecting: "Connecting", down: "Down", auth_failed: "Wrong password" };
@@ -125,7 +125,7 @@ export class HealthPanel {
     setAttr(
       parts.chart,
       "aria-label",
-      `Events per second on ${name} over the last two minutes: now ${rate === null ? "unknown" : formatRate(rate)}, peak ${formatRate(peak)}`,
+      `Events per second on ${name} over the last minute: now ${rate === null ? "unknown" : formatRate(rate)}, peak ${formatRate(peak)}`,
     );
   }
 
@@ -159,7 +159,7 @@ export class HealthPanel {
         h("div", {}, h("dt", {}, "Dropped"), parts.dropped),
         h("div", {}, h("dt", {}, "ESL cmd"), parts.latency),
       ),
-      h("div", { class: "chart" }, h("div", { class: "chart-head" }, h("span", {}, "Events/s, last 2 min"), parts.peak), parts.chart),
+      h("div", { class: "chart" }, h("div", { class: "chart-head" }, h("span", {}, "Events/s, last minute"), parts.peak), parts.chart),
       parts.error,
     );
     card._parts = parts;
