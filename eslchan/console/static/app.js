@@ -443,5 +443,6 @@ session.on("renewed", () => {
   if (console_.stream) console_.stream.restart(); // the open stream carries the old token
 });
 
-if (session.restore()) startConsole();
-else showLogin("");
+const restored = session.restore();
+if (restored === "restored") startConsole();
+else showLogin(restored === "expired" ? "Your session has expired. Enter your API key to continue." : "");

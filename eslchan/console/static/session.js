@@ -27,7 +27,11 @@ export class Session {
     for (const callback of this.listeners[what]) callback(...args);
   }
 
-  /** The stored session of this tab, if its token is still good for a while. */
+  /**
+   * The stored session of this tab: "restored" when its token is still good for a while (a
+   * quarter of its life, at most 10 s), "expired" when there was one but it is too old, else
+   * "none".
+   */
   restore() {
     let stored = null;
     try {
@@ -35,13 +39,18 @@ export class Session {
     } catch {
       stored = null;
     }
-    if (!stored || !stored.token || this.expiresAt(stored) - Date.now() < 10000) {
+    if (!stored || !stored.auth_token) {
       sessionStorage.removeItem(STORE);
-      return false;
+      return "none";
+    }
+    const margin = Math.min(10000, (stored.token_ttl * 1000) / 4);
+    if (this.expiresAt(stored) - Date.now() < margin) {
+      sessionStorage.removeItem(STORE);
+      return "expired";
     }
     this.state = stored;
     this.schedule();
-    return true;
+    return "restored";
   }
 
   expiresAt(state = this.state) {
@@ -49,7 +58,7 @@ export class Session {
   }
 
   token() {
-    return this.state ? this.state.token : null;
+    return this.state ? this.state.auth_token : null;
   }
 
   get account() {
@@ -68,7 +77,7 @@ export class Session {
       auth: false,
     });
     this.apiKey = apiKey;
-    this.state = { ...answer.data, token: answer.body.auth_token, issued_at: issuedAt };
+    this.state = { ...answer.data, auth_token: answer.body.auth_token, issued_at: issuedAt };
     sessionStorage.setItem(STORE, JSON.stringify(this.state));
     this.schedule();
     return this.account;
