@@ -219,3 +219,31 @@ def test_stream_events_name_the_channels_account(daemon, simulator, http):
         assert accounts[sub.a_uuid] == ACME_SALES and accounts[own.a_uuid] == ACME
     finally:
         stream.close()
+
+
+def test_the_answers_match_their_openapi_documentation(http, daemon):
+    from test_api_openapi import response_schema, validator
+
+    from eslchan.api.openapi import document
+
+    doc = document()
+    cases = [
+        (
+            "/v2/accounts/{account_id}/descendants",
+            http.get(f"/v2/accounts/{ADMIN}/descendants", token=http.token(ADMIN)),
+        ),
+        (
+            "/v2/accounts/{account_id}/descendants",
+            http.get(f"/v2/accounts/{ACME}/descendants", token=http.token(GLOBEX)),
+        ),
+        (
+            "/v2/accounts/{account_id}/callflows",
+            http.get(f"/v2/accounts/{ACME}/callflows", token=http.token(ACME)),
+        ),
+        ("/v2/accounts/{account_id}/callflows", http.get(f"/v2/accounts/{ACME}/callflows")),
+    ]
+    for path, resp in cases:
+        pointer = response_schema(doc, path, "get", resp.status)
+        errors = list(validator(doc, pointer).iter_errors(resp.json))
+        assert not errors, (path, resp.status, [e.message for e in errors])
+    assert "/console/{filename}" in doc["paths"] and doc["paths"]["/"]["get"]["responses"]["302"]
