@@ -111,6 +111,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 eslchan demo is running at {url}
   simulated FreeSWITCH (ESL) on {sim.host}:{sim.port}, password ClueCon
 
+Open the live call board:  {url}/console/
+  and sign in with the key {keys[demo.ADMIN]}
+  (Admin sees every account; any key below works and sees its own calls)
+
 Accounts (id, API key):
   Admin       {demo.ADMIN}  {keys[demo.ADMIN]}   (superduper admin)
   Acme        {demo.ACME}  {keys[demo.ACME]}

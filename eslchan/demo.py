@@ -31,6 +31,9 @@ ACME = "acc00000000000000000000000000001"
 ACME_SALES = "acc00000000000000000000000000002"  # a sub-account of Acme
 GLOBEX = "acc00000000000000000000000000003"
 
+#: The sample stored callflows of a clone (absent from an installed wheel: then none).
+DEMO_CALLFLOWS = Path(__file__).resolve().parents[1] / "conf" / "callflows"
+
 
 #: Users and their devices, per account; each user has one device.
 PARTIES = (
@@ -85,7 +88,9 @@ def demo_config(
                 "welcome": "tone_stream://%(400,200,523);loops=2",
                 # the Kazoo channels document's POST example asks for moh "media_id"
                 "media_id": "tone_stream://%(1000,4000,440);loops=-1",
-            }
+                "beep": "tone_stream://%(250,0,800)",  # conf/callflows/voicemail_prompt.json plays it
+            },
+            callflows_dir=DEMO_CALLFLOWS if DEMO_CALLFLOWS.is_dir() else None,
         ),
         webhooks=webhooks,
     )

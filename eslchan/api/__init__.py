@@ -12,7 +12,18 @@ from typing import Any
 
 from flask import Flask
 
-from eslchan.api import auth, channels, envelope, events, openapi, runs, system
+from eslchan.api import (
+    accounts,
+    auth,
+    callflows,
+    channels,
+    console,
+    envelope,
+    events,
+    openapi,
+    runs,
+    system,
+)
 from eslchan.api import webhooks as webhooks_api
 from eslchan.api.auth import FailureLimiter, Tenancy, TokenService
 from eslchan.api.system import Metrics
@@ -116,6 +127,17 @@ def create_app(
     system.install(app)
     events.install(app)
     webhooks_api.install(app)
-    for blueprint in (auth.bp, channels.bp, runs.bp, events.bp, webhooks_api.bp, system.bp, openapi.bp):
+    for blueprint in (
+        auth.bp,
+        accounts.bp,
+        channels.bp,
+        runs.bp,
+        callflows.bp,
+        events.bp,
+        webhooks_api.bp,
+        system.bp,
+        openapi.bp,
+        console.bp,
+    ):
         app.register_blueprint(blueprint)
     return app

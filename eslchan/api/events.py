@@ -94,11 +94,15 @@ def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple
     when = int(micros) / 1e6 if micros.isdigit() else now
     data: dict[str, Any] = {
         "uuid": channel.uuid,
+        # with ?descendants=true the stream mixes accounts; acting on a channel needs its own
+        "account_id": channel.account_id,
         "node": node,
         "event": name,
         "timestamp": int(when) + GREGORIAN_OFFSET,
         "channel": channel.listing(now),
     }
+    if name == "CHANNEL_UUID" and event.get("Old-Unique-ID"):
+        data["old_uuid"] = event["Old-Unique-ID"]  # renamed: the client's row under it is this one
     removed = event.get("Eslchan-Removed")
     if removed:
         data["removed"] = removed  # eslchan dropped it (resync, node gone) without a FreeSWITCH event
@@ -238,10 +242,12 @@ _NOT_CHANNEL_EVENTS = frozenset({"ALL", "BACKGROUND_JOB", "HEARTBEAT", "SHUTDOWN
 
 
 def streamable(subscribed: Iterable[str]) -> frozenset[str]:
-    """The event names a stream can deliver: the channel events the links subscribe to."""
+    """The event names a stream may ask for: every channel event the registry understands,
+    and whatever else the links subscribe to (a client need not know the subscription)."""
     names = {n for n in subscribed if n.isupper()}  # lower-case entries are CUSTOM subclasses
+    names |= CHANNEL_EVENTS
     if "ALL" in names:
-        names |= CHANNEL_EVENTS | set(DEFAULT_EVENTS)
+        names |= set(DEFAULT_EVENTS)
     return frozenset(names - _NOT_CHANNEL_EVENTS)
 
 

@@ -62,7 +62,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 class DemoCalls:
     """Keeps ``count`` calls up; each lasts a random while around ``mean_seconds`` (simulated
-    time) and is replaced when it ends. Line ``i`` calls from ``parties[i]`` to another party."""
+    time) and is replaced when it ends. Line ``i`` calls from ``parties[i]`` to another party.
+    Like calls on a real PBX, each rings a few seconds before it is answered, and about one in
+    three is put on hold for a while, so a live board shows every state."""
 
     def __init__(self, sim: Simulator, count: int, mean_seconds: float, parties: Sequence[Party]) -> None:
         self.sim, self.count, self.mean, self.parties = sim, count, mean_seconds, list(parties)
@@ -84,8 +86,19 @@ class DemoCalls:
             call = self.sim.create_call(account_id=caller.account_id, user_id=caller.user_id,
                                         device_id=caller.device_id, caller_id_name=caller.name,
                                         caller_id_number=caller.number, destination=callee.number,
-                                        username=caller.name.lower())
-            gevent.sleep(rng.uniform(0.5, 1.5) * self.mean / self.sim.speed)
+                                        username=caller.name.lower(), answered=False)
+            gevent.sleep(rng.uniform(1.0, 4.0) / self.sim.speed)
+            if call.b_uuid is not None and self.sim.channel(call.b_uuid) is not None:
+                self.sim.answer_call(call.b_uuid)
+            talk = rng.uniform(0.5, 1.5) * self.mean / self.sim.speed
+            if rng.random() < 0.35:
+                gevent.sleep(talk / 3)
+                self.sim.api(f"uuid_hold {call.a_uuid}")  # -ERR if the call is gone: nothing to do
+                gevent.sleep(talk / 3)
+                self.sim.api(f"uuid_hold off {call.a_uuid}")
+                gevent.sleep(talk / 3)
+            else:
+                gevent.sleep(talk)
             if self.sim.channel(call.a_uuid) is not None:
                 self.sim.hangup(call.a_uuid)
             gevent.sleep(rng.uniform(0.5, 2.0) / self.sim.speed)

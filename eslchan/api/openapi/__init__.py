@@ -21,10 +21,31 @@ from flask import Blueprint, Response
 
 from eslchan import __version__
 from eslchan.api.envelope import not_modified, revision_of
-from eslchan.api.openapi import auth, channels, components, events, runs, system, webhooks
+from eslchan.api.openapi import (
+    accounts,
+    auth,
+    callflows,
+    channels,
+    components,
+    console,
+    events,
+    runs,
+    system,
+    webhooks,
+)
 
 # Paths appear in the document in this order.
-RESOURCES: tuple[ModuleType, ...] = (auth, channels, runs, events, webhooks, system)
+RESOURCES: tuple[ModuleType, ...] = (
+    auth,
+    accounts,
+    channels,
+    runs,
+    callflows,
+    events,
+    webhooks,
+    system,
+    console,
+)
 
 
 def _merge(into: dict[str, Any], part: dict[str, Any], kind: str, source: str) -> None:

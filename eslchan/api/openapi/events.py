@@ -20,6 +20,7 @@ from eslchan.api.openapi.common import (
     response_refs,
 )
 from eslchan.api.openapi.components import CHANNEL_EXAMPLE
+from eslchan.config import ACCOUNT_ID
 
 STREAM_EXAMPLE = (
     "retry: 3000\n: eslchan events for account " + ACCOUNT + "\n\n"
@@ -27,6 +28,7 @@ STREAM_EXAMPLE = (
     + json.dumps(
         {
             "uuid": CHANNEL,
+            "account_id": ACCOUNT,
             "node": "fs1",
             "event": "CHANNEL_CREATE",
             "timestamp": 63573977746,
@@ -46,13 +48,24 @@ def schemas() -> dict[str, Any]:
         "StreamEvent": {
             "type": "object",
             "description": "data of one message of the live event stream (GET /v2/accounts/{A}/events)",
-            "required": ["uuid", "node", "event", "timestamp", "channel"],
+            "required": ["uuid", "account_id", "node", "event", "timestamp", "channel"],
             "properties": {
                 "uuid": {"type": "string", "pattern": UUID_PATTERN},
+                "account_id": {
+                    "type": "string",
+                    "pattern": ACCOUNT_ID.pattern,
+                    "description": "the channel's account: the stream's own or, with descendants=true, "
+                    "a sub-account's (the account to use in that channel's URLs)",
+                },
                 "node": {"type": "string"},
                 "event": {"type": "string", "description": "FreeSWITCH's Event-Name, e.g. CHANNEL_ANSWER"},
                 "timestamp": {"type": "integer", "description": "the event's time, Gregorian seconds"},
                 "channel": ref("Channel"),
+                "old_uuid": {
+                    "type": "string",
+                    "description": "only on channel_uuid: the uuid the channel had until now (FreeSWITCH "
+                    "renamed it); drop what was known under it",
+                },
                 "removed": {
                     "type": "string",
                     "description": "only on a channel_destroy eslchan made itself: why the channel was "
