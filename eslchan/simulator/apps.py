@@ -92,6 +92,12 @@ class Applications:
             self.wait(ch, None, idle=True, dtmf=True)
 
     def app_playback(self, ch: SimChannel, arg: str) -> str:
+        if arg.startswith("say:"):  # play_file's say: is text for the channel's tts_engine
+            engine = ch.variables.get("tts_engine")
+            if not engine:
+                return "FILE PLAYED"
+            if not self.interfaces.has("speech", engine):
+                return "PLAYBACK ERROR"
         return self.play(ch, arg)
 
     app_broadcast = app_playback
@@ -117,12 +123,6 @@ class Applications:
              digits: list[str] | None = None, reads: bool = True) -> str:
         """Play media for its duration; with ``digits`` a DTMF digit ends it early. Without
         ``reads`` (endless_playback) the channel's digits stay unread meanwhile."""
-        if path.startswith("say:"):  # play_file's say: is text for the channel's tts_engine
-            engine = ch.variables.get("tts_engine")
-            if not engine:
-                return "FILE PLAYED"
-            if not self.interfaces.has("speech", engine):
-                return "PLAYBACK ERROR"
         duration = None if forever else media_duration(path, self.media_durations,
                                                        self.default_media_duration)
         ftype = media_type(path)
