@@ -312,3 +312,13 @@ def test_sip_legs_unhold_and_the_waiting_digits_are_read_then(sim, esl):
     esl.wait_event("CHANNEL_UNHOLD", uuid=call.a_uuid)
     assert esl.wait_event("DTMF", uuid=call.a_uuid)["DTMF-Digit"] == "9"
     esl.wait_event("PLAYBACK_STOP", uuid=call.b_uuid)  # the music stops
+
+
+def test_a_switch_without_its_core_database_lists_nothing():
+    with Simulator(speed=50, heartbeat_interval=3600, core_db=False) as sim:
+        c = _client(sim)
+        try:
+            assert c.api("show interfaces as json") == "-ERR SQL disabled, no data available!\n"
+            assert c.api("module_exists mod_dptools") == "true"
+        finally:
+            c.close()

@@ -82,7 +82,7 @@ def interpreter_errors(channel: Any) -> Iterator[None]:
     except Unsupported as exc:
         # the switch lacks what the action needs: nothing was sent; retrying will not help
         # until the operator loads the module, a gateway-side failure like -ERR
-        raise ApiError(502, "freeswitch cannot", {**exc.details, "reason": str(exc)}) from None
+        raise ApiError(502, "freeswitch cannot", {"text": str(exc), **exc.details}) from None
     except CommandTimeout as exc:
         raise ApiError(504, "freeswitch timeout", {"node": channel.node, "reason": str(exc)}) from None
     except LinkDown as exc:

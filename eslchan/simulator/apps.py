@@ -139,6 +139,11 @@ class Applications:
                                 dtmf=reads)
                 if msg is None and left is not None:
                     break
+                if msg and msg[0] != "dtmf":
+                    # the bridge ended or the call was answered: the thread leaves the media
+                    # for the loop it runs in, which gets the message
+                    self._send(ch, msg)
+                    break
                 if msg and msg[0] == "dtmf":
                     terminators = ch.variables.get("playback_terminators", "")
                     if digits is not None:

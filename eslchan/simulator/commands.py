@@ -124,6 +124,8 @@ class ApiCommands:
         return f"FreeSWITCH Version {VERSION} ( 64bit)\n"
 
     def show(self, arg: str) -> str:
+        if not self.sw.core_db:
+            return "-ERR SQL disabled, no data available!\n"
         words = arg.split()
         as_json = len(words) >= 3 and words[-2] == "as" and words[-1] == "json"
         what = words[0] if words else ""

@@ -101,8 +101,10 @@ class SwitchCore:
 
     def __init__(self, *, hostname: str, core_uuid: str, speed: float,
                  publish: Callable[[SimEvent], None], modules: set[str] | frozenset[str] = DEFAULT_MODULES,
-                 sound_files: bool = False, execute_pickup: float = 0.01) -> None:
+                 sound_files: bool = False, execute_pickup: float = 0.01, core_db: bool = True) -> None:
         self.hostname = hostname
+        # FreeSWITCH's core database (switch.conf core-db): without it `show` answers -ERR
+        self.core_db = core_db
         self.interfaces = Interfaces(modules)
         # the recorded server had no sound files: say and file prompts play nothing
         self.sound_files = sound_files

@@ -54,14 +54,15 @@ class Simulator:
     (default: the recorded server's, with no TTS engine and no mod_soundtouch) and
     ``sound_files`` whether the say engine finds its prompts (the recorded server had none);
     ``execute_pickup`` is how long (real seconds) a queued sendmsg execute waits for the
-    channel's thread to pick it up."""
+    channel's thread to pick it up; without ``core_db`` `show` answers -ERR, as a switch
+    running with its core database off does."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, password: str = "ClueCon", *,
                  speed: float = 1.0, heartbeat_interval: float = 20.0, hostname: str = "sim",
                  core_uuid: str | None = None, event_queue_max: int = 100_000,
                  max_missed: int = 500, domain: str = "sim.local",
                  modules: set[str] | frozenset[str] = DEFAULT_MODULES, sound_files: bool = False,
-                 execute_pickup: float = 0.01) -> None:
+                 execute_pickup: float = 0.01, core_db: bool = True) -> None:
         self.host = host
         self.port = port
         self.password = password
@@ -83,7 +84,8 @@ class Simulator:
         self._heartbeat: gevent.Greenlet | None = None
         self.switch = Switch(hostname=hostname, core_uuid=core_uuid or str(uuidlib.uuid4()),
                              speed=speed, publish=self._publish, modules=modules,
-                             sound_files=sound_files, execute_pickup=execute_pickup)
+                             sound_files=sound_files, execute_pickup=execute_pickup,
+                             core_db=core_db)
         self.api_commands = ApiCommands(self.switch, on_shutdown=self._shutdown)
         self.switch.run_api = self._api
         self.switch.listeners.append(self._log_from_event)
