@@ -87,12 +87,13 @@ class NodeCapabilities:
 
 
 class Capabilities:
-    """Per node, cached for the life of one connection of its link: a reconnect (FreeSWITCH
-    restarted, modules loaded or unloaded meanwhile) probes again on the next need."""
+    """Per node, cached for the life of one connection of its link: :meth:`forget` (called
+    when the link comes up again: FreeSWITCH may have restarted, modules been loaded or
+    unloaded meanwhile) makes the next need probe again."""
 
     def __init__(self, links: Mapping[str, Any]):
         self.links = links
-        self._cache: dict[str, tuple[int, AsyncResult]] = {}
+        self._cache: dict[str, AsyncResult] = {}
 
     def require(self, node: str, needs: Iterable[Need], module: str | None = None) -> None:
         """Raise :class:`Unsupported` for the first need the node lacks."""
@@ -112,24 +113,23 @@ class Capabilities:
                 raise Unsupported(node, need, module)
 
     def of(self, node: str) -> NodeCapabilities:
-        """The node's capabilities for its current connection, probing once per connection
-        (concurrent callers share the probe; a failed probe is not cached)."""
-        link = self.links[node]
-        generation = link.stats["connects"]
-        cached = self._cache.get(node)
-        if cached is None or cached[0] != generation:
-            cached = (generation, AsyncResult())
-            self._cache[node] = cached
+        """The node's capabilities, probing when nothing is known (concurrent callers share
+        the probe; a failed probe is not kept)."""
+        result = self._cache.get(node)
+        if result is None:
+            result = self._cache[node] = AsyncResult()
             try:
-                cached[1].set(self._probe(link))
+                result.set(self._probe(self.links[node]))
             except BaseException as exc:
-                self._cache.pop(node, None)
-                cached[1].set_exception(exc)
+                if self._cache.get(node) is result:
+                    del self._cache[node]
+                result.set_exception(exc)
                 raise
-        return cached[1].get()
+        return result.get()
 
     def forget(self, node: str) -> None:
-        """Drop what is known of a node (its link went down)."""
+        """The node's link is up again: probe anew on the next need (a probe under way
+        answers its own callers and is not kept)."""
         self._cache.pop(node, None)
 
     @staticmethod

@@ -281,8 +281,10 @@ class Interpreter:
         gevent.joinall(greenlets, timeout=timeout)
         gevent.killall([g for g in greenlets if not g.dead], block=True, timeout=5)
 
-    def prefetch(self, node: str) -> None:
-        """Learn what a node can do as soon as its link is up (errors wait for the first need)."""
+    def node_up(self, node: str) -> None:
+        """A node's link is (again) up: what it can do is probed anew, at once (a failure
+        waits for the first need)."""
+        self.capabilities.forget(node)
         try:
             self.capabilities.of(node)
         except Exception as exc:  # the link fell again, a timeout: the next need probes again

@@ -260,17 +260,22 @@ def test_capabilities_are_probed_once_per_connection(daemon, simulator):
     simulator.switch.interfaces = Interfaces(DEFAULT_MODULES | {"mod_soundtouch"})
     with pytest.raises(Unsupported):
         pair.action(action="sound_touch")
-    link = daemon.links["fs1"]
-    connects = link.stats["connects"]
-    simulator.drop_connections()
-    eventually(lambda: link.is_up and link.stats["connects"] > connects, timeout=10)
+    reconnected(daemon, simulator)
     assert pair.action(action="sound_touch", pitch=1.5)["reply"] == "+OK"
     eventually(lambda: any(c.endswith("0s 0o 1.5p 1r 1t") for c in simulator.commands))
     assert len([c for c in simulator.commands if c.startswith("api show interfaces")]) == 2
 
 
+def reconnected(daemon, simulator) -> None:
+    link = daemon.links["fs1"]
+    connects = link.stats["connects"]
+    simulator.drop_connections()
+    eventually(lambda: link.is_up and link.stats["connects"] > connects, timeout=10)
+
+
 def test_a_switch_without_its_core_database_is_asked_module_exists(daemon, simulator):
     simulator.switch.core_db = False  # show answers "-ERR SQL disabled"
+    reconnected(daemon, simulator)
     pair = Pair(daemon, simulator)
     with pytest.raises(Unsupported):
         pair.action(action="tts", text="hi")

@@ -352,7 +352,10 @@ class ApiCommands:
         usage = "-USAGE: <uuid> [start [read|write] [mute|level <level>]|stop]\n"
         ch, parts = self._target(arg, 2, usage)
         if parts[1] == "stop":
-            ch.audio.clear()
+            if ch.audio:  # the "audio" media bug goes
+                ch.audio.clear()
+                self.sw.chan_event(ch, "MEDIA_BUG_STOP", extra=[
+                    ("Media-Bug-Function", "audio"), ("Media-Bug-Target", "stop")])
             return "+OK Success\n"
         if parts[1] != "start" or len(parts) < 5 or parts[2] not in ("read", "write") \
                 or parts[3] not in ("mute", "level"):
@@ -361,6 +364,9 @@ class ApiCommands:
             level = int(parts[4])
         except ValueError:
             return usage
+        if not ch.audio:  # switch_ivr_session_audio adds one "audio" media bug per channel
+            self.sw.chan_event(ch, "MEDIA_BUG_START", extra=[
+                ("Media-Bug-Function", "audio"), ("Media-Bug-Target", parts[3])])
         ch.audio[f"{parts[2]}_{parts[3]}"] = level
         return "+OK Success\n"
 

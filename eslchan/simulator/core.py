@@ -69,6 +69,8 @@ CALLING: dict[str, tuple[str, str, str]] = {
     "CUSTOM": ("mod_event_socket.c", "parse_command", "2275"),
     "DTMF": ("switch_channel.c", "switch_channel_queue_dtmf", "501"),
     "HEARTBEAT": ("switch_core.c", "send_heartbeat", "95"),
+    "MEDIA_BUG_START": ("switch_core_media_bug.c", "switch_core_media_bug_add", "1014"),
+    "MEDIA_BUG_STOP": ("switch_core_media_bug.c", "switch_core_media_bug_destroy", "84"),
     "PLAYBACK_START": ("switch_ivr_play_say.c", "switch_ivr_play_file", "1646"),
     "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", "2020"),
     "PRIVATE_COMMAND": ("switch_ivr.c", "switch_ivr_parse_next_event", "804"),
