@@ -163,6 +163,12 @@ class Context:
         ``needs``; nothing is sent to the call."""
         self.interpreter.capabilities.require(self.node, needs, self.run.current_module)
 
+    def get_variable(self, uuid: str, name: esl.Arg) -> str | None:
+        """uuid_getvar, as a read: it is no step of the action (a POST action still answers
+        with its first real command's reply); None for an unset variable."""
+        value = self.link.api(esl.api("uuid_getvar", esl.uuid(uuid), name)).strip()
+        return None if value == "_undef_" else value
+
     def set_variable(self, uuid: str, name: esl.Arg, value: esl.Arg) -> str:
         """uuid_setvar, and the registry shows the value at once (FreeSWITCH fires no event
         for it; the channel's next event would be the first to carry it)."""

@@ -163,11 +163,9 @@ class AttendedTransfer:
         """park_after_bridge of both legs as the call had it, to put back afterwards."""
         for leg in (self.transferor, self.transferee):
             try:
-                value = self.ctx.link.api(esl.api("uuid_getvar", esl.uuid(leg),
-                                                  esl.var_name("park_after_bridge"))).strip()
+                self.parked_before[leg] = self.ctx.get_variable(leg, esl.var_name("park_after_bridge"))
             except EslError:
-                value = "_undef_"
-            self.parked_before[leg] = None if value == "_undef_" else value
+                self.parked_before[leg] = None
 
     def restore_parking(self, *legs: str) -> None:
         """The connected legs get their own park_after_bridge back (the target, which
