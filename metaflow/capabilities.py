@@ -61,14 +61,15 @@ def say(language: str) -> Need:
 class Unsupported(Exception):
     """The node lacks what a module needs; nothing was sent (HTTP 502 naming the need)."""
 
-    def __init__(self, node: str, need: Need, module: str | None = None):
-        self.node, self.need, self.module = node, need, module
-        who = f"{module}: " if module else ""
+    def __init__(self, node: str, need: Need, module: str | None = None, path: str | None = None):
+        self.node, self.need, self.module, self.path = node, need, module, path
+        where = f" (at {path or 'the root'})" if path is not None else ""
+        who = f"{module}{where}: " if module else ""
         super().__init__(f"{who}FreeSWITCH node {node} has no {need} loaded")
 
     @property
     def details(self) -> dict[str, Any]:
-        return {"node": self.node, "module": self.module, "missing": str(self.need),
+        return {"node": self.node, "module": self.module, "path": self.path, "missing": str(self.need),
                 "kind": self.need.kind, "name": self.need.name, "freeswitch_module": self.need.module}
 
 
@@ -95,8 +96,10 @@ class Capabilities:
         self.links = links
         self._cache: dict[str, AsyncResult] = {}
 
-    def require(self, node: str, needs: Iterable[Need], module: str | None = None) -> None:
-        """Raise :class:`Unsupported` for the first need the node lacks."""
+    def require(self, node: str, needs: Iterable[Need], module: str | None = None,
+                path: str | None = None) -> None:
+        """Raise :class:`Unsupported` for the first need the node lacks (``module`` at
+        ``path`` in the tree is who needs it)."""
         wanted = list(needs)
         if not wanted:
             return
@@ -110,7 +113,7 @@ class Capabilities:
                 present = self._module_exists(link, need.module)
                 caps.modules[need.module] = present
             if not present:
-                raise Unsupported(node, need, module)
+                raise Unsupported(node, need, module, path)
 
     def of(self, node: str) -> NodeCapabilities:
         """The node's capabilities, probing when nothing is known (concurrent callers share

@@ -220,7 +220,7 @@ class Interpreter:
             spec = self.modules.get(item["module"])
             if spec is not None and spec.requires is not None:
                 needs = spec.requires(item.get("data") or {})
-                self.capabilities.require(node, needs, f"{item['module']} (at {path or 'the root'})")
+                self.capabilities.require(node, needs, item["module"], path)
 
     def start(self, channel: Any, tree: dict, account_id: str | None = None, *,
               kind: str = "metaflow") -> Run:

@@ -211,15 +211,16 @@ def test_hold_control_reports_the_way_it_went(daemon, simulator):
 def test_tts_without_an_engine_is_a_502_naming_it_and_nothing_is_sent(daemon, simulator, http):
     """Issue 17.4: speak with no engine used to answer 200 and run the children."""
     pair = Pair(daemon, simulator)
+    tree = {"module": "set_variable", "data": {"name": "eslchan_x", "value": "y"},
+            "children": {"_": {"module": "tts", "data": {"text": "Hello"}}}}
     resp = http.request("PUT", f"/v2/accounts/{ACME}/channels/{pair.a}",
-                        {"action": "metaflow", "data": {"module": "tts", "data": {"text": "Hello"},
-                                                       "children": {"_": setvar("x", "y")}}},
-                        token=http.token(ACME))
+                        {"action": "metaflow", "data": tree}, token=http.token(ACME))
     assert resp.status == 502, resp.json
     assert resp.json["message"] == "freeswitch cannot"
-    assert resp.json["data"]["missing"] == "TTS engine flite (mod_flite)"
-    assert resp.json["data"]["node"] == "fs1"
-    assert pair.sent() == []
+    data = resp.json["data"]
+    assert (data["missing"], data["module"], data["path"], data["node"]) == (
+        "TTS engine flite (mod_flite)", "tts", "children._", "fs1")
+    assert pair.sent() == []  # not even the first node ran
 
 
 def test_sound_touch_without_its_module_leaves_the_call_alone(daemon, simulator, http):

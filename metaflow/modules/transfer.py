@@ -232,6 +232,8 @@ class AttendedTransfer:
             # first, so the target's end ends nothing
             if self.bridge(self.transferor, self.transferee):
                 self.restore_parking(self.transferor, self.transferee)
+            else:  # FreeSWITCH refused or never joined them: both legs stay parked
+                self.ctx.note(taken_back=False)
         else:
             self.quiet(self.transferor)
             self.restore_parking(self.transferor)

@@ -295,6 +295,7 @@ def responses() -> dict[str, Any]:
                     "text": {"type": "string"},
                     "node": {"type": "string"},
                     "module": {"type": ["string", "null"], "description": "the metaflow module refused"},
+                    "path": {"type": ["string", "null"], "description": "its node's path in the tree"},
                     "missing": {"type": "string",
                                 "description": "e.g. application soundtouch (mod_soundtouch)"},
                     "kind": {"enum": ["application", "api", "speech", "say"]},
