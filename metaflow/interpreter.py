@@ -391,6 +391,7 @@ class Interpreter:
 
     def _end(self, run: Run) -> None:
         if self._runs.pop(run.id, None) is not None:
+            run.greenlet = None  # over: nothing left to stop, and the dead greenlet need not stay
             self.history.add(run)
 
     def _on_event(self, node: str, channel: Any, event: Event) -> None:
