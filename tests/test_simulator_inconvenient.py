@@ -322,3 +322,25 @@ def test_a_switch_without_its_core_database_lists_nothing():
             assert c.api("module_exists mod_dptools") == "true"
         finally:
             c.close()
+
+
+def test_a_star_stops_a_playback_unless_the_terminators_say_otherwise(sim, esl):
+    """mod_dptools' on_dtmf: playback_terminators defaults to *."""
+    answered_call(esl, A)
+    execute(esl, A, "playback", "tone_stream://%(1000,0,440);loops=100")
+    esl.wait_event("PLAYBACK_START", uuid=A)
+    esl.api(f"uuid_recv_dtmf {A} 5")
+    esl.wait_event("DTMF", uuid=A)
+    gevent.sleep(0.05)
+    assert not of(esl, A, "PLAYBACK_STOP")
+    esl.api(f"uuid_recv_dtmf {A} *")
+    assert esl.wait_event("PLAYBACK_STOP", uuid=A)["Playback-Status"] == "break"
+    assert esl.api(f"uuid_getvar {A} playback_terminator_used") == "*"
+    esl.api(f"uuid_setvar {A} playback_terminators none")
+    execute(esl, A, "playback", "tone_stream://%(1000,0,440);loops=100")
+    esl.wait_event(lambda e: e["Event-Name"] == "PLAYBACK_START" and len(of(esl, A, "PLAYBACK_START")) == 2,
+                   uuid=A)
+    esl.api(f"uuid_recv_dtmf {A} *")
+    esl.wait_event(lambda e: e["Event-Name"] == "DTMF" and len(of(esl, A, "DTMF")) == 3, uuid=A)
+    gevent.sleep(0.05)
+    assert len(of(esl, A, "PLAYBACK_STOP")) == 1  # the second plays on

@@ -21,6 +21,13 @@ from eslchan.simulator.dialstring import split_top
 from eslchan.simulator.media import media_duration, media_type
 
 
+def _terminators(value: str | None) -> str:
+    """playback_terminators as mod_dptools' on_dtmf reads it: ``*`` when unset."""
+    if value is None:
+        return "*"
+    return {"any": "1234567890*#", "none": ""}.get(value.lower(), value)
+
+
 class Applications:
     """The dialplan applications; ``self`` is the whole
     :class:`~eslchan.simulator.switch.Switch`."""
@@ -145,7 +152,7 @@ class Applications:
                     self._send(ch, msg)
                     break
                 if msg and msg[0] == "dtmf":
-                    terminators = ch.variables.get("playback_terminators", "")
+                    terminators = _terminators(ch.variables.get("playback_terminators"))
                     if digits is not None:
                         digits.append(msg[1])
                         status = "break"
