@@ -84,6 +84,8 @@ class Daemon:
 
     def _on_up(self, node: str) -> None:
         self.sync.resync(self.links[node])
+        # what the node can do may have changed while it was away (restart, modules loaded)
+        gevent.spawn(self.interpreter.node_up, node)
 
     def _on_lost_events(self, node: str) -> None:
         log.warning("node %s lost events; resyncing", node, extra={"node": node})

@@ -1,6 +1,7 @@
 """Metaflows: JSON trees of actions run against a live channel (SPEC §6, §7)."""
 
 from metaflow.base import CONTINUE, STOP, Context, Outcome, StateError, branch, goto
+from metaflow.capabilities import Need, Unsupported
 from metaflow.interpreter import Interpreter, Run
 from metaflow.registry import ENTRY_POINT_GROUP, ModuleRegistry, ModuleSpec
 from metaflow.validation import ValidationFailed
@@ -13,9 +14,11 @@ __all__ = [
     "Interpreter",
     "ModuleRegistry",
     "ModuleSpec",
+    "Need",
     "Outcome",
     "Run",
     "StateError",
+    "Unsupported",
     "ValidationFailed",
     "branch",
     "goto",

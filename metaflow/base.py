@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid as _uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,9 +12,11 @@ import gevent
 from gevent.queue import Empty, Queue
 
 from eslchan.esl import commands as esl
-from eslchan.esl.errors import LinkDown
+from eslchan.esl.errors import CommandRejected, LinkDown
 from eslchan.esl.message import Event
 from eslchan.registry.waiting import ChannelGone
+from metaflow import capabilities
+from metaflow.capabilities import Need
 from metaflow.media import media_arg
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +56,20 @@ def goto(node: dict, label: str) -> Outcome:
 
 Handler = Callable[["Context", dict], Outcome]
 
+#: Applications that play media: a run that is stopped breaks the legs it started them on.
+MEDIA_APPLICATIONS = frozenset({"playback", "endless_playback", "speak", "say", "gentones",
+                                "play_and_get_digits", "read"})
+
+
+@dataclass(frozen=True)
+class Completion:
+    """How an application run by :meth:`Context.execute_and_wait` ended: its
+    CHANNEL_EXECUTE_COMPLETE (or the leg's CHANNEL_DESTROY), and whether any media played on
+    that leg while it ran (a PLAYBACK_START)."""
+
+    event: Event
+    played: bool
+
 
 class Context:
     """One run on one channel: its commands go through the node's link, its waits through
@@ -70,6 +85,8 @@ class Context:
         self.jumps = 0
         self.typeahead = ""  # digits pressed while media played, for the next collect_dtmf
         self._children: list[gevent.Greenlet] = []
+        # media this run started and not yet seen complete: Application-UUID -> leg
+        self.started_media: dict[str, str] = {}
 
     # -- the channel -----------------------------------------------------------------------
 
@@ -123,7 +140,41 @@ class Context:
         return self._accepted(self.link.bgapi(cmd, timeout=timeout))
 
     def send(self, cmd: esl.Command, timeout: float | None = None) -> str:
-        return self._accepted(self.link.send(cmd, timeout=timeout))
+        """A sendmsg. An execute of an application the node lacks is refused here, for every
+        module: FreeSWITCH would answer it by hanging the call up. Media it starts is
+        remembered (before sending: its completion may beat the reply) so that stopping the
+        run stops it."""
+        if cmd.app is not None:
+            self.require(capabilities.application(cmd.app))
+        media = cmd.app in MEDIA_APPLICATIONS and cmd.event_uuid is not None and cmd.target is not None
+        if media:
+            # a looped application completes once per loop: only its leg's end tells it is over
+            self.interpreter.track_media(self, str(cmd.event_uuid), str(cmd.target),
+                                         until_destroyed=cmd.loops != 1)
+        try:
+            return self._accepted(self.link.send(cmd, timeout=timeout))
+        except CommandRejected:
+            if media:
+                self.interpreter.untrack_media(self, str(cmd.event_uuid))
+            raise
+
+    def require(self, *needs: Need) -> None:
+        """Refuse (:class:`~metaflow.capabilities.Unsupported`) unless the node has all of
+        ``needs``; nothing is sent to the call."""
+        self.interpreter.capabilities.require(self.node, needs, self.run.current_module)
+
+    def get_variable(self, uuid: str, name: esl.Arg) -> str | None:
+        """uuid_getvar, as a read: it is no step of the action (a POST action still answers
+        with its first real command's reply); None for an unset variable."""
+        value = self.link.api(esl.api("uuid_getvar", esl.uuid(uuid), name)).strip()
+        return None if value == "_undef_" else value
+
+    def set_variable(self, uuid: str, name: esl.Arg, value: esl.Arg) -> str:
+        """uuid_setvar, and the registry shows the value at once (FreeSWITCH fires no event
+        for it; the channel's next event would be the first to carry it)."""
+        reply = self.api(esl.api("uuid_setvar", esl.uuid(uuid), name, value))
+        self.registry.record_variable(self.node, uuid, str(name), str(value))
+        return reply
 
     def _accepted(self, reply: str) -> str:
         self.run.accepted(reply)
@@ -173,24 +224,30 @@ class Context:
             return self.wait(waiter, timeout)
 
     def execute_and_wait(self, uuid: esl.Arg, app: str, arg: esl.Arg | None,
-                         timeout: float | None = None, terminators: str = "") -> Event | None:
-        """Run a dialplan application on a channel and wait until it completed.
+                         timeout: float | None = None, terminators: str = "") -> Completion | None:
+        """Run a dialplan application on a channel and wait until it completed (None when
+        ``timeout`` passes first).
 
         Digits the run's channel presses meanwhile are kept as type-ahead for the next
         collect_dtmf; one of ``terminators`` also cuts the media short (barge-in)."""
-        ev = str(_uuid.uuid4())
+        cmd = esl.execute(uuid, app, arg)
         deadline = None if timeout is None else time.monotonic() + timeout
-        broken = False
+        broken = running = played = False
         with self.events({str(uuid), self.uuid}) as stream:
-            self.send(esl.execute(uuid, app, arg, event_uuid=ev))
+            self.send(cmd)
             while True:
                 event = stream.get(None if deadline is None else deadline - time.monotonic())
                 if event is None:
                     return None
                 name, who = event.get("Event-Name"), event.get("Unique-ID")
-                if who == str(uuid) and (name == "CHANNEL_DESTROY" or (
-                        name == "CHANNEL_EXECUTE_COMPLETE" and event.get("Application-UUID") == ev)):
-                    return event
+                ours = event.get("Application-UUID") == cmd.event_uuid
+                if who == str(uuid):
+                    if name == "CHANNEL_DESTROY" or (name == "CHANNEL_EXECUTE_COMPLETE" and ours):
+                        return Completion(event, played)
+                    if name == "CHANNEL_EXECUTE" and ours:
+                        running = True
+                    elif name == "PLAYBACK_START" and running:
+                        played = True
                 if who == self.uuid and name == "DTMF":
                     digit = event.get("DTMF-Digit", "")
                     self.typeahead += digit

@@ -1,41 +1,55 @@
-"""The tree-walking interpreter: one greenlet per run, modules dispatched by name."""
+"""The tree-walking interpreter: one greenlet per run, modules dispatched by name.
+
+A run keeps a trail (each node it ran, the branch it took) and, once over, stays readable
+for a bounded time and count. A run that does not finish on its own (stopped, its channel
+gone, failed) stops the media it started on every leg that is still up.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid as _uuid
-from collections.abc import Callable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import gevent
 from gevent import GreenletExit
 from gevent.event import AsyncResult
 
+from eslchan.esl import commands as esl
+from eslchan.esl.errors import EslError
 from eslchan.esl.message import Event
 from eslchan.registry.waiting import ChannelGone
 from metaflow.base import Context, EventStream, Outcome, StateError
+from metaflow.capabilities import Capabilities
 from metaflow.registry import ModuleRegistry
 from metaflow.validation import MISSING, TreeValidator, ValidationFailed
 
 log = logging.getLogger("eslchan.metaflow")
 
-Step = tuple[dict | None, str]
+Step = tuple[dict | None, str, str | None]
+
+#: a run remembers at most this many nodes it ran (a callflow loop repeats them): the latest
+MAX_TRAIL = 1000
 
 
 def _child(node: dict, path: str, key: str | None) -> Step:
-    """Child ``key``, else child ``_``, else the end of the flow."""
+    """Child ``key``, else child ``_``, else the end of the flow; and the key taken."""
     children = node.get("children") or {}
     key = key if key in children else "_"
-    return (children[key], f"{path}children.{key}.") if key in children else (None, path)
+    if key in children:
+        return children[key], f"{path}children.{key}.", key
+    return None, path, None
 
 
-#: outcome kind → the next node (and its path); the whole of the interpreter's branching.
+#: outcome kind → the next node, its path and the child key taken; the interpreter's branching.
 NEXT: dict[str, Callable[[dict, str, Outcome], Step]] = {
     "continue": lambda node, path, o: _child(node, path, "_"),
     "branch": lambda node, path, o: _child(node, path, o.key),
-    "stop": lambda node, path, o: (None, path),
-    "goto": lambda node, path, o: (o.node, f"{o.label}:"),
+    "stop": lambda node, path, o: (None, path, None),
+    "goto": lambda node, path, o: (o.node, f"{o.label}:", o.label),
 }
 
 
@@ -56,8 +70,11 @@ class Run:
         self.started = time.time()
         self.ended: float | None = None
         self.error: str | None = None
+        self.error_details: dict[str, Any] | None = None
         self.result: str | None = None
         self.notes: dict[str, Any] = {}
+        self.trail: deque[dict[str, Any]] = deque(maxlen=MAX_TRAIL)
+        self.trail_dropped = 0
         self.first = AsyncResult()  # first command accepted (or the run waits, or ends)
         self.greenlet: gevent.Greenlet | None = None
 
@@ -66,10 +83,30 @@ class Run:
             self.result = reply
             self.first.set(reply)
 
+    def enter(self, path: str, module: str) -> dict[str, Any]:
+        """A node starts: its step in the trail, completed by :meth:`leave`."""
+        if len(self.trail) == self.trail.maxlen:
+            self.trail_dropped += 1
+        step: dict[str, Any] = {"path": path.rstrip("."), "module": module, "started": time.time(),
+                                "ended": None, "outcome": None, "branch": None, "next": None}
+        self.trail.append(step)
+        return step
+
+    @staticmethod
+    def leave(step: dict[str, Any], outcome: Outcome, taken: str | None) -> None:
+        step["ended"] = time.time()
+        step["outcome"] = outcome.kind
+        step["branch"] = {"continue": "_", "branch": outcome.key, "goto": outcome.label}.get(outcome.kind)
+        step["next"] = taken
+
     def finish(self, state: str, exc: BaseException | None = None) -> None:
         self.state, self.ended = state, time.time()
         if exc is not None:
             self.error = str(exc)
+            self.error_details = getattr(exc, "details", None)
+        if self.trail and self.trail[-1]["outcome"] is None:  # the node it ended in
+            self.trail[-1]["outcome"] = state
+            self.trail[-1]["ended"] = self.ended
         if not self.first.ready():
             if state == "channel_gone":
                 exc = StateError("the channel hung up before the action ran")
@@ -80,7 +117,58 @@ class Run:
                 "channel": self.channel_uuid, "node": self.node,
                 "current": {"path": self.current.rstrip(".") or "", "module": self.current_module},
                 "state": self.state, "waiting": self.waiting, "notes": self.notes,
-                "started": self.started, "ended": self.ended, "error": self.error}
+                "started": self.started, "ended": self.ended, "error": self.error,
+                "error_details": self.error_details,
+                "trail": [dict(step) for step in self.trail], "trail_dropped": self.trail_dropped}
+
+
+class RunHistory:
+    """Finished runs, oldest first, bounded by age, by count and by count per account (so
+    one tenant's runs cannot push another's out)."""
+
+    def __init__(self, max_runs: int, per_account: int, seconds: float,
+                 clock: Callable[[], float] = time.time):
+        self.max_runs, self.per_account, self.seconds, self.clock = max_runs, per_account, seconds, clock
+        self._runs: OrderedDict[str, Run] = OrderedDict()
+        self._by_account: dict[str | None, deque[str]] = {}
+
+    def add(self, run: Run) -> None:
+        self._runs[run.id] = run
+        mine = self._by_account.setdefault(run.account_id, deque())
+        mine.append(run.id)
+        while len(mine) > self.per_account:
+            self._runs.pop(mine.popleft(), None)
+        self.prune()
+
+    def prune(self) -> None:
+        horizon = self.clock() - self.seconds
+        while self._runs:
+            oldest = next(iter(self._runs.values()))
+            if len(self._runs) <= self.max_runs and (oldest.ended or 0) >= horizon:
+                break
+            self._drop(oldest)
+
+    def _drop(self, run: Run) -> None:
+        self._runs.pop(run.id, None)
+        mine = self._by_account.get(run.account_id)
+        if mine is not None:
+            try:
+                mine.remove(run.id)
+            except ValueError:
+                pass
+            if not mine:
+                del self._by_account[run.account_id]
+
+    def get(self, run_id: str) -> Run | None:
+        self.prune()
+        return self._runs.get(run_id)
+
+    def __iter__(self) -> Iterator[Run]:
+        self.prune()
+        return iter(list(self._runs.values()))
+
+    def __len__(self) -> int:
+        return len(self._runs)
 
 
 class Interpreter:
@@ -89,10 +177,17 @@ class Interpreter:
         self.registry = registry
         self.links = links
         self.modules = modules if modules is not None else ModuleRegistry()
+        self.capabilities = Capabilities(links)
         self.config = config
         self._runs: dict[str, Run] = {}
         self._state: dict[tuple[str, str], dict[str, Any]] = {}
         self._streams: dict[tuple[str, str], set[EventStream]] = {}
+        # media runs started and not yet seen complete: (node, Application-UUID) -> context,
+        # and per leg the Application-UUIDs, to forget them when the leg is destroyed;
+        # looped media is forgotten only then (each loop completes)
+        self._media: dict[tuple[str, str], Context] = {}
+        self._media_legs: dict[tuple[str, str], set[str]] = {}
+        self._looped: set[tuple[str, str]] = set()
         registry.listen(self._on_event)
 
     @property
@@ -104,6 +199,12 @@ class Interpreter:
         """A new MetaflowConfig (e.g. on reload) applies to the next validation and node."""
         self._config = config
         self.validator = TreeValidator(self.modules, config)
+        history = RunHistory(int(getattr(config, "finished_runs_max", 500)),
+                             int(getattr(config, "finished_runs_per_account", 100)),
+                             float(getattr(config, "finished_runs_seconds", 3600.0)))
+        for run in getattr(self, "history", ()):
+            history.add(run)
+        self.history = history
 
     # -- public API --------------------------------------------------------------------------
 
@@ -111,11 +212,24 @@ class Interpreter:
         """The whole tree, defaults filled in; raises ValidationFailed."""
         return self.validator.validate(tree)
 
+    def check_requirements(self, node: str, tree: dict) -> None:
+        """Every node's FreeSWITCH needs (an application, a TTS engine, a say language) on
+        ``node``; raises :class:`~metaflow.capabilities.Unsupported` naming the first missing
+        one, before anything is sent."""
+        for path, item in _nodes(tree):
+            spec = self.modules.get(item["module"])
+            if spec is not None and spec.requires is not None:
+                needs = spec.requires(item.get("data") or {})
+                self.capabilities.require(node, needs, item["module"], path)
+
     def start(self, channel: Any, tree: dict, account_id: str | None = None, *,
               kind: str = "metaflow") -> Run:
         """Start a run in its own greenlet and return at once (the tree is validated again,
-        which is idempotent, so an unvalidated tree can never run)."""
-        run = Run(channel, self.validate(tree), account_id, kind)
+        which is idempotent, so an unvalidated tree can never run; what it needs from the
+        switch is checked first, so a run that cannot complete never starts)."""
+        tree = self.validate(tree)
+        self.check_requirements(channel.node, tree)
+        run = Run(channel, tree, account_id, kind)
         self._runs[run.id] = run
         run.greenlet = gevent.spawn(self._execute, run)
         return run
@@ -137,19 +251,28 @@ class Interpreter:
                 "result": dict(run.notes)}
 
     def runs(self, channel_uuid: str) -> list[Run]:
-        return [r for r in self._runs.values() if r.channel_uuid == channel_uuid]
+        """The channel's runs: those running, then those over that are still remembered."""
+        live = [r for r in self._runs.values() if r.channel_uuid == channel_uuid]
+        return live + [r for r in self.history if r.channel_uuid == channel_uuid and r not in live]
+
+    def account_runs(self, account_id: str) -> list[Run]:
+        """The account's runs, running and remembered, newest first."""
+        runs = {r.id: r for r in self.history if r.account_id == account_id}
+        runs.update((r.id, r) for r in self._runs.values() if r.account_id == account_id)
+        return sorted(runs.values(), key=lambda r: r.started, reverse=True)
 
     def get(self, run_id: str) -> Run | None:
-        return self._runs.get(run_id)
+        return self._runs.get(run_id) or self.history.get(run_id)
 
     def stop(self, run_id: str) -> bool:
+        """Stop a running run (its media stops too); False if it is not running."""
         run = self._runs.get(run_id)
         if run is None or run.greenlet is None:
             return False
         run.greenlet.kill(block=True, timeout=5)
         if run.state == "running":  # killed before it ever ran
             run.finish("stopped")
-            self._runs.pop(run.id, None)
+            self._end(run)
         return True
 
     def drain(self, timeout: float = 10.0) -> None:
@@ -157,6 +280,15 @@ class Interpreter:
         greenlets = [r.greenlet for r in self._runs.values() if r.greenlet is not None]
         gevent.joinall(greenlets, timeout=timeout)
         gevent.killall([g for g in greenlets if not g.dead], block=True, timeout=5)
+
+    def node_up(self, node: str) -> None:
+        """A node's link is (again) up: what it can do is probed anew, at once (a failure
+        waits for the first need)."""
+        self.capabilities.forget(node)
+        try:
+            self.capabilities.of(node)
+        except Exception as exc:  # the link fell again, a timeout: the next need probes again
+            log.debug("node %s: capability probe failed: %s", node, exc)
 
     def channel_state(self, node: str, uuid: str) -> dict[str, Any]:
         """Memory shared by the runs on a live channel; ChannelGone once it is gone (the
@@ -181,6 +313,43 @@ class Interpreter:
 
         return unsubscribe
 
+    # -- media a run started -------------------------------------------------------------------
+
+    def track_media(self, ctx: Context, app_uuid: str, leg: str, *, until_destroyed: bool = False) -> None:
+        ctx.started_media[app_uuid] = leg
+        self._media[(ctx.node, app_uuid)] = ctx
+        self._media_legs.setdefault((ctx.node, leg), set()).add(app_uuid)
+        if until_destroyed:
+            self._looped.add((ctx.node, app_uuid))
+
+    def untrack_media(self, ctx: Context, app_uuid: str) -> None:
+        leg = ctx.started_media.pop(app_uuid, None)
+        self._media.pop((ctx.node, app_uuid), None)
+        self._looped.discard((ctx.node, app_uuid))
+        if leg is not None:
+            self._forget_leg_media(ctx.node, leg, app_uuid)
+
+    def _forget_leg_media(self, node: str, leg: str, app_uuid: str) -> None:
+        uuids = self._media_legs.get((node, leg))
+        if uuids is not None:
+            uuids.discard(app_uuid)
+            if not uuids:
+                del self._media_legs[(node, leg)]
+
+    def _stop_media(self, ctx: Context) -> None:
+        """``uuid_break <leg> all`` on every live leg where media this run started may still
+        play or wait in the queue (a failed break is logged: the leg may be going away)."""
+        legs = sorted(set(ctx.started_media.values()))
+        for app_uuid in list(ctx.started_media):
+            self.untrack_media(ctx, app_uuid)
+        for leg in legs:
+            if self.registry.get(ctx.node, leg) is None:
+                continue
+            try:
+                ctx.api(esl.api("uuid_break", esl.uuid(leg), esl.word("all")))
+            except (EslError, ChannelGone) as exc:
+                log.info("run %s: media on %s not stopped: %s", ctx.run.id, leg, exc)
+
     # -- running -----------------------------------------------------------------------------
 
     def _walk(self, run: Run, ctx: Context) -> None:
@@ -190,8 +359,13 @@ class Interpreter:
             spec = self.modules.get(node["module"])
             if spec is None:
                 raise StateError(f"module {node['module']} is no longer registered")
+            step = run.enter(path, node["module"])
             outcome = spec.handler(ctx, node.get("data") or {})
-            node, path = NEXT[outcome.kind](node, path, outcome)
+            following, following_path, taken = NEXT[outcome.kind](node, path, outcome)
+            if outcome.kind == "goto" and following is not None:
+                self.check_requirements(run.node, following)  # the stored flow, before it runs
+            run.leave(step, outcome, taken)
+            node, path = following, following_path
 
     def _execute(self, run: Run) -> None:
         ctx = Context(self, run)
@@ -199,27 +373,55 @@ class Interpreter:
             self._walk(run, ctx)
             run.finish("finished")
         except ChannelGone:
+            self._stop_media(ctx)
             run.finish("channel_gone")  # the call ended: a normal end for a metaflow
         except GreenletExit:
+            self._stop_media(ctx)
             run.finish("stopped")
         except Exception as exc:
             log.warning("metaflow run %s on %s failed at %s: %s", run.id, run.channel_uuid,
                         run.current_module, exc)
+            self._stop_media(ctx)
             run.finish("failed", exc)
         finally:
+            for app_uuid in list(ctx.started_media):  # finished: its media plays on, unwatched
+                self.untrack_media(ctx, app_uuid)
             ctx.close()
-            self._runs.pop(run.id, None)
+            self._end(run)
+
+    def _end(self, run: Run) -> None:
+        if self._runs.pop(run.id, None) is not None:
+            run.greenlet = None  # over: nothing left to stop, and the dead greenlet need not stay
+            self.history.add(run)
 
     def _on_event(self, node: str, channel: Any, event: Event) -> None:
         """Per-channel memory follows the channel: forgotten when it is destroyed, and a
-        recording FreeSWITCH stopped on its own (time limit) is no longer 'on'."""
-        for stream in self._streams.get((node, event.get("Unique-ID", "")), ()):
+        recording FreeSWITCH stopped on its own (time limit) is no longer 'on'. Media a run
+        started is forgotten once it completed or its leg is gone."""
+        uuid = event.get("Unique-ID", "")
+        for stream in self._streams.get((node, uuid), ()):
             stream.put(event)
         name = event.get("Event-Name")
-        if name == "CHANNEL_DESTROY":
-            self._state.pop((node, event.get("Unique-ID", "")), None)
+        if name == "CHANNEL_EXECUTE_COMPLETE" and self._media:
+            app_uuid = event.get("Application-UUID", "")
+            ctx = self._media.get((node, app_uuid))
+            if ctx is not None and (node, app_uuid) not in self._looped:
+                self.untrack_media(ctx, app_uuid)
+        elif name == "CHANNEL_DESTROY":
+            self._state.pop((node, uuid), None)
+            for app_uuid in list(self._media_legs.get((node, uuid), ())):
+                ctx = self._media.get((node, app_uuid))
+                if ctx is not None:
+                    self.untrack_media(ctx, app_uuid)
         elif name == "RECORD_STOP":
-            state = self._state.get((node, event.get("Unique-ID", "")))
+            state = self._state.get((node, uuid))
             if state and state.get("recording") == event.get("Record-File-Path"):
                 state.pop("recording", None)
                 state.pop("masked", None)
+
+
+def _nodes(tree: dict, path: str = "") -> Iterator[tuple[str, dict]]:
+    """Every node of a validated tree with its path, root first."""
+    yield path.rstrip("."), tree
+    for key, child in (tree.get("children") or {}).items():
+        yield from _nodes(child, f"{path}children.{key}.")

@@ -23,6 +23,7 @@ from typing import Any
 import schemas
 from eslchan.esl import commands as esl
 from metaflow.base import CONTINUE, Context, Handler, Outcome, StateError
+from metaflow.capabilities import Need, application
 
 log = logging.getLogger("eslchan.metaflow")
 
@@ -45,6 +46,9 @@ class ModuleSpec:
     #: optional ``check(data, config) -> {field: {keyword: {...}}}``: what a schema cannot say
     #: (e.g. that a stored callflow exists), run at validation time
     check: Callable[[dict, Any], dict | None] | None = None
+    #: optional ``requires(data) -> [Need]``: what the node's FreeSWITCH must have (an
+    #: application, a TTS engine, a say language), checked before the run starts
+    requires: Callable[[dict], list[Need]] | None = None
 
 
 class ModuleRegistry:
@@ -66,8 +70,10 @@ class ModuleRegistry:
 
     def register(self, name: str, schema: dict[str, Any], handler: Handler | None = None,
                  *, source: str = "runtime", replace: bool = False,
-                 check: Callable[[dict, Any], dict | None] | None = None) -> ModuleSpec:
-        """Add a module; without a handler the schema must declare its command."""
+                 check: Callable[[dict, Any], dict | None] | None = None,
+                 requires: Callable[[dict], list[Need]] | None = None) -> ModuleSpec:
+        """Add a module; without a handler the schema must declare its command (and what it
+        requires follows from it)."""
         if not isinstance(name, str) or not NAME.match(name):
             raise ModuleError(f"bad module name {name!r}")
         if name in self._modules and not replace:
@@ -76,9 +82,10 @@ class ModuleRegistry:
             raise ModuleError(f"module {name!r}: schema must be a JSON Schema of an object")
         if handler is None:
             handler = declared_handler(name, schema)
+            requires = requires or declared_requires(schema)
         if not callable(handler):
             raise ModuleError(f"module {name!r}: handler is not callable")
-        spec = ModuleSpec(name, schema, handler, source, check)
+        spec = ModuleSpec(name, schema, handler, source, check, requires)
         self._modules[name] = spec
         return spec
 
@@ -88,11 +95,12 @@ class ModuleRegistry:
                 continue
             name = schema_name[len("metaflows."):]
             schema = schemas.load(schema_name)
-            handler = check = None
+            handler = check = requires = None
             if "x-eslchan-command" not in schema:
                 module = importlib.import_module(f"metaflow.modules.{name}")
                 handler, check = module.run, getattr(module, "check", None)
-            self.register(name, schema, handler, source="builtin", check=check)
+                requires = getattr(module, "requires", None)
+            self.register(name, schema, handler, source="builtin", check=check, requires=requires)
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
         """Register third-party modules; a broken one is logged and skipped."""
@@ -107,7 +115,8 @@ class ModuleRegistry:
                     if schema is None and callable(getattr(obj, "schema", None)):
                         schema = obj.schema()
                     self.register(ep.name, schema, getattr(obj, "run", None),
-                                  source=f"entry_point:{ep.value}", check=getattr(obj, "check", None))
+                                  source=f"entry_point:{ep.value}", check=getattr(obj, "check", None),
+                                  requires=getattr(obj, "requires", None))
                 added.append(ep.name)
             except Exception as exc:  # a third-party module must not stop the daemon
                 log.error("metaflow module %s (%s) not loaded: %s", ep.name, ep.value, exc)
@@ -210,6 +219,15 @@ def declared_handler(name: str, schema: dict[str, Any]) -> Handler:
 
         return run_execute
     raise ModuleError(f"module {name!r}: x-eslchan-command kind must be api, bgapi or execute")
+
+
+def declared_requires(schema: dict[str, Any]) -> Callable[[dict], list[Need]] | None:
+    """A declared execute module needs its application on the switch."""
+    template = schema.get("x-eslchan-command")
+    if isinstance(template, dict) and template.get("kind") == "execute":
+        need = application(str(template.get("app")))
+        return lambda data: [need]
+    return None
 
 
 def _list(value: Any) -> Iterable[Any]:

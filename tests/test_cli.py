@@ -180,3 +180,32 @@ def test_serve_says_so_when_its_http_port_is_taken(tmp_path):
         assert proc.wait(20) == 1
         err = proc.stderr.read()
         assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_simulate_can_load_more_modules_than_the_recorded_server():
+    port = free_port()
+    proc = spawn("simulate", "--listen", f"127.0.0.1:{port}", "--calls", "0",
+                 "--load", "mod_flite", "--load", "mod_soundtouch", "--sound-files")
+    try:
+        def answers(command: str) -> str | None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                    s.sendall(f"auth ClueCon\n\napi {command}\n\n".encode())
+                    data = b""
+                    while not data.endswith((b"true", b"false")):
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    return data.decode()
+            except OSError:
+                return None
+
+        assert until(lambda: answers("module_exists mod_flite")).endswith("true")
+        assert answers("module_exists mod_soundtouch").endswith("true")
+        assert answers("module_exists mod_say_de").endswith("false")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    bad = spawn("simulate", "--load", "mod_nonsense")
+    assert bad.wait(10) == 2 and "invalid choice" in bad.stderr.read()

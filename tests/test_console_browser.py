@@ -598,7 +598,16 @@ def test_a_pasted_metaflow_runs_and_shows_its_trail(browser, daemon, simulator, 
     assert trail == [["trail-current", "sleep"], ["trail-ahead", "hangup"]]
 
     console.find("#drawer-runs button").click()  # stop the run
-    eventually(lambda: "No metaflow is running" in console.find("#drawer-runs").text, timeout=SEEN)
+    # the run stays listed, over: its badge says so, it offers no Stop, its trail is what it ran
+    eventually(
+        lambda: console.js("return document.querySelector('#drawer-runs .badge')?.textContent") == "stopped",
+        timeout=SEEN,
+    )
+    assert not console.js("return document.querySelectorAll('#drawer-runs button').length")
+    assert console.js(
+        "return [...document.querySelectorAll('#drawer-runs .trail li')]"
+        ".map(li => [li.className, li.querySelector('.module').textContent])"
+    ) == [["trail-done", "sleep"]]
     assert simulator.channel(call.a_uuid) is not None  # stopped before its hangup node
 
     # a stored callflow, picked by name: plays a beep, then hangs up

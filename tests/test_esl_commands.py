@@ -212,10 +212,12 @@ def test_execute_puts_the_argument_in_a_body():
         f"sendmsg {U}".encode(),
         b"call-command: execute",
         b"execute-app-name: set",
+        f"Event-UUID: {cmd.event_uuid}".encode(),
         b"content-type: text/plain",
         f"content-length: {len(body)}".encode(),
     ]
     assert cmd.kind == "sendmsg" and cmd.name == "sendmsg execute set"
+    assert (cmd.app, cmd.target) == ("set", U)
 
 
 def test_execute_length_counts_utf8_bytes_and_options():
@@ -237,7 +239,15 @@ def test_execute_length_counts_utf8_bytes_and_options():
 
 def test_execute_without_argument_ends_with_empty_line():
     cmd = c.execute(c.uuid(U), "answer")
-    assert cmd.wire == (f"sendmsg {U}\ncall-command: execute\nexecute-app-name: answer\n\n".encode())
+    assert cmd.wire == (f"sendmsg {U}\ncall-command: execute\nexecute-app-name: answer\n"
+                        f"Event-UUID: {cmd.event_uuid}\n\n".encode())
+
+
+def test_every_execute_carries_its_own_event_uuid():
+    # its CHANNEL_EXECUTE_COMPLETE (Application-UUID) tells its completion from any other's
+    first, second = c.execute(c.uuid(U), "answer"), c.execute(c.uuid(U), "answer")
+    assert first.event_uuid and second.event_uuid and first.event_uuid != second.event_uuid
+    assert c.uuid(first.event_uuid) == first.event_uuid
 
 
 def test_hangup():
@@ -305,3 +315,14 @@ def test_dial_string_endpoint_must_be_an_endpoint():
     with pytest.raises(CommandError):
         c.dial_string(c.media("tone_stream://%(1,2,3)"), {c.var_name("a"): c.var_value("b")})
     assert c.dial_string(c.dial_target("1001")) == "1001"
+
+
+def test_digit_binding_is_built_from_validated_parts_only():
+    arg = c.digit_binding(c.word("eslchan_hold_1"), c.digits("*1"), "unhold")
+    assert arg == "eslchan_hold_1,*1,exec[H]:unhold"
+    with pytest.raises(c.CommandError):
+        c.digit_binding(c.word("-bad"), c.digits("1"), "unhold")
+    with pytest.raises(c.CommandError):
+        c.digit_binding(c.word("realm"), c.digits("1"), "system")  # not an allowed application
+    with pytest.raises(TypeError):
+        c.digit_binding("realm,1,api:system", c.digits("1"), "unhold")

@@ -8,8 +8,14 @@ Without ESLCHAN_TEST_FREESWITCH every test here is skipped, with the reason show
 
 Calls are made with a plain ESL socket (not eslchan's code), the same way the recorded captures
 were: `originate {…}loopback/esl_answer/default &park` makes an answered, parked call of two
-legs; the originate's leg (…-a) has the uuid we choose. FreeSWITCH's own `show channels` is
-the witness of what really happened to a call.
+legs; the originate's leg (…-a) has the uuid we choose. FreeSWITCH itself is the witness of
+what really happened to a call: `show channels`, `uuid_getvar`, `uuid_dump`, and the events a
+second plain socket subscribed to (`event json ALL`) receives.
+
+Each metaflow module has a test that asserts its effect on the switch. Where the module needs
+something a switch may lack (a TTS engine, mod_soundtouch, say's sound files), the test asks
+the switch (`module_exists`) and expects either the effect or eslchan's refusal. The same
+tests run against `eslchan simulate --calls 0` (ESLCHAN_TEST_FREESWITCH=127.0.0.1:PORT:ClueCon).
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ import json
 import os
 import secrets
 import socket
+import time
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import gevent
 import pytest
 from conftest import TEST_KEYS, HttpClient, eventually
 
@@ -119,14 +128,72 @@ def fs() -> Iterator[PlainEsl]:
     esl.close()
 
 
+class Events:
+    """A second plain ESL socket subscribed to every event as JSON: what FreeSWITCH did."""
+
+    def __init__(self, host: str, port: int, password: str):
+        self.esl = PlainEsl(host, port, password)
+        self.esl.sock.settimeout(None)  # quiet stretches are normal for a listener
+        self.esl.sock.sendall(b"event json ALL\n\n")
+        self.seen: list[dict] = []
+        self.reader = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                headers, body = self.esl._frame()
+                if headers.get("Content-Type") == "text/event-json":
+                    self.seen.append(json.loads(body))
+        except (OSError, ConnectionError, ValueError):
+            pass
+
+    def of(self, uuid: str | None, name: str, **match: str) -> list[dict]:
+        return [e for e in self.seen if (uuid is None or e.get("Unique-ID") == uuid)
+                and e.get("Event-Name") == name and all(e.get(k) == v for k, v in match.items())]
+
+    def wait(self, uuid: str | None, name: str, timeout: float = 10.0, **match: str) -> dict:
+        found = eventually(lambda: self.of(uuid, name, **match), timeout=timeout)
+        return found[-1]
+
+    def close(self) -> None:
+        self.reader.kill(block=False)
+        self.esl.close()
+
+
 @pytest.fixture(scope="module")
-def daemon(fs):
+def events(fs) -> Iterator[Events]:
+    watcher = Events(*_target())
+    yield watcher
+    watcher.close()
+
+
+@pytest.fixture(scope="module")
+def flows(tmp_path_factory) -> Path:
+    """callflows_dir with one stored flow, "vip"."""
+    directory = tmp_path_factory.mktemp("callflows")
+    (directory / "vip.json").write_text(json.dumps(
+        {"module": "set_variable", "data": {"name": "eslchan_vip", "value": "gold"}}))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def daemon(fs, flows):
     """The whole eslchan daemon against the real FreeSWITCH, its link up and resynced."""
+    from eslchan.config import MetaflowConfig
     from eslchan.daemon import Daemon
     from eslchan.demo import demo_config
 
     host, port, password = _target()
-    d = Daemon(demo_config([(NODE, host, port, password)], dict(TEST_KEYS), listen="127.0.0.1:0"))
+    metaflow = MetaflowConfig(
+        media={"welcome": "tone_stream://%(400,200,523);loops=2",
+               "long": "tone_stream://%(1000,1000,440);loops=-1"},
+        # loopback endpoints answer from the test extensions, so no phone is needed
+        dial_templates={"device": "loopback/{id}/default", "user": "loopback/{id}/default",
+                        "number": "loopback/{number}/default"},
+        callflows_dir=flows,
+    )
+    d = Daemon(demo_config([(NODE, host, port, password)], dict(TEST_KEYS), listen="127.0.0.1:0",
+                           metaflow=metaflow))
     d.start()
     eventually(lambda: all(link.is_up for link in d.links.values()), timeout=20)
     yield d
@@ -342,3 +409,306 @@ def test_dialplan_tags_a_call_from_the_directory_user(api, new_call):
     assert row["authorizing_type"] == "device"
     assert row["username"] == "7101"
     assert row["direction"] == "inbound"  # the leg that ran the dialplan
+
+
+# --- every metaflow module, its effect on the switch ----------------------------------------------
+
+
+def _api_path(uuid: str) -> str:
+    return f"/v2/accounts/{ACME}/channels/{uuid}"
+
+
+def _put(api: HttpClient, uuid: str, tree: dict):
+    return api.request("PUT", _api_path(uuid), {"action": "metaflow", "data": tree}, token=api.token(ACME))
+
+
+def _post(api: HttpClient, uuid: str, **action):
+    return api.request("POST", _api_path(uuid), {"data": action}, token=api.token(ACME))
+
+
+def _run(api: HttpClient, run_id: str) -> dict:
+    resp = api.get(f"/v2/accounts/{ACME}/metaflows/{run_id}", token=api.token(ACME))
+    assert resp.status == 200, resp.body
+    return resp.json["data"]
+
+
+def _ended(api: HttpClient, run_id: str, timeout: float = 20.0) -> dict:
+    return eventually(lambda: (r := _run(api, run_id))["state"] != "running" and r, timeout=timeout)
+
+
+def _var(fs: PlainEsl, uuid: str, name: str) -> str:
+    return fs.api(f"uuid_getvar {uuid} {name}").strip()
+
+
+def _has(fs: PlainEsl, module: str) -> bool:
+    return fs.api(f"module_exists {module}").strip() == "true"
+
+
+def _listed(api: HttpClient, *uuids: str) -> None:
+    for uuid in uuids:
+        eventually(lambda u=uuid: _row(api, f"/v2/accounts/{ACME}/channels", u), timeout=10)
+
+
+def _acme(new_call: Callable[[], Call], ext: str = "esl_answer") -> Call:
+    call = new_call()
+    call.originate(f"loopback/{ext}/default", eslchan_account_id=ACME, eslchan_owner_id=ALICE_USER)
+    return call
+
+
+@pytest.fixture
+def pair(new_call, fs, api) -> tuple[Call, Call]:
+    """Two answered Acme loopback calls, bridged with uuid_bridge (a = the one acted on)."""
+    a, b = _acme(new_call), _acme(new_call, "esl_answer_2")
+    assert fs.api(f"uuid_bridge {a.uuid} {b.uuid}").startswith("+OK")
+    _listed(api, a.uuid, b.uuid)
+    eventually(lambda: _row(api, f"/v2/accounts/{ACME}/channels", a.uuid)["other_leg"] == b.uuid,
+               timeout=10)
+    return a, b
+
+
+def test_module_break_stops_the_playing_media(api, fs, events, acme_call):
+    _listed(api, acme_call.uuid)
+    resp = _put(api, acme_call.uuid,
+                {"module": "play", "data": {"id": "long", "leg": "self", "wait": False}})
+    assert resp.status == 202, resp.body
+    events.wait(acme_call.uuid, "PLAYBACK_START")
+    assert _post(api, acme_call.uuid, action="break").status == 200
+    stop = events.wait(acme_call.uuid, "PLAYBACK_STOP")
+    assert stop["Playback-Status"] == "break"
+    assert acme_call.alive()
+
+
+def test_module_play_plays_on_both_legs(api, fs, events, pair):
+    a, b = pair
+    resp = _put(api, a.uuid, {"module": "play", "data": {"id": "welcome"}})
+    assert resp.status == 202, resp.body
+    for leg in (a.uuid, b.uuid):
+        start = events.wait(leg, "PLAYBACK_START")
+        assert start["Playback-File-Path"] == "tone_stream://%(400,200,523);loops=2"
+    assert _ended(api, resp.json["data"]["id"])["state"] == "finished"
+
+
+def test_module_tts_speaks_or_is_refused_naming_the_engine(api, fs, events, acme_call):
+    _listed(api, acme_call.uuid)
+    resp = _post(api, acme_call.uuid, action="tts", text="Hello from eslchan")
+    if _has(fs, "mod_flite"):
+        assert resp.status == 200, resp.body
+        events.wait(acme_call.uuid, "PLAYBACK_START")
+    else:  # FreeSWITCH would say nothing and report the speak as done
+        assert resp.status == 502, resp.body
+        assert resp.json["data"]["missing"] == "TTS engine flite (mod_flite)"
+        gevent.sleep(0.5)
+        assert not events.of(acme_call.uuid, "CHANNEL_EXECUTE", Application="speak")
+    assert acme_call.alive()
+
+
+def test_module_say_says_or_reports_that_nothing_was_said(api, fs, events, acme_call):
+    _listed(api, acme_call.uuid)
+    resp = _put(api, acme_call.uuid, {"module": "say", "data": {"text": "42"}})
+    if not _has(fs, "mod_say_en"):
+        assert resp.status == 502, resp.body
+        return
+    assert resp.status == 202, resp.body
+    run = _ended(api, resp.json["data"]["id"])
+    played = events.of(acme_call.uuid, "PLAYBACK_START")
+    if played:  # the switch has its sound files
+        assert run["state"] == "finished" and run["notes"]["said"] is True
+    else:
+        assert run["state"] == "failed" and "said nothing" in run["error"]
+    assert acme_call.alive()
+
+
+def test_module_sound_touch_never_hangs_the_call_up(api, fs, events, acme_call):
+    _listed(api, acme_call.uuid)
+    resp = _post(api, acme_call.uuid, action="sound_touch", pitch=1.5)
+    if _has(fs, "mod_soundtouch"):
+        assert resp.status == 200, resp.body
+        events.wait(acme_call.uuid, "CHANNEL_EXECUTE", Application="soundtouch")
+    else:
+        assert resp.status == 502, resp.body
+        assert resp.json["data"]["missing"] == "application soundtouch (mod_soundtouch)"
+    gevent.sleep(1.0)
+    assert acme_call.alive()
+
+
+def test_module_hold_plays_the_peer_music_and_its_key_is_honoured(api, fs, events, pair):
+    a, b = pair
+    resp = _put(api, a.uuid, {"module": "hold", "data": {"unhold_key": "1"}})
+    assert resp.status == 202, resp.body
+    events.wait(a.uuid, "CHANNEL_HOLD")
+    events.wait(b.uuid, "PLAYBACK_START")  # the peer hears the hold music
+    assert fs.api(f"uuid_recv_dtmf {a.uuid} 1").startswith("+OK")
+    run = _ended(api, resp.json["data"]["id"])
+    if events.of(a.uuid, "CHANNEL_UNHOLD"):  # a leg FreeSWITCH can unhold (SIP)
+        assert run["state"] == "finished" and run["notes"]["unheld_by"] == "unhold_key"
+    else:  # loopback: FreeSWITCH cannot take it off hold, and says so through eslchan
+        assert run["state"] == "failed" and "callstate never became HELD" in run["error"]
+        events.wait(b.uuid, "PLAYBACK_STOP")
+    assert a.alive() and b.alive()
+
+
+def test_module_hold_control_toggles_from_the_known_state(api, fs, events, pair):
+    a, _ = pair
+    resp = _post(api, a.uuid, action="hold_control")
+    assert resp.status == 200, resp.body
+    assert resp.json["data"]["result"] == {"hold_action": "hold"}
+    events.wait(a.uuid, "CHANNEL_HOLD")
+    eventually(lambda: _row(api, f"/v2/accounts/{ACME}/channels", a.uuid)["is_onhold"], timeout=10)
+    resp = _post(api, a.uuid, action="hold_control")  # toggles to unhold, never a second hold
+    if resp.status == 200:
+        events.wait(a.uuid, "CHANNEL_UNHOLD")
+    else:  # a loopback leg never reaches callstate HELD
+        assert resp.status == 502 and resp.json["data"]["text"] == "-ERR Operation failed", resp.body
+    gevent.sleep(0.5)
+    assert len(events.of(a.uuid, "CHANNEL_HOLD")) == 1
+
+
+def test_module_unhold_is_freeswitchs_answer(api, fs, events, pair):
+    a, _ = pair
+    assert _post(api, a.uuid, action="hold_control").status == 200
+    events.wait(a.uuid, "CHANNEL_HOLD")
+    resp = _post(api, a.uuid, action="unhold")
+    if resp.status == 200:
+        events.wait(a.uuid, "CHANNEL_UNHOLD")
+    else:
+        assert resp.status == 502 and resp.json["data"]["text"] == "-ERR Operation failed", resp.body
+
+
+def test_modules_park_and_resume_part_and_rejoin_the_legs(api, fs, events, pair):
+    a, b = pair
+    assert _put(api, a.uuid, {"module": "park"}).status == 202
+    events.wait(a.uuid, "CHANNEL_UNBRIDGE")
+    eventually(lambda: _var(fs, a.uuid, "current_application") == "park", timeout=10)
+    eventually(lambda: _var(fs, b.uuid, "current_application") == "park", timeout=10)
+    assert _var(fs, a.uuid, "park_after_bridge") == "true"
+    resp = _put(api, a.uuid, {"module": "resume"})
+    assert resp.status == 202, resp.body
+    bridged = eventually(lambda: [e for e in events.of(a.uuid, "CHANNEL_BRIDGE")
+                                  if e.get("Other-Leg-Unique-ID") == b.uuid][1:], timeout=10)
+    assert bridged
+
+
+def test_module_transfer_blind_runs_the_target_extension(api, fs, events, acme_call):
+    _listed(api, acme_call.uuid)
+    assert _post(api, acme_call.uuid, action="transfer", target="esl_tone").status == 200
+    start = events.wait(acme_call.uuid, "PLAYBACK_START")
+    assert start["Playback-File-Path"] == "tone_stream://%(200,200,600);loops=2"
+    assert start["Caller-Destination-Number"] == "esl_tone"
+
+
+def test_module_transfer_attended_consults_and_takes_back(api, fs, events, pair):
+    """Issue 17.1: the ringback never plays inside the consultation, and *1 takes back."""
+    a, b = pair
+    resp = _post(api, a.uuid, action="transfer", target="esl_answer_att", takeback_dtmf="*1",
+                 moh="welcome")
+    assert resp.status == 200, resp.body
+    target = resp.json["data"]["result"]["target_leg"]
+    bridge = events.wait(a.uuid, "CHANNEL_BRIDGE", **{"Other-Leg-Unique-ID": target})
+    gevent.sleep(1.0)
+    later = [e for e in events.of(a.uuid, "PLAYBACK_START")
+             if int(e["Event-Sequence"]) > int(bridge["Event-Sequence"])]
+    assert not later  # nothing plays to the transferor while it consults
+    assert fs.api(f"uuid_recv_dtmf {a.uuid} *1").startswith("+OK")
+    run = _ended(api, resp.json["data"]["id"])
+    assert run["notes"]["transfer_outcome"] == "takeback"
+    events.wait(a.uuid, "CHANNEL_BRIDGE", **{"Other-Leg-Unique-ID": b.uuid})
+    eventually(lambda: target not in fs.channel_uuids(), timeout=10)
+    assert a.alive() and b.alive()
+
+
+def test_module_record_call_starts_and_stops_a_recording(api, fs, events, acme_call):
+    _listed(api, acme_call.uuid)
+    name = f"eslchan-test-{acme_call.marker}"
+    resp = _put(api, acme_call.uuid, {
+        "module": "record_call", "data": {"action": "start", "media_name": name},
+        "children": {"_": {"module": "sleep", "data": {"duration": 1},
+                           "children": {"_": {"module": "record_call", "data": {"action": "stop"}}}}}})
+    assert resp.status == 202, resp.body
+    start = events.wait(acme_call.uuid, "RECORD_START")
+    assert start["Record-File-Path"].endswith(f"/{name}.wav")
+    stop = events.wait(acme_call.uuid, "RECORD_STOP")
+    assert stop["Record-File-Path"] == start["Record-File-Path"]
+
+
+def test_module_audio_level_adds_the_audio_media_bug(api, fs, events, acme_call):
+    _listed(api, acme_call.uuid)
+    assert _post(api, acme_call.uuid, action="audio_level", level=2).status == 200
+    bug = events.wait(acme_call.uuid, "MEDIA_BUG_START")
+    assert bug["Media-Bug-Function"] == "audio"
+
+
+def test_module_intercept_takes_the_call_over(api, fs, events, new_call):
+    call = _acme(new_call)
+    _listed(api, call.uuid)
+    resp = _post(api, call.uuid, action="intercept", target_type="number", target_id="esl_answer_int")
+    assert resp.status == 200, resp.body
+    new_leg = resp.json["data"]["result"]["new_leg"]
+    # the leg that answered runs intercept: the call is now bridged to it
+    eventually(lambda: _var(fs, call.uuid, "bridge_uuid") == new_leg, timeout=15)
+
+
+def test_module_move_gives_the_peer_to_the_new_leg(api, fs, events, pair):
+    a, b = pair
+    resp = _post(api, a.uuid, action="move", device_id="esl_answer_mv")
+    assert resp.status == 200, resp.body
+    eventually(lambda: not a.alive(), timeout=15)  # the mover is released
+    assert b.alive()
+
+
+def test_module_callflow_continues_in_the_stored_flow(api, fs, acme_call):
+    _listed(api, acme_call.uuid)
+    assert _post(api, acme_call.uuid, action="callflow", id="vip").status == 200
+    eventually(lambda: _var(fs, acme_call.uuid, "eslchan_vip") == "gold", timeout=10)
+
+
+def test_module_collect_dtmf_branches_on_the_digits(api, fs, acme_call):
+    _listed(api, acme_call.uuid)
+    resp = _put(api, acme_call.uuid, {
+        "module": "collect_dtmf", "data": {"max_digits": 2, "timeout": 10000},
+        "children": {"42": {"module": "set_variable", "data": {"name": "eslchan_menu", "value": "42"}}}})
+    assert resp.status == 202, resp.body
+    eventually(lambda: _run(api, resp.json["data"]["id"])["waiting"], timeout=10)
+    assert fs.api(f"uuid_recv_dtmf {acme_call.uuid} 42").startswith("+OK")
+    assert _ended(api, resp.json["data"]["id"])["state"] == "finished"
+    assert _var(fs, acme_call.uuid, "eslchan_menu") == "42"
+
+
+def test_module_send_dtmf_reaches_the_far_end(api, fs, events, acme_call):
+    _listed(api, acme_call.uuid)
+    far = _var(fs, acme_call.uuid, "other_loopback_leg_uuid")
+    assert _post(api, acme_call.uuid, action="send_dtmf", digits="12").status == 200
+    eventually(lambda: [e["DTMF-Digit"] for e in events.of(far, "DTMF")] == ["1", "2"], timeout=10)
+
+
+def test_module_sleep_waits_before_the_next_node(api, fs, acme_call):
+    _listed(api, acme_call.uuid)
+    began = time.monotonic()
+    resp = _put(api, acme_call.uuid, {
+        "module": "sleep", "data": {"duration": 1},
+        "children": {"_": {"module": "set_variable", "data": {"name": "eslchan_slept", "value": "yes"}}}})
+    assert resp.status == 202
+    eventually(lambda: _var(fs, acme_call.uuid, "eslchan_slept") == "yes", timeout=10)
+    assert time.monotonic() - began >= 1.0
+
+
+def test_module_set_variable_shows_in_the_api_at_once(api, fs, acme_call):
+    _listed(api, acme_call.uuid)
+    value = "at-once-" + acme_call.marker
+    assert _post(api, acme_call.uuid, action="set_variable", name="eslchan_now", value=value).status == 200
+    detail = api.get(_api_path(acme_call.uuid), token=api.token(ACME)).json["data"]
+    assert detail["custom_channel_vars"]["now"] == value
+    assert _var(fs, acme_call.uuid, "eslchan_now") == value
+
+
+def test_a_deleted_run_stops_its_media_on_the_real_switch(api, fs, events, pair):
+    a, b = pair
+    resp = _put(api, a.uuid, {"module": "play", "data": {"id": "long"}})
+    assert resp.status == 202, resp.body
+    for leg in (a.uuid, b.uuid):
+        events.wait(leg, "PLAYBACK_START")
+    run_id = resp.json["data"]["id"]
+    gone = api.request("DELETE", f"{_api_path(a.uuid)}/metaflows/{run_id}", token=api.token(ACME))
+    assert gone.status == 200, gone.body
+    for leg in (a.uuid, b.uuid):
+        events.wait(leg, "PLAYBACK_STOP")
+    assert a.alive() and b.alive()

@@ -40,25 +40,39 @@ def test_attended_transfer_takeback(call, simulator, daemon):
     result = call.action(action="transfer", target="2600", takeback_dtmf="*1", moh="welcome")
     run = daemon.interpreter.get(result["id"])
     assert result["reply"] == "+OK"  # returned once FreeSWITCH accepted the first command
-    eventually(lambda: len(call.sent()) >= 5)
+    eventually(lambda: any(c.startswith("bgapi originate {origination_uuid=") for c in call.sent()))
     sent = call.sent()
-    assert sent[:3] == [f"api uuid_setvar {call.a} park_after_bridge true",
+    # park_after_bridge as the call had it, to put back afterwards
+    assert sent[:5] == [f"api uuid_getvar {call.a} park_after_bridge",
+                        f"api uuid_getvar {call.b} park_after_bridge",
+                        f"api uuid_setvar {call.a} park_after_bridge true",
                         f"api uuid_setvar {call.b} park_after_bridge true",
                         f"api uuid_transfer {call.a} -both park inline"]
-    # the transferee hears the moh, the transferor the ringback
-    assert sent[3] == f"sendmsg {call.b}\ntone_stream://%(400,200,523);loops=2"
-    assert sent[4] == f"sendmsg {call.a}\ntone_stream://%(2000,4000,440,480)"
-    eventually(lambda: any(c.startswith("bgapi originate {origination_uuid=") for c in call.sent()))
-    originate = next(c for c in call.sent() if c.startswith("bgapi originate"))
+    # the transferee hears the moh, the transferor the ringback: playback loops (they read
+    # DTMF and uuid_break stops them), the target dialled only once the ringback plays
+    assert sent[5] == f"sendmsg {call.b}\ntone_stream://%(400,200,523);loops=2"
+    assert sent[6] == f"sendmsg {call.a}\ntone_stream://%(2000,4000,440,480)"
+    loops = [h.get("loops") for first, h, _ in simulator.received if first.startswith("sendmsg")][-2:]
+    assert loops == ["1000", "1000"]
+    originate = sent[7]
     target = originate.split("origination_uuid=", 1)[1].split(",", 1)[0]
     assert "loopback/2600/default &park()" in originate
+    assert "originate_timeout=22" in originate  # eslchan's own timeout decides, not the ringing
     bridged(call, call.a, target)  # the target answered: transferor and target talk
+    # the ringback was stopped, and seen stopped, before the bridge
+    assert call.sent()[8:10] == [f"api uuid_break {call.a} all", f"api uuid_bridge {call.a} {target}"]
     assert simulator.channel(call.b).app == "park"
     simulator.press_dtmf(call.a, "*1")
     eventually(lambda: run.state != "running")
     assert run.state == "finished"
     bridged(call, call.a, call.b)
     eventually(lambda: simulator.channel(target) is None)
+    # the legs that talk again get their park_after_bridge back (unset, as they had it)
+    assert call.sent()[10:15] == [f"api uuid_break {call.b} all", f"api uuid_bridge {call.a} {call.b}",
+                                  f"api uuid_setvar {call.a} park_after_bridge",
+                                  f"api uuid_setvar {call.b} park_after_bridge",
+                                  f"api uuid_kill {target} NORMAL_CLEARING"]
+    assert "park_after_bridge" not in simulator.channel(call.a).variables
 
 
 def test_attended_transfer_completes_when_the_transferor_hangs_up(call, simulator, daemon):
@@ -71,7 +85,9 @@ def test_attended_transfer_completes_when_the_transferor_hangs_up(call, simulato
     bridged(call, call.b, target)  # transferee and target now talk
     eventually(lambda: run.state != "running")
     assert run.state in ("finished", "channel_gone")
-    assert call.sent()[-1] == f"api uuid_bridge {call.b} {target}"
+    assert call.sent()[-3:] == [f"api uuid_bridge {call.b} {target}",
+                                f"api uuid_setvar {call.b} park_after_bridge",
+                                f"api uuid_setvar {target} park_after_bridge"]
 
 
 def test_attended_transfer_to_a_target_that_does_not_answer(call, simulator, daemon):
@@ -111,12 +127,16 @@ def test_transfer_refusals_send_nothing(daemon, simulator, call):
 def test_hold_until_the_unhold_key(call, simulator):
     run = call.flow({"module": "hold", "data": {"moh_bleg": "welcome", "unhold_key": "5"}})
     eventually(lambda: call.channel.is_onhold)
+    realm = f"eslchan_hold_{run.id[:12]}"
+    # the held leg reads no DTMF: the key is a binding the switch itself runs
     assert call.sent() == [f"api uuid_setvar {call.a} hold_music tone_stream://%(400,200,523);loops=2",
+                           f"sendmsg {call.a}\n{realm},5,exec[H]:unhold",
                            f"api uuid_hold {call.a}"]
     simulator.press_dtmf(call.a, "45")
     assert finished(run) == "finished"
     eventually(lambda: not call.channel.is_onhold)
-    assert call.sent()[-1] == f"api uuid_hold off {call.a}"
+    assert run.notes["unheld_by"] == "unhold_key"
+    assert call.sent()[-1] == f"sendmsg {call.a}\n{realm}"  # the binding is cleared
 
 
 def test_hold_ends_when_something_else_unholds(call):
@@ -345,7 +365,8 @@ def test_a_refused_bridge_to_the_answering_target_gives_the_call_back(call, simu
     eventually(lambda: any(c.startswith("bgapi originate") for c in call.sent()))
     target = next(c for c in call.sent() if c.startswith("bgapi")).split("origination_uuid=")[1][:36]
     eventually(lambda: simulator.channel(target) is not None)
-    simulator.fail_next("-ERR no such channel")
+    simulator.fail_next("-ERR no such channel")  # the ringback's break before the bridge...
+    simulator.fail_next("-ERR no such channel")  # ...and the bridge itself
     simulator.answer_call(target)
     assert finished(run) == "finished"
     assert run.notes["transfer_outcome"] == "failed"

@@ -8,10 +8,23 @@ from conftest import eventually
 
 from eslchan.config import MetaflowConfig
 from eslchan.demo import ACME, demo_config
+from eslchan.simulator import Simulator
+from eslchan.simulator.interfaces import DEFAULT_MODULES
 
 pytestmark = pytest.mark.timeout(90)
 
 MEDIA = {"welcome": "tone_stream://%(400,200,523);loops=2", "media_id": "tone_stream://%(1000,4000,440)"}
+
+
+@pytest.fixture
+def simulator():
+    """A switch with every module these tests use: a TTS engine, mod_soundtouch, sound files
+    (the refusals without them are in test_metaflow_word.py)."""
+    sim = Simulator(speed=20.0, modules=DEFAULT_MODULES | {"mod_flite", "mod_soundtouch"},
+                    sound_files=True)
+    sim.start()
+    yield sim
+    sim.stop()
 
 
 @pytest.fixture
@@ -41,7 +54,9 @@ class Phone:
         return self.http.request("POST", self.base, {"data": action}, token=self.http.token(ACME))
 
     def sent(self):
-        return [c for c in self.sim.commands[self.mark:] if c.startswith(("api ", "bgapi ", "sendmsg "))]
+        """What FreeSWITCH received about the call (not the node's capability probe)."""
+        return [c for c in self.sim.commands[self.mark:] if c.startswith(("api ", "bgapi ", "sendmsg "))
+                and not c.startswith(("api show interfaces", "api module_exists"))]
 
     def detail(self):
         return self.http.get(self.base, token=self.http.token(ACME)).json["data"]

@@ -92,7 +92,10 @@ def test_a_destroyed_channel_ends_the_run_cleanly(world):
     registry.apply("fs1", {"Event-Name": "CHANNEL_DESTROY", "Unique-ID": UUID})
     run.greenlet.join(timeout=5)
     assert run.state == "channel_gone" and run.error is None
-    assert interp.runs(UUID) == [] and trail == ["a"]
+    assert interp.runs(UUID) == [run] and trail == ["a"]  # over, and remembered
+    assert run.as_dict()["trail"][0] | {"started": 0, "ended": 0} == {
+        "path": "", "module": "step", "outcome": "channel_gone", "branch": None, "next": None,
+        "started": 0, "ended": 0}
 
 
 def test_action_returns_when_the_run_waits_or_ends_and_raises_what_failed(world):
@@ -100,7 +103,7 @@ def test_action_returns_when_the_run_waits_or_ends_and_raises_what_failed(world)
     ch = registry.get("fs1", UUID)
     result = interp.run_action(ch, {"action": "step", "say": "x", "then": "wait"})
     assert result["state"] == "running" and result["data"] == {"say": "x", "then": "wait", "key": "x"}
-    assert interp.stop(result["id"]) and interp.runs(UUID) == []
+    assert interp.stop(result["id"]) and [r.state for r in interp.runs(UUID)] == ["stopped"]
     with pytest.raises(StateError):
         interp.run_action(ch, {"action": "step", "then": "fail"})
     with pytest.raises(ValidationFailed) as info:
@@ -115,7 +118,7 @@ def test_drain_stops_what_does_not_end(world):
     run = interp.start(registry.get("fs1", UUID), s("a", "wait"), ACCOUNT)
     eventually(lambda: run.waiting)
     interp.drain(timeout=0.05)
-    assert run.state == "stopped" and interp.runs(UUID) == []
+    assert run.state == "stopped" and interp.get(run.id) is run and not interp._runs
 
 
 def test_per_channel_memory_is_not_recreated_for_a_channel_already_gone(world):
@@ -132,3 +135,40 @@ def test_per_channel_memory_is_not_recreated_for_a_channel_already_gone(world):
     run.greenlet.join(timeout=5)
     assert run.state == "channel_gone" and seen == []
     assert interp._state == {}  # nothing kept for a channel that will never send a destroy again
+
+
+def test_the_trail_says_which_node_ran_and_which_branch_it_took(world):
+    registry, interp, trail = world
+    tree = s("a", "continue", _=s("b", key="2", **{"1": s("no"), "2": s("c", key="9", _=s("d", "stop"))}))
+    run = run_to_end(interp, registry, tree)
+    steps = [(t["path"], t["outcome"], t["branch"], t["next"]) for t in run.as_dict()["trail"]]
+    assert steps == [("", "continue", "_", "_"),
+                     ("children._", "branch", "2", "2"),
+                     ("children._.children.2", "branch", "9", "_"),  # no child 9: took _
+                     ("children._.children.2.children._", "stop", None, None)]
+    failed = run_to_end(interp, registry, s("a", "continue", _=s("b", "fail")))
+    assert [(t["path"], t["outcome"]) for t in failed.as_dict()["trail"]] == [
+        ("", "continue"), ("children._", "failed")]
+    assert failed.as_dict()["error"] == "this step always fails"
+    jumped = run_to_end(interp, registry, s("a", "goto"))
+    assert [(t["path"], t["outcome"], t["branch"], t["next"]) for t in jumped.as_dict()["trail"]] == [
+        ("", "goto", "sub", "sub"), ("sub:", "branch", "x", None)]
+
+
+def test_finished_runs_are_kept_for_a_bounded_time_count_and_count_per_account(world):
+    registry, interp, trail = world
+    interp.config = MetaflowConfig(max_depth=4, max_nodes=8, finished_runs_max=3,
+                                   finished_runs_per_account=2, finished_runs_seconds=3600)
+    ch = registry.get("fs1", UUID)
+    runs = [run_to_end(interp, registry, s("a", "stop")) for _ in range(3)]
+    assert [interp.get(r.id) for r in runs] == [None, runs[1], runs[2]]  # 2 per account
+    other = interp.start(ch, s("b", "stop"), "b" * 32)
+    other.greenlet.join(timeout=5)
+    assert interp.get(other.id) is other and interp.get(runs[1].id) is runs[1]
+    assert [r.id for r in interp.account_runs(ACCOUNT)] == [runs[2].id, runs[1].id]
+    third = interp.start(ch, s("c", "stop"), "c" * 32)
+    third.greenlet.join(timeout=5)
+    assert interp.get(runs[1].id) is None  # 3 in all: the oldest goes
+    assert len(interp.history) == 3
+    interp.history.clock = lambda: third.ended + 3601  # an hour later
+    assert interp.get(third.id) is None and len(interp.history) == 0

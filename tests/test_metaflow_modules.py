@@ -9,7 +9,7 @@ from conftest import eventually
 from greenlet import greenlet
 
 from eslchan.esl.errors import CommandRejected
-from metaflow import StateError, ValidationFailed
+from metaflow import StateError, Unsupported, ValidationFailed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,8 +33,10 @@ class Call:
         return self.daemon.registry.find(self.a)
 
     def sent(self) -> list[str]:
-        """Commands FreeSWITCH received since the call was set up (no connection chatter)."""
-        return [c for c in self.sim.commands[self.mark:] if c.startswith(("api ", "bgapi ", "sendmsg "))]
+        """Commands FreeSWITCH received since the call was set up (no connection chatter, and
+        not the node's capability probe, which the first module needing it sends)."""
+        return [c for c in self.sim.commands[self.mark:] if c.startswith(("api ", "bgapi ", "sendmsg "))
+                and not c.startswith(("api show interfaces", "api module_exists"))]
 
     def action(self, **params):
         return self.daemon.interpreter.run_action(self.channel, params)
@@ -116,8 +118,9 @@ def test_hold_control_hold_unhold_toggle(call, simulator):
     eventually(lambda: call.channel.is_onhold)
     finished(call.flow({"module": "hold_control", "data": {"action": "unhold"}}))
     eventually(lambda: not call.channel.is_onhold)
-    assert call.sent() == [f"api uuid_hold {call.a}", f"api uuid_hold toggle {call.a}",
-                           f"api uuid_hold toggle {call.a}", f"api uuid_hold off {call.a}"]
+    # toggles are decided from the known state, never left to FreeSWITCH's callstate
+    assert call.sent() == [f"api uuid_hold {call.a}", f"api uuid_hold off {call.a}",
+                           f"api uuid_hold {call.a}", f"api uuid_hold off {call.a}"]
 
 
 def test_audio_level(call, simulator):
@@ -127,10 +130,14 @@ def test_audio_level(call, simulator):
     assert call.sent() == [f"api uuid_audio {call.a} start write level -2", f"api uuid_audio {call.a} stop"]
 
 
-def test_sound_touch(call):
-    finished(call.flow({"module": "sound_touch", "data": {"adjust_in_semitones": -3, "hook_dtmf": True},
-                        "children": {"_": {"module": "sound_touch", "data": {"action": "stop"}}}}))
-    assert call.sent() == [f"sendmsg {call.a}\nhook_dtmf -3s 0o 1p 1r 1t", f"sendmsg {call.a}\nstop"]
+def test_sound_touch_is_refused_without_mod_soundtouch(call, simulator):
+    # FreeSWITCH would hang the call up: nothing is sent, the call is untouched
+    with pytest.raises(Unsupported) as info:
+        call.flow({"module": "sound_touch", "data": {"adjust_in_semitones": -3}})
+    assert info.value.details["missing"] == "application soundtouch (mod_soundtouch)"
+    assert call.sent() == []
+    gevent.sleep(0.05)
+    assert simulator.channel(call.a) is not None and simulator.channel(call.b) is not None
 
 
 # --- media -----------------------------------------------------------------------------------
@@ -163,11 +170,27 @@ def test_play_to_both_legs_and_refusals(call):
     assert "data.id" in info.value.errors
 
 
-def test_tts_and_say(call):
-    assert finished(call.flow({"module": "tts", "data": {"text": "Hello, world"},
-                               "children": {"_": {"module": "say", "data": {"text": "1234"}}}})) == "finished"
-    assert call.sent() == [f"sendmsg {call.a}\nflite|slt|Hello, world",
-                           f"sendmsg {call.a}\nen number pronounced 1234"]
+def test_tts_is_refused_without_its_engine(call):
+    # FreeSWITCH would say nothing and report the speak as done
+    with pytest.raises(Unsupported) as info:
+        call.action(action="tts", text="Hello, world")
+    assert info.value.details["missing"] == "TTS engine flite (mod_flite)"
+    with pytest.raises(Unsupported):  # a later node needing it refuses the whole flow up front
+        call.flow({"module": "sleep", "data": {"duration": 0},
+                   "children": {"_": {"module": "tts", "data": {"text": "hi", "engine": "polly"}}}})
+    assert call.sent() == []
+
+
+def test_say_without_sound_files_fails_saying_so(call):
+    run = call.flow({"module": "say", "data": {"text": "1234"},
+                     "children": {"_": setvar("said", "yes")}})
+    assert finished(run) == "failed"
+    assert "said nothing" in run.error
+    assert run.notes["said"] is False
+    assert call.sent() == [f"sendmsg {call.a}\nen number pronounced 1234"]  # the child never ran
+    with pytest.raises(Unsupported) as info:  # no say module for the language at all
+        call.action(action="say", text="1234", language="de")
+    assert info.value.details["missing"] == "say language de (mod_say_de)"
 
 
 # --- flows -----------------------------------------------------------------------------------
@@ -260,7 +283,7 @@ def test_a_hangup_mid_run_ends_it_cleanly_without_leaking_greenlets(call, simula
     simulator.hangup(call.a)
     assert finished(run) == "channel_gone"
     assert run.error is None
-    assert daemon.interpreter.runs(call.a) == []
+    assert [r.state for r in daemon.interpreter.runs(call.a)] == ["channel_gone"]  # remembered
     eventually(lambda: simulator.channel(call.b) is None)
     gevent.sleep(0.2)
     gc.collect()
@@ -277,8 +300,8 @@ def test_runs_are_listed_and_stopped(call, daemon):
     assert info["state"] == "running" and info["current"]["module"] == "sleep"
     assert daemon.interpreter.stop(run.id) is True
     assert run.state == "stopped"
-    assert daemon.interpreter.runs(call.a) == []
-    assert daemon.interpreter.stop(run.id) is False
+    assert [(r.id, r.state) for r in daemon.interpreter.runs(call.a)] == [(run.id, "stopped")]
+    assert daemon.interpreter.stop(run.id) is False  # over: nothing to stop
 
 
 def test_freeswitch_errors_reach_the_caller(call, simulator):

@@ -151,13 +151,6 @@ def test_playback_events_follow_the_media_duration(sim, esl):
     assert stop["Playback-Status"] == "done"
     elapsed_us = int(stop["Event-Date-Timestamp"]) - int(start["Event-Date-Timestamp"])
     assert elapsed_us >= 2_000_000 / sim.speed * 0.9        # a 2 s tone takes 2 s / speed
-    # say: and speak: media play too, through playback and the speak app
-    esl.cmd(f"sendmsg {U1}", {"call-command": "execute", "execute-app-name": "playback",
-                              "execute-app-arg": "say:en number pronounced 42"})
-    esl.cmd(f"sendmsg {U1}", {"call-command": "execute", "execute-app-name": "speak",
-                              "execute-app-arg": "flite|kal|Hello there"})
-    esl.wait_event(lambda e: e["Event-Name"] == "PLAYBACK_STOP"
-                   and e["Playback-File-Path"].startswith("speak:"), uuid=U1)
 
 
 def test_uuid_break_stops_playback(sim, esl):
@@ -270,9 +263,11 @@ def test_setvar_getvar_multi_and_audio(sim, esl):
     sim.hangup(u)
     # the new value shows in the channel's later events
     assert esl.wait_event("CHANNEL_HANGUP", uuid=u)["variable_note"] == "hello world/a=b&c"
-    for cmd in ("uuid_getvar", "uuid_setvar", "uuid_kill", "uuid_dump", "uuid_hold",
+    for cmd in ("uuid_getvar", "uuid_setvar", "uuid_kill", "uuid_dump",
                 "uuid_answer", "uuid_break", "uuid_park"):
         assert esl.api(f"{cmd} {U2} x") == "-ERR No such channel!\n", cmd
+    # switch_ivr_hold_uuid succeeds when it finds no session
+    assert esl.api(f"uuid_hold {U2}") == "+OK Success\n"
 
 
 def test_uuid_bridge_and_uuid_park(sim, esl):
@@ -382,6 +377,12 @@ def test_digit_collection_and_endless_playback(sim, esl):
     stop = esl.wait_event(lambda e: e["Event-Name"] == "PLAYBACK_STOP"
                           and e["Playback-File-Path"] == "/media/moh.wav", uuid=U1)
     assert stop["Playback-Status"] == "break"
+    # uuid_break only starts an endless_playback over; a transfer ends it
+    esl.wait_event(lambda e: e["Event-Name"] == "PLAYBACK_START"
+                   and e["Event-Sequence"] > stop["Event-Sequence"], uuid=U1)
+    esl.api(f"uuid_transfer {U1} park inline")
+    esl.wait_event(lambda e: e["Event-Name"] == "CHANNEL_EXECUTE_COMPLETE"
+                   and e["Application"] == "endless_playback", uuid=U1)
     esl.cmd(f"sendmsg {U1}", {"call-command": "execute", "execute-app-name": "record_session",
                               "execute-app-arg": "/tmp/x.wav"})
     esl.wait_event("RECORD_START", uuid=U1)

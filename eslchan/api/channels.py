@@ -25,7 +25,7 @@ from eslchan.config import ACCOUNT_ID
 from eslchan.esl import commands
 from eslchan.esl.commands import CommandError
 from eslchan.esl.errors import CommandRejected, CommandTimeout, LinkDown
-from metaflow import StateError, ValidationFailed
+from metaflow import StateError, Unsupported, ValidationFailed
 
 #: Owner and device ids are whatever the channel variables say; keep them to plain tokens.
 OWNER_ID = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
@@ -79,6 +79,10 @@ def interpreter_errors(channel: Any) -> Iterator[None]:
         raise ApiError(400, "validation error", {exc.field: {"invalid": {"message": exc.reason}}}) from None
     except CommandRejected as exc:
         raise ApiError(502, "freeswitch error", {"text": exc.text, "node": channel.node}) from None
+    except Unsupported as exc:
+        # the switch lacks what the action needs: nothing was sent; retrying will not help
+        # until the operator loads the module, a gateway-side failure like -ERR
+        raise ApiError(502, "freeswitch cannot", {"text": str(exc), **exc.details}) from None
     except CommandTimeout as exc:
         raise ApiError(504, "freeswitch timeout", {"node": channel.node, "reason": str(exc)}) from None
     except LinkDown as exc:

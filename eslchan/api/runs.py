@@ -1,13 +1,19 @@
-"""Metaflow runs of a channel: list them while they run, stop one."""
+"""Metaflow runs: a channel's runs (running and over), an account's, one run; stop one.
+
+A run that is over stays readable for a while ([metaflow] finished_runs_*) with its trail,
+outcome and error, also once its channel is gone: through the account-wide routes, since the
+channel-scoped ones need the channel."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 
 from eslchan.api.channels import checked_account, find_channel
-from eslchan.api.envelope import ApiError, respond
+from eslchan.api.envelope import ApiError, field_error, respond
+from eslchan.esl import commands
+from eslchan.esl.commands import CommandError
 
 bp = Blueprint("runs", __name__)
 
@@ -28,7 +34,32 @@ def stop_run(account_id: str, channel_uuid: str, run_id: str) -> Response:
     # only a run of this (already tenant-checked) channel: a run id alone must not reach across
     if run is None or run.channel_uuid != channel.uuid:
         raise ApiError(404, "bad identifier", [run_id])
-    interpreter.stop(run_id)
+    interpreter.stop(run_id)  # a run already over is answered as it ended
+    return respond(run.as_dict())
+
+
+@bp.route("/v2/accounts/<account_id>/metaflows", methods=["GET"])
+def account_runs(account_id: str) -> Response:
+    """The account's runs, running and over, newest first; ``?channel=<uuid>`` for one
+    channel's, also once the channel is gone."""
+    checked_account(account_id)
+    runs = _interpreter().account_runs(account_id)
+    wanted = request.args.get("channel")
+    if wanted is not None:
+        try:
+            wanted = str(commands.uuid(wanted, "channel"))
+        except CommandError as exc:
+            raise field_error("channel", "pattern", str(exc), value=wanted) from None
+        runs = [r for r in runs if r.channel_uuid == wanted]
+    return respond([run.as_dict() for run in runs])
+
+
+@bp.route("/v2/accounts/<account_id>/metaflows/<run_id>", methods=["GET"])
+def get_run(account_id: str, run_id: str) -> Response:
+    checked_account(account_id)
+    run = _interpreter().get(run_id)
+    if run is None or run.account_id != account_id:  # another tenant's run does not exist
+        raise ApiError(404, "bad identifier", [run_id])
     return respond(run.as_dict())
 
 

@@ -31,6 +31,11 @@ class MetaflowConfig:
     default_context: str = "default"
     default_dialplan: str = "XML"
     moh: str = "local_stream://moh"
+    # finished runs stay readable (GET …/metaflows) this long, this many in all, and this many
+    # per account, so one tenant's runs cannot push another's out
+    finished_runs_seconds: float = 3600.0
+    finished_runs_max: int = 500
+    finished_runs_per_account: int = 100
 
 
 def parse_metaflow(r: Reader, data: Any, source: Path | None) -> MetaflowConfig:
@@ -50,6 +55,9 @@ def parse_metaflow(r: Reader, data: Any, source: Path | None) -> MetaflowConfig:
             "default_context",
             "default_dialplan",
             "moh",
+            "finished_runs_seconds",
+            "finished_runs_max",
+            "finished_runs_per_account",
         },
     )
     media = r.get(t, "metaflow", "media", dict, {})
@@ -88,4 +96,8 @@ def parse_metaflow(r: Reader, data: Any, source: Path | None) -> MetaflowConfig:
         default_context=r.get(t, "metaflow", "default_context", str, d.default_context),
         default_dialplan=r.get(t, "metaflow", "default_dialplan", str, d.default_dialplan),
         moh=r.get(t, "metaflow", "moh", str, d.moh),
+        finished_runs_seconds=r.positive(t, "metaflow", "finished_runs_seconds", d.finished_runs_seconds),
+        finished_runs_max=r.positive(t, "metaflow", "finished_runs_max", d.finished_runs_max, int),
+        finished_runs_per_account=r.positive(t, "metaflow", "finished_runs_per_account",
+                                             d.finished_runs_per_account, int),
     )

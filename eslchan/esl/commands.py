@@ -31,6 +31,7 @@ __all__ = [
     "bgapi",
     "context",
     "control",
+    "digit_binding",
     "dial_string",
     "dial_target",
     "digits",
@@ -349,6 +350,19 @@ def assignment(name: Arg, value: Arg) -> Arg:
     return _mint(f"{name}={value}", value.field, value.last_only)
 
 
+def digit_binding(realm: Arg, digits_: Arg, app: str) -> Arg:
+    """``<realm>,<digits>,exec[H]:<app>`` for bind_digit_action: dialling ``digits`` runs
+    ``app`` on the channel (``H``: without putting its peer on hold meanwhile)."""
+    _require_arg(realm, "realm")
+    _require_arg(digits_, "digits")
+    if not _WORD.fullmatch(realm) or realm.startswith("-"):
+        raise CommandError(realm.field, "not a valid realm name")
+    if not _DIGITS.fullmatch(digits_):
+        raise CommandError(digits_.field, "not a valid DTMF digit string")
+    _check_name(app, APPLICATIONS, "application")
+    return _mint(f"{realm},{digits_},exec[H]:{app}", digits_.field)
+
+
 def _require_arg(value: object, what: str) -> None:
     if not isinstance(value, Arg):
         raise TypeError(f"{what} must be a validated Arg (use eslchan.esl.commands), got {value!r}")
@@ -373,11 +387,14 @@ class Command:
     text: str  # human readable, never holds a password
     job_uuid: str | None = None  # bgapi: the Job-UUID its BACKGROUND_JOB will carry
     event_uuid: str | None = None  # execute: the Application-UUID of its CHANNEL_EXECUTE*
+    app: str | None = None  # execute: the dialplan application it runs
+    target: str | None = None  # execute: the channel it runs on
+    loops: int = 1  # execute: runs of the application (each fires its own EXECUTE/COMPLETE)
 
 
 #: api commands eslchan may send.
 API_COMMANDS = frozenset(
-    """status version show uptime hostname global_getvar sofia originate
+    """status version show uptime hostname global_getvar sofia originate module_exists
     uuid_answer uuid_audio uuid_break uuid_bridge uuid_broadcast uuid_buglist uuid_deflect
     uuid_displace uuid_dump uuid_exists uuid_fileman uuid_flush_dtmf uuid_getvar uuid_hold
     uuid_kill uuid_park uuid_phone_event uuid_pre_answer uuid_preprocess uuid_recv_dtmf
@@ -395,8 +412,7 @@ APPLICATIONS = frozenset(
     play_and_get_digits read break intercept eavesdrop att_xfer bind_digit_action
     clear_digit_action digit_action_set_realm bind_meta_app unbind_meta_app
     displace_session stop_displace_session deflect echo info log tone_detect stop_tone_detect
-    gentones redirect respond sched_hangup sched_transfer sched_cancel uuid_break
-    event""".split()
+    gentones redirect respond sched_hangup sched_transfer sched_cancel event""".split()
 )
 
 _CONTROL_VERBS = frozenset(
@@ -445,7 +461,9 @@ def execute(
     event_uuid: str | None = None,
 ) -> Command:
     """``sendmsg <uuid>`` executing ``app``; the argument travels as a text/plain body with a
-    content-length, so nothing in it can be read as a header or a new command."""
+    content-length, so nothing in it can be read as a header or a new command. Every execute
+    carries an Event-UUID (generated when not given): its CHANNEL_EXECUTE and
+    CHANNEL_EXECUTE_COMPLETE carry it as Application-UUID, so its completion is told apart."""
     _require_uuid(uuid)
     _check_name(app, APPLICATIONS, "application")
     lines = [f"sendmsg {uuid}", "call-command: execute", f"execute-app-name: {app}"]
@@ -455,10 +473,8 @@ def execute(
         if isinstance(loops, bool) or not isinstance(loops, int) or not 1 <= loops <= 1000:
             raise CommandError("loops", "must be an integer between 1 and 1000")
         lines.append(f"loops: {loops}")
-    ev = None
-    if event_uuid is not None:
-        ev = str(_as_uuid(event_uuid, "event_uuid"))
-        lines.append(f"Event-UUID: {ev}")
+    ev = str(_as_uuid(event_uuid, "event_uuid")) if event_uuid is not None else str(_uuid.uuid4())
+    lines.append(f"Event-UUID: {ev}")
     body = b""
     text = f"sendmsg {uuid} execute {app}"
     if arg is not None:
@@ -467,7 +483,8 @@ def execute(
         lines += ["content-type: text/plain", f"content-length: {len(body)}"]
         text += f" {arg}"
     wire = ("\n".join(lines) + "\n\n").encode() + body
-    return Command(wire, "sendmsg", f"sendmsg execute {app}", text, event_uuid=ev)
+    return Command(wire, "sendmsg", f"sendmsg execute {app}", text, event_uuid=ev, app=app,
+                   target=str(uuid), loops=loops or 1)
 
 
 def hangup(uuid: Arg, cause: Arg) -> Command:

@@ -48,6 +48,8 @@ class Channel:
         "hangup_cause",
         "application",
         "custom",
+        # custom variables eslchan set that no event has shown yet: label -> (value, until)
+        "var_pending",
         # hashes of the last event's channel headers and of the two headers the tenancy fields
         # fall back to, so an event that repeats them is skipped without a field-by-field look
         "var_extra",
@@ -90,6 +92,7 @@ class Channel:
         self.hangup_cause: str | None = None
         self.application: str | None = None
         self.custom: dict[str, str] | None = None
+        self.var_pending: dict[str, tuple[str | None, float]] | None = None
         self.stale = False
         self.seq = -1
         self.var_seq = -1

@@ -29,6 +29,9 @@ Listener = Callable[[str, Channel | None, Event], None]
 
 _GEN_SHIFT = 48
 _DEAD = -2  # ordering key of an event from a FreeSWITCH process that has since restarted
+#: How long a variable eslchan set outweighs events showing another value: events generated
+#: before the set but read after its reply (a backlog on the event connection) say otherwise.
+RECORDED_VARIABLE_SECONDS = 5.0
 
 #: Events that concern a channel even when they lack a Channel-State header.
 CHANNEL_EVENTS = frozenset(
@@ -233,6 +236,54 @@ class ChannelRegistry:
             except Exception:  # one broken subscriber must not stop the registry
                 log.exception("channel listener failed")
 
+    # -- variables eslchan set -------------------------------------------------------------
+
+    def record_variable(self, node: str, uuid: str, name: str, value: str | None) -> None:
+        """A variable eslchan set (``None``: unset) with FreeSWITCH's ``+OK``: shown in
+        custom_channel_vars at once, since uuid_setvar fires no event. Until an event carries
+        the same value, or for RECORDED_VARIABLE_SECONDS, an event showing another value is
+        taken as older than the set; after that, events decide again."""
+        ch = self.get(node, uuid)
+        label = self._custom_label(name)
+        if ch is None or label is None:
+            return
+        custom = dict(ch.custom or {})
+        if value is None:
+            custom.pop(label, None)
+        else:
+            custom[label] = _share(value)
+        ch.custom = custom or None
+        pending = ch.var_pending or {}
+        pending[label] = (value, self.clock() + RECORDED_VARIABLE_SECONDS)
+        ch.var_pending = pending
+
+    def _custom_label(self, name: str) -> str | None:
+        """The key a channel variable has in custom_channel_vars, if it is shown there."""
+        full = "variable_" + name
+        prefix = self._v_prefix
+        if prefix is not None and full.startswith(prefix):
+            return intern(full[len(prefix):])
+        return self._mapped_outside.get(full)
+
+    @staticmethod
+    def _overlay_recorded(ch: Channel, custom: dict[str, str], now: float) -> None:
+        """Keep what eslchan set over an event that still shows the value from before."""
+        pending = ch.var_pending
+        if not pending:
+            return
+        for label, (value, until) in list(pending.items()):
+            if custom.get(label) == value:
+                del pending[label]  # the switch's events show it now
+            elif now < until:
+                if value is None:
+                    custom.pop(label, None)
+                else:
+                    custom[label] = value
+            else:
+                del pending[label]
+        if not pending:
+            ch.var_pending = None
+
     # -- applying events -------------------------------------------------------------------
 
     def apply(self, node: str, event: Event) -> Channel | None:
@@ -408,6 +459,8 @@ class ChannelRegistry:
             value = get(name)
             if value is not None:
                 custom[label] = _share(value)
+        if ch.var_pending:
+            self._overlay_recorded(ch, custom, self.clock())
         if key is not None:
             ch.var_seq = key
         elif ch.var_seq < 0:

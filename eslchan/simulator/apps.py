@@ -3,7 +3,9 @@ digit collection, as a mixin of :class:`~eslchan.simulator.switch.Switch`.
 
 ``SwitchCore._run_app`` finds ``app_<name>`` on the switch and runs it in the channel's
 greenlet between CHANNEL_EXECUTE and CHANNEL_EXECUTE_COMPLETE; a string it returns is the
-Application-Response. Applications that only the model accepts are ``_noop``.
+Application-Response. An application a loaded module provides but the model has no
+``app_<name>`` for runs with no visible effect; one no loaded module provides hangs the call
+up (``SwitchCore._run_app``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ import time
 
 import gevent
 
-from eslchan.simulator.channels import BreakUnwind, SimChannel, TransferUnwind
+from eslchan.simulator.channels import BreakUnwind, DigitBinding, SimChannel, TransferUnwind, Unwind
 from eslchan.simulator.core import OriginateFailed
 from eslchan.simulator.dialstring import split_top
 from eslchan.simulator.media import media_duration, media_type
+
+
+def _terminators(value: str | None) -> str:
+    """playback_terminators as mod_dptools' on_dtmf reads it: ``*`` when unset."""
+    if value is None:
+        return "*"
+    return {"any": "1234567890*#", "none": ""}.get(value.lower(), value)
 
 
 class Applications:
@@ -68,7 +77,7 @@ class Applications:
         end = time.monotonic() + ms / 1000.0 / self.speed
         while True:
             left = end - time.monotonic()
-            if left <= 0 or self.wait(ch, left * self.speed) is None:
+            if left <= 0 or self.wait(ch, left * self.speed, dtmf=True) is None:
                 break
 
     def park(self, ch: SimChannel, arg: str) -> None:
@@ -79,7 +88,7 @@ class Applications:
         self.chan_event(ch, "CHANNEL_PARK")
         try:
             while True:
-                self.wait(ch, None, idle=True)
+                self.wait(ch, None, idle=True, dtmf=True)
         finally:
             ch.parked = False
             if not ch.gone:
@@ -87,22 +96,40 @@ class Applications:
 
     def app_echo(self, ch: SimChannel, arg: str) -> None:
         while True:
-            self.wait(ch, None, idle=True)
+            self.wait(ch, None, idle=True, dtmf=True)
 
     def app_playback(self, ch: SimChannel, arg: str) -> str:
+        if arg.startswith("say:"):  # play_file's say: is text for the channel's tts_engine
+            engine = ch.variables.get("tts_engine")
+            if not engine:
+                return "FILE PLAYED"
+            if not self.interfaces.has("speech", engine):
+                return "PLAYBACK ERROR"
         return self.play(ch, arg)
 
     app_broadcast = app_playback
 
-    def app_speak(self, ch: SimChannel, arg: str) -> str:
-        return self.play(ch, "speak:" + arg)
+    def app_speak(self, ch: SimChannel, arg: str) -> None:
+        """speak <engine>|<voice>|<text>: an engine no loaded module provides says nothing
+        ("Invalid TTS module"), and the completion cannot tell (``_none_`` either way)."""
+        parts = arg.split("|", 2)
+        engine = parts[0] if len(parts) == 3 else ch.variables.get("tts_engine", "")
+        if self.interfaces.has("speech", engine):
+            self.play(ch, "speak:" + arg)
+        return None
 
-    def app_say(self, ch: SimChannel, arg: str) -> str:
-        return self.play(ch, "say:" + arg)
+    def app_say(self, ch: SimChannel, arg: str) -> None:
+        """say <lang> <type> <method> <text>: needs the language's say module and its sound
+        files; without them nothing plays (no PLAYBACK_START) and the completion is ``_none_``."""
+        lang = arg.split(" ", 1)[0]
+        if self.interfaces.has("say", lang) and self.sound_files:
+            self.play(ch, "say:" + arg)
+        return None
 
     def play(self, ch: SimChannel, path: str, *, forever: bool = False,
-             digits: list[str] | None = None) -> str:
-        """Play media for its duration; with ``digits`` a DTMF digit ends it early."""
+             digits: list[str] | None = None, reads: bool = True) -> str:
+        """Play media for its duration; with ``digits`` a DTMF digit ends it early. Without
+        ``reads`` (endless_playback) the channel's digits stay unread meanwhile."""
         duration = None if forever else media_duration(path, self.media_durations,
                                                        self.default_media_duration)
         ftype = media_type(path)
@@ -115,11 +142,17 @@ class Applications:
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                msg = self.wait(ch, None if left is None else left * self.speed, media=True)
+                msg = self.wait(ch, None if left is None else left * self.speed, media=True,
+                                dtmf=reads)
                 if msg is None and left is not None:
                     break
+                if msg and msg[0] != "dtmf":
+                    # the bridge ended or the call was answered: the thread leaves the media
+                    # for the loop it runs in, which gets the message
+                    self._send(ch, msg)
+                    break
                 if msg and msg[0] == "dtmf":
-                    terminators = ch.variables.get("playback_terminators", "")
+                    terminators = _terminators(ch.variables.get("playback_terminators"))
                     if digits is not None:
                         digits.append(msg[1])
                         status = "break"
@@ -130,15 +163,22 @@ class Applications:
                         break
         except BreakUnwind:
             status = "break"
+        except Unwind:
+            # a transfer, bridge or hangup took the channel: the file did not play out
+            ch.variables["current_application_response"] = "PLAYBACK ERROR"
+            raise
         finally:
             if not ch.gone:
                 ch.variables["playback_last_offset_pos"] = "0"
                 ch.variables["playback_seconds"] = str(int(duration or 0))
                 self.chan_event(ch, "PLAYBACK_STOP", extra=info + [("Playback-Status", status)])
-        return "FILE PLAYED" if status == "done" else "PLAYBACK_INTERRUPTED"
+        return "FILE PLAYED"
 
     def app_endless_playback(self, ch: SimChannel, arg: str) -> str:
-        return self.play(ch, arg, forever=True)
+        """Plays until a call-control event (transfer, bridge, hangup) takes the channel:
+        uuid_break only starts the file again, and DTMF is neither read nor breaks it."""
+        while True:
+            self.play(ch, arg, forever=True, reads=False)
 
     def app_gentones(self, ch: SimChannel, arg: str) -> str:
         return self.play(ch, "tone_stream://" + arg.split("|")[0])
@@ -154,6 +194,23 @@ class Applications:
 
     def app_unhold(self, ch: SimChannel, arg: str) -> None:
         self.hold(ch, "off")
+
+    def app_bind_digit_action(self, ch: SimChannel, arg: str) -> None:
+        """<realm>,<digits>,<string>[,<value>][,<dtmf target leg>][,<event target leg>]"""
+        parts = arg.split(",")
+        if len(parts) < 3 or not all(parts[:3]):
+            return
+        value = parts[3] if len(parts) > 3 else ""
+        target = parts[5] if len(parts) > 5 else "self"
+        self.bind_digits(ch, DigitBinding(parts[0], parts[1], parts[2], value, target))
+
+    def app_clear_digit_action(self, ch: SimChannel, arg: str) -> None:
+        self.clear_digits(ch, arg.split(",", 1)[0].strip())
+
+    def app_digit_action_set_realm(self, ch: SimChannel, arg: str) -> None:
+        realm = arg.split(",", 1)[0].strip()
+        if realm and ch.bindings is not None:
+            ch.realm = realm
 
     def app_sched_hangup(self, ch: SimChannel, arg: str) -> None:
         parts = arg.split()
@@ -176,7 +233,7 @@ class Applications:
             if got and got[-1] in terminators:
                 got.pop()
                 break
-            msg = self.wait(ch, timeout_ms / 1000.0)
+            msg = self.wait(ch, timeout_ms / 1000.0, dtmf=True)
             if msg is None:
                 break
             if msg[0] == "dtmf":
@@ -216,21 +273,8 @@ class Applications:
         ch.variables["read_result"] = "success" if digits else "timeout"
         return digits or "_none_"
 
-    def _noop(self, ch: SimChannel, arg: str) -> None:
-        return None
-
-    # accepted and without visible effect in the model
-    app_soundtouch = app_set_audio_level = app_start_dtmf = app_stop_dtmf = _noop
-    app_flush_dtmf = app_bind_meta_app = app_unbind_meta_app = app_bind_digit_action = _noop
-    app_clear_digit_action = app_digit_action_set_realm = app_displace_session = _noop
-    app_stop_displace_session = app_info = app_log = app_event = app_tone_detect = _noop
-    app_stop_tone_detect = app_respond = app_deflect = app_redirect = app_att_xfer = _noop
-    app_sched_transfer = app_sched_cancel = app_record = _noop
-
     def app_break(self, ch: SimChannel, arg: str) -> None:
-        ch.inbox.put(BreakUnwind(arg.strip() == "all"))
-
-    app_uuid_break = app_break
+        self.break_media(ch, arg.strip() == "all")
 
     def app_send_dtmf(self, ch: SimChannel, arg: str) -> None:
         other = self.channels.get(ch.other_leg or ch.loopback_peer or "")

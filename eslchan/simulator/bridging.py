@@ -43,6 +43,14 @@ class Bridging:
     def _after_bridge_request(self, ch: SimChannel, b: BridgeUnwind) -> Callable[[], None]:
         if ch.unwind_pending and b in ch.unwind_pending:
             ch.unwind_pending.remove(b)
+        ch.suspended = False  # a bridge loop left for a new bridge clears CF_HOLD/CF_SUSPEND
+        # switch_ivr_uuid_bridge: each leg hibernates, resets and runs the bridge as a soft
+        # execute, announced as an application with no completion
+        for state in ("CS_HIBERNATE", "CS_RESET", "CS_SOFT_EXECUTE"):
+            self.set_state(ch, state)
+        self.chan_event(ch, "CHANNEL_EXECUTE", extra=[
+            ("Application", "uuid_bridge"), ("Application-Data", b.other),
+            ("Application-UUID", new_uuid())])
         if b.originator:
             other = self.channels.get(b.other)
             if other is None:
@@ -88,9 +96,11 @@ class Bridging:
         self.chan_event(a, "CHANNEL_BRIDGE", before=ab)
         try:
             while True:
-                msg = self.wait(a, None, idle=True)
+                msg = self.wait(a, None, idle=True, dtmf=lambda: self._bridge_reads(a, b))
                 if msg and msg[0] == "bridge_end" and msg[1] == b.uuid:
                     break
+                if msg and msg[0] == "dtmf":
+                    self._pass_digit(b, msg[1])
         finally:
             self.chan_event(a, "CHANNEL_UNBRIDGE", before=ab)
             if a.other_leg == b.uuid:
@@ -105,15 +115,38 @@ class Bridging:
             self.set_state(ch, "CS_EXCHANGE_MEDIA")
         try:
             while True:
-                msg = self.wait(ch, None, idle=True)
+                msg = self.wait(ch, None, idle=True,
+                                dtmf=lambda: self._bridge_reads(ch, self.channels.get(other_uuid)))
                 if msg and msg[0] == "bridge_end":
                     break
+                if msg and msg[0] == "dtmf":
+                    self._pass_digit(self.channels.get(other_uuid), msg[1])
         finally:
             partner = self.channels.get(other_uuid)
             if partner is not None and partner.other_leg == ch.uuid:
                 self._send(partner, ("bridge_end", ch.uuid))
 
+    @staticmethod
+    def _bridge_reads(ch: SimChannel, other: SimChannel | None) -> bool:
+        """The bridge loop reads no DTMF while either leg is suspended (held)."""
+        return not ch.suspended and not (other is not None and other.suspended)
+
+    def _pass_digit(self, other: SimChannel | None, digit: str) -> None:
+        """A digit the bridge read goes out to the other side: a SIP phone hears it, a
+        loopback leg sends it on to its twin, which receives it."""
+        if other is None or other.gone or not other.loopback_peer:
+            return
+        twin = self.channels.get(other.loopback_peer)
+        if twin is not None and not twin.gone:
+            self.receive_digit(twin, digit, "APP")
+
     def uuid_bridge(self, a: SimChannel, b: SimChannel) -> None:
+        # each leg gets a new caller profile whose transfer source names the other
+        for leg, other in ((a, b), (b, a)):
+            leg.transfer_source = f"{int(time.time())}:{new_uuid()}:uuid_br:{other.uuid}"
+            leg.profile_index += 1
+            leg.variables["transfer_source"] = leg.transfer_source
+            leg.variables["transfer_history"] = leg.transfer_source
         a.unwind_pending.append(BridgeUnwind(b.uuid, True))
         self._send(a, a.unwind_pending[-1])
         self._take_over(b, a.uuid)
@@ -130,9 +163,12 @@ class Bridging:
         self._send(ch, TransferUnwind(dest, dialplan, context))
 
     def _after_transfer(self, ch: SimChannel, t: TransferUnwind) -> Callable[[], None]:
+        ch.suspended = False  # a transfer clears CF_HOLD/CF_SUSPEND (clean exit of the bridge)
         partner = self.channels.get(ch.other_leg) if ch.other_leg else None
         if partner is not None and partner.other_leg == ch.uuid:
             self._send(partner, ("bridge_end", ch.uuid))
+        # the bridged side (originatee) that is transferred away flips its caller id back
+        was_originatee = partner is not None and ch.other_type == "originator"
         ch.other_leg, ch.other_type = None, None
         if t.dialplan.lower() == "inline":
             apps = parse_inline(t.dest)
@@ -144,6 +180,8 @@ class Bridging:
         ch.variables["transfer_history"] = f"{int(time.time())}:{new_uuid()}:uuid_br:{t.dest}"
         ch.hit_dialplan = True
         self.set_state(ch, "CS_ROUTING")
+        if was_originatee:
+            self.chan_event(ch, "CALL_UPDATE", before=[("Direction", "RECV")])
         self.set_state(ch, "CS_EXECUTE")
         return lambda: self.run_apps(ch, apps)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 import uuid as uuidlib
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import gevent.queue
@@ -54,6 +56,33 @@ class BridgeUnwind(Unwind):
     def __init__(self, other: str, originator: bool) -> None:
         super().__init__(other)
         self.other, self.originator = other, originator
+
+
+@dataclass
+class Exec:
+    """A queued private command (``sendmsg`` execute, a broadcast): run by the channel's own
+    thread when it next parses its private events, not before ``due`` (monotonic seconds)."""
+
+    app: str
+    arg: str
+    event_uuid: str | None = None
+    loops: int = 1                  # -1: until the broadcast is stopped
+    event_lock: bool = False        # no other private command runs while this one does
+    due: float = 0.0
+    private_headers: list[tuple[str, str]] = field(default_factory=list)  # its PRIVATE_COMMAND
+    body: str | None = None
+
+
+@dataclass
+class DigitBinding:
+    """One ``bind_digit_action``: digits that, once dialled, run ``action`` (``exec:app`` or
+    ``api:command``) with ``value`` on ``target`` (self or peer)."""
+
+    realm: str
+    digits: str
+    action: str
+    value: str
+    target: str = "self"
 
 
 class SimChannel:
@@ -116,6 +145,16 @@ class SimChannel:
         self.bridge_originator = False            # this side fires CHANNEL_BRIDGE/UNBRIDGE
         self.parked = False
         self.unwind_pending: list[Unwind] = []
+        self.private: deque[Exec] = deque()       # queued private commands (sendmsg execute)
+        self.event_lock = 0                       # an event-locked private command is running
+        self.broadcasting = 0                     # a private command runs (FreeSWITCH's CF_BROADCAST)
+        self.stop_broadcast = False               # CF_STOP_BROADCAST: uuid_break ends the loops
+        self.suspended = False                    # CF_SUSPEND: held; its bridge reads no DTMF
+        self.dtmf_queue: deque[tuple[str, str]] = deque()  # received, not yet read: (digit, source)
+        self.bindings: dict[str, list[DigitBinding]] | None = None  # the digit parser, per realm
+        self.realm: str | None = None             # the parser's current realm
+        self.dialled = ""                         # digits the parser holds
+        self.dial_timer: Any = None
 
     # -- header blocks -------------------------------------------------------------------
     @property

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import gevent
 import gevent.event
 
+from eslchan.simulator.interfaces import CATALOGUE, DEFAULT_MODULES
 from eslchan.simulator.server import Simulator
 
 DEMO_ACCOUNT = "0123456789abcdef0123456789abcdef"
@@ -57,6 +58,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="HEARTBEAT interval in seconds (default 20)")
     p.add_argument("--hostname", default="sim", help="FreeSWITCH-Hostname of events")
     p.add_argument("--account", default=DEMO_ACCOUNT, help="account id of the demo calls")
+    p.add_argument("--load", action="append", default=[], metavar="MODULE",
+                   choices=sorted(set(CATALOGUE) - DEFAULT_MODULES),
+                   help="also load this FreeSWITCH module (e.g. mod_flite, mod_soundtouch); the "
+                        "default set is the recorded server's, with no TTS engine")
+    p.add_argument("--sound-files", action="store_true",
+                   help="the say engine finds its sound files (the recorded server had none)")
     return p.parse_args(list(argv))
 
 
@@ -109,7 +116,8 @@ def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     host, port = args.listen
     sim = Simulator(host, port, args.password, speed=args.speed,
-                    heartbeat_interval=args.heartbeat, hostname=args.hostname)
+                    heartbeat_interval=args.heartbeat, hostname=args.hostname,
+                    modules=DEFAULT_MODULES | set(args.load), sound_files=args.sound_files)
     try:
         sim.start()
     except OSError as exc:

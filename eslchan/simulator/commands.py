@@ -14,6 +14,10 @@ from eslchan.simulator.dialstring import split_vars
 from eslchan.simulator.switch import Switch
 from eslchan.simulator.wire import SimEvent
 
+#: ``show <type>s`` lists one interface type (type, name, ikey)
+INTERFACE_KINDS = frozenset({"codec", "dialplan", "file", "timer", "chat", "limit", "say",
+                             "management", "endpoint"})
+
 NO_CHANNEL = "-ERR No such channel!\n"
 NOT_FOUND = "-ERR {name} Command not found!\n"
 UNMODELLED_UUID_COMMANDS = (
@@ -49,18 +53,19 @@ class ApiCommands:
             "hostname": lambda a: self.sw.hostname, "uptime": self.uptime,
             "uuid_pre_answer": self.uuid_pre_answer, "uuid_ring_ready": self.uuid_ring_ready,
             "uuid_outgoing_answer": self.uuid_answer, "uuid_recv_dtmf": self.uuid_recv_dtmf,
-            "uuid_dual_transfer": self.uuid_dual_transfer,
+            "uuid_dual_transfer": self.uuid_dual_transfer, "module_exists": self.module_exists,
         }
         # accepted for a live channel, with no effect the model tracks
         for name in UNMODELLED_UUID_COMMANDS:
             self.table[name] = self.uuid_audio_like
 
     def run(self, line: str) -> tuple[str, str, str]:
-        """Execute ``name args``; returns (name, args, body)."""
+        """Execute ``name args``; returns (name, args, body). An api no loaded module
+        provides is not found, as on FreeSWITCH."""
         name, _, arg = line.strip().partition(" ")
         arg = arg.strip()
         fn = self.table.get(name)
-        if fn is None:
+        if fn is None or not self.sw.interfaces.has("api", name):
             return name, arg, NOT_FOUND.format(name=name)
         try:
             return name, arg, fn(arg)
@@ -119,11 +124,14 @@ class ApiCommands:
         return f"FreeSWITCH Version {VERSION} ( 64bit)\n"
 
     def show(self, arg: str) -> str:
+        if not self.sw.core_db:
+            return "-ERR SQL disabled, no data available!\n"
         words = arg.split()
         as_json = len(words) >= 3 and words[-2] == "as" and words[-1] == "json"
         what = words[0] if words else ""
         chans = [c for c in self.sw.channels.values() if not c.gone]
         chans.sort(key=lambda c: c.created)
+        rows: list[dict[str, str]]
         if what == "channels":
             rows = [c.show_row(self.sw.hostname) for c in chans]
             fields = SHOW_CHANNEL_FIELDS
@@ -142,6 +150,20 @@ class ApiCommands:
                 else:
                     rows.append(call_row(c, None, self.sw.hostname))
             fields = list(rows[0]) if rows else list(call_row(chans[0], None, "")) if chans else []
+        elif what in ("application", "api"):
+            # show application|api [<name>] [as json]: name, description, syntax, ikey
+            name = words[1] if len(words) > 1 and words[1] != "as" else None
+            fields = ["name", "description", "syntax", "ikey"]
+            rows = [{"name": n, "description": f"{n} ({m})", "syntax": "", "ikey": m}
+                    for _, n, m in self.sw.interfaces.rows(what, name)]
+        elif what == "modules":
+            fields = ["type", "name", "ikey", "filename"]
+            rows = [{"type": k, "name": n, "ikey": m, "filename": f"/usr/lib/freeswitch/mod/{m}.so"}
+                    for k, n, m in self.sw.interfaces.rows()]
+        elif what == "interfaces" or what.rstrip("s") in INTERFACE_KINDS:
+            kind = None if what == "interfaces" else what.rstrip("s")
+            fields = ["type", "name", "ikey"]
+            rows = [{"type": k, "name": n, "ikey": m} for k, n, m in self.sw.interfaces.rows(kind)]
         else:
             return "-USAGE: codec|endpoint|application|api|dialplan|file|timer|calls [count]|" \
                    "channels [count|like <match string>]|calls|detailed_calls|bridged_calls|" \
@@ -157,6 +179,9 @@ class ApiCommands:
         lines = [",".join(fields)]
         lines += [",".join(r.get(f, "") for f in fields) for r in rows]
         return "\n".join(lines) + f"\n\n{len(rows)} total.\n" if rows else f"\n{len(rows)} total.\n"
+
+    def module_exists(self, arg: str) -> str:
+        return "true" if arg.strip() in self.sw.interfaces.modules else "false"
 
     def shutdown(self, arg: str) -> str:
         if self.on_shutdown is not None:
@@ -278,30 +303,36 @@ class ApiCommands:
             if other is not None:
                 targets.append(other)
         for t in targets:
-            if app_arg:
-                t.inbox.put(("execute", app, app_arg, None))
+            if app_arg or path.endswith("::"):
+                self.sw.broadcast(t, app, app_arg)
             else:
-                t.inbox.put(("execute", "playback", path, None))
+                self.sw.broadcast(t, "playback", path)
         return "+OK Message sent\n"
 
     def uuid_break(self, arg: str) -> str:
+        """uuid_break <uuid> [all|both]: ``all`` also drops queued private commands. A
+        playback stops; an endless_playback only starts over."""
         ch, parts = self._target(arg)
-        from eslchan.simulator.channels import BreakUnwind
-
-        all_ = len(parts) > 1 and parts[1] == "all"
-        if all_ and hasattr(ch, "_deferred"):
-            ch._deferred.clear()
-        ch.inbox.put(BreakUnwind(all_))
+        flags = " ".join(parts[1:])
+        self.sw.break_media(ch, "all" in flags)
+        if "both" in flags:
+            other = self._chan(ch.other_leg or "")
+            if other is not None:
+                self.sw.break_media(other, "all" in flags)
         return "+OK\n"
 
     def uuid_hold(self, arg: str) -> str:
+        """uuid_hold [off|toggle] <uuid>: an unknown uuid is "+OK Success" (switch_ivr_hold_uuid
+        succeeds when it finds no session)."""
         parts = arg.split()
         mode = "on"
         if parts and parts[0] in ("off", "toggle"):
             mode = parts.pop(0)
         if not parts:
             return "-USAGE: [off|toggle] <uuid> [<display>]\n"
-        ch = self._required(parts[0])
+        ch = self._chan(parts[0])
+        if ch is None:
+            return "+OK Success\n"
         return self.sw.hold(ch, mode)
 
     def uuid_record(self, arg: str) -> str:
@@ -321,7 +352,10 @@ class ApiCommands:
         usage = "-USAGE: <uuid> [start [read|write] [mute|level <level>]|stop]\n"
         ch, parts = self._target(arg, 2, usage)
         if parts[1] == "stop":
-            ch.audio.clear()
+            if ch.audio:  # the "audio" media bug goes
+                ch.audio.clear()
+                self.sw.chan_event(ch, "MEDIA_BUG_STOP", extra=[
+                    ("Media-Bug-Function", "audio"), ("Media-Bug-Target", "stop")])
             return "+OK Success\n"
         if parts[1] != "start" or len(parts) < 5 or parts[2] not in ("read", "write") \
                 or parts[3] not in ("mute", "level"):
@@ -330,6 +364,9 @@ class ApiCommands:
             level = int(parts[4])
         except ValueError:
             return usage
+        if not ch.audio:  # switch_ivr_session_audio adds one "audio" media bug per channel
+            self.sw.chan_event(ch, "MEDIA_BUG_START", extra=[
+                ("Media-Bug-Function", "audio"), ("Media-Bug-Target", parts[3])])
         ch.audio[f"{parts[2]}_{parts[3]}"] = level
         return "+OK Success\n"
 
@@ -348,9 +385,14 @@ class ApiCommands:
         return "+OK\n"
 
     def uuid_recv_dtmf(self, arg: str) -> str:
-        ch, parts = self._target(arg, 2, "-USAGE: <uuid> <dtmf_data>\n")
+        parts = arg.split()
+        if len(parts) < 2:
+            return "-USAGE: <uuid> <dtmf_data>\n"
+        ch = self._chan(parts[0])
+        if ch is None:
+            return "-ERR Cannot locate session!\n"
         gevent.spawn(self.sw.dtmf, ch, parts[1], "APP")
-        return "+OK Success\n"
+        return f"+OK {parts[0]} received DTMF {parts[1]}.\n"
 
     def uuid_dual_transfer(self, arg: str) -> str:
         usage = ("-USAGE: <uuid> <A-dest-exten>[/<A-dialplan>][/<A-context>] "

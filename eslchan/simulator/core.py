@@ -26,6 +26,8 @@ from eslchan.simulator.channels import (
     CALLSTATE_NUMBERS,
     BreakUnwind,
     BridgeUnwind,
+    DigitBinding,
+    Exec,
     HangupUnwind,
     SimChannel,
     TransferUnwind,
@@ -33,6 +35,7 @@ from eslchan.simulator.channels import (
     new_uuid,
 )
 from eslchan.simulator.dialstring import Dialplan, default_dialplan
+from eslchan.simulator.interfaces import DEFAULT_MODULES, Interfaces
 from eslchan.simulator.wire import SimEvent, event_dates
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,8 @@ CALLING: dict[str, tuple[str, str, str]] = {
     "CUSTOM": ("mod_event_socket.c", "parse_command", "2275"),
     "DTMF": ("switch_channel.c", "switch_channel_queue_dtmf", "501"),
     "HEARTBEAT": ("switch_core.c", "send_heartbeat", "95"),
+    "MEDIA_BUG_START": ("switch_core_media_bug.c", "switch_core_media_bug_add", "1014"),
+    "MEDIA_BUG_STOP": ("switch_core_media_bug.c", "switch_core_media_bug_destroy", "84"),
     "PLAYBACK_START": ("switch_ivr_play_say.c", "switch_ivr_play_file", "1646"),
     "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", "2020"),
     "PRIVATE_COMMAND": ("switch_ivr.c", "switch_ivr_parse_next_event", "804"),
@@ -74,6 +79,13 @@ CALLING: dict[str, tuple[str, str, str]] = {
     "RE_SCHEDULE": ("switch_scheduler.c", "switch_scheduler_execute", "73"),
     "SHUTDOWN": ("switch_core.c", "switch_core_destroy", "3023"),
 }
+
+
+#: Wakes a channel's thread so it looks at its DTMF queue and private commands again.
+NUDGE = ("nudge",)
+#: How long the digit parser waits for the next digit of a longer binding (FreeSWITCH's
+#: bind_digit_digit_timeout default, in simulated seconds).
+DIGIT_TIMEOUT = 1.5
 
 
 class OriginateFailed(Exception):
@@ -90,8 +102,23 @@ class SwitchCore:
     transfer (``_after_bridge_request``, ``_after_transfer``) — and originate."""
 
     def __init__(self, *, hostname: str, core_uuid: str, speed: float,
-                 publish: Callable[[SimEvent], None]) -> None:
+                 publish: Callable[[SimEvent], None], modules: set[str] | frozenset[str] = DEFAULT_MODULES,
+                 sound_files: bool = False, execute_pickup: float = 0.01, core_db: bool = True) -> None:
         self.hostname = hostname
+        # FreeSWITCH's core database (switch.conf core-db): without it `show` answers -ERR
+        self.core_db = core_db
+        self.interfaces = Interfaces(modules)
+        # the recorded server had no sound files: say and file prompts play nothing
+        self.sound_files = sound_files
+        # a queued sendmsg execute is picked up by the channel's own thread at its next frame,
+        # about 10 ms later (real seconds, not scaled): a uuid_bridge sent meanwhile goes first
+        # (esl-captures 18)
+        self.execute_pickup = execute_pickup
+        # vars.xml globals a channel variable falls back to
+        self.global_vars: dict[str, str] = {"hold_music": "local_stream://moh"}
+        # runs an api command as if a client sent it (the digit parser's api: actions); the
+        # Simulator plugs its own in
+        self.run_api: Callable[[str], str] = lambda line: "-ERR no api\n"
         self.core_uuid = core_uuid
         self.speed = speed
         self.publish = publish
@@ -243,39 +270,104 @@ class SwitchCore:
         return lambda: self.park(ch, "")
 
     def wait(self, ch: SimChannel, timeout: float | None, *, media: bool = False,
-             idle: bool = False) -> Any:
-        """Wait for the next inbox message. Unwinds raise; with ``idle`` queued sendmsg
-        executions run here, otherwise they stay queued for the next idle point."""
+             idle: bool = False, dtmf: bool | Callable[[], bool] = False) -> Any:
+        """Wait for the next inbox message, as the loop of whatever the channel runs does.
+
+        Unwinds (hangup, transfer, bridge) raise at once; a break raises only in ``media``.
+        Queued private commands (sendmsg execute, broadcasts) that are due run here when the
+        channel is ``idle`` (park, a bridge), and nested inside ``media`` as FreeSWITCH's
+        play_file does, unless an event-locked one is running. With ``dtmf`` (or while it
+        returns true) this loop reads the channel's DTMF: a digit read fires its DTMF event and
+        is returned as ``("dtmf", digit)``; otherwise digits stay queued, unseen."""
         deadline = None if timeout is None else time.monotonic() + timeout / self.speed
         while True:
-            if idle and ch.unwind_pending == [] and getattr(ch, "_deferred", None):
-                msg = ch._deferred.pop(0)  # type: ignore[attr-defined]
-            else:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+            try:
+                msg = ch.inbox.get_nowait()  # unwinds and answers go before anything queued
+            except gevent.queue.Empty:
+                msg = None
+            if msg is None:
+                if ch.dtmf_queue and (dtmf() if callable(dtmf) else dtmf):
+                    return ("dtmf", self._read_digit(ch))
+                wake_at = deadline
+                if (idle or (media and not ch.event_lock)) and ch.private:
+                    head = ch.private[0]
+                    now = time.monotonic()
+                    if head.due <= now:
+                        ch.private.popleft()
+                        self._run_private(ch, head)
+                        continue
+                    wake_at = head.due if wake_at is None else min(wake_at, head.due)
+                remaining = None if wake_at is None else wake_at - time.monotonic()
+                if deadline is not None and deadline <= time.monotonic():
                     return None
                 try:
-                    msg = ch.inbox.get(timeout=remaining)
+                    msg = ch.inbox.get(timeout=None if remaining is None else max(0.0, remaining))
                 except gevent.queue.Empty:
-                    return None
+                    continue
             if isinstance(msg, BreakUnwind):
                 if media:
                     raise msg
                 continue
             if isinstance(msg, Unwind):
                 raise msg
-            if msg[0] == "execute":
-                if idle:
-                    self._run_app(ch, msg[1], msg[2], msg[3] if len(msg) > 3 else None)
-                    continue
-                if not hasattr(ch, "_deferred"):
-                    ch._deferred = []  # type: ignore[attr-defined]
-                ch._deferred.append(msg)  # type: ignore[attr-defined]
+            if msg == NUDGE:
                 continue
             return msg
 
     def _send(self, ch: SimChannel, msg: Any) -> None:
         ch.inbox.put(msg)
+
+    # -- private commands (sendmsg execute, broadcasts) ----------------------------------
+    def queue_private(self, ch: SimChannel, ex: Exec) -> None:
+        """Queue a private command; the channel's thread picks it up ``execute_pickup``
+        seconds later, at the earliest."""
+        ex.due = time.monotonic() + self.execute_pickup
+        ch.private.append(ex)
+        gevent.spawn_later(self.execute_pickup, self._send, ch, NUDGE)
+
+    def _run_private(self, ch: SimChannel, ex: Exec) -> None:
+        """switch_ivr_parse_event: run the application ``loops`` times (-1: until a break
+        stops the broadcast or one run is shorter than half a second), then PRIVATE_COMMAND."""
+        ch.broadcasting += 1
+        ch.stop_broadcast = False
+        if ex.event_lock:
+            ch.event_lock += 1
+        try:
+            done = 0
+            while ex.loops < 0 or done < ex.loops:
+                began = time.monotonic()
+                self._run_app(ch, ex.app, ex.arg, ex.event_uuid)
+                done += 1
+                if ch.gone or ch.hangup_cause or ch.stop_broadcast \
+                        or (time.monotonic() - began) * self.speed < 0.5:
+                    break
+        finally:
+            if ex.event_lock:
+                ch.event_lock -= 1
+            ch.broadcasting -= 1
+            if not ch.broadcasting:
+                ch.stop_broadcast = False
+            if not ch.gone:
+                self.fire("PRIVATE_COMMAND", ex.private_headers + ch.headers(with_vars=False),
+                          body=ex.body, unique_id=ch.uuid)
+
+    def broadcast(self, ch: SimChannel, app: str, arg: str, *, loops: int = 1) -> None:
+        """switch_ivr_broadcast: an event-locked private command (hold music, a digit action)."""
+        headers = [("call-command", "execute"), ("execute-app-name", app),
+                   ("execute-app-arg", arg), ("event-lock", "true"), ("lead-frames", "5")]
+        if loops != 1:
+            headers.append(("loops", str(loops)))
+        self.queue_private(ch, Exec(app, arg, loops=loops, event_lock=True,
+                                    private_headers=headers))
+
+    def break_media(self, ch: SimChannel, flush: bool) -> None:
+        """uuid_break: ``flush`` drops the queued private commands; a running one ends
+        its loops (CF_STOP_BROADCAST) and its current media stops."""
+        if flush:
+            ch.private.clear()
+        if ch.broadcasting:
+            ch.stop_broadcast = True
+        self._send(ch, BreakUnwind(flush))
 
     def hangup(self, uuid: str, cause: str = "NORMAL_CLEARING") -> bool:
         """Start hanging a channel up; its greenlet fires the rest of the sequence."""
@@ -355,42 +447,137 @@ class SwitchCore:
             res.set("ANSWER")
 
     def hold(self, ch: SimChannel, mode: str) -> str:
-        """uuid_hold [off|toggle]: SIP legs change callstate; loopback legs only fire HOLD."""
+        """switch_ivr_hold/unhold/hold_toggle: decided by the callstate, which only a SIP leg
+        moves to HELD. So on a loopback leg ``toggle`` holds again and ``off`` fails. Holding
+        suspends the leg (its bridge reads no DTMF) and plays the hold music to its peer."""
         if mode == "toggle":
-            mode = "off" if ch.held else "on"
+            if ch.callstate in ("ACTIVE", "UNHELD"):
+                mode = "on"
+            elif ch.callstate == "HELD":
+                mode = "off"
+            else:
+                return "+OK Success\n"
         if mode == "off":
-            if not ch.held or not ch.sip:
+            if ch.callstate != "HELD":
                 return "-ERR Operation failed\n"
-            ch.held = False
+            ch.held = ch.suspended = False
             self.set_callstate(ch, "UNHELD")
+            other = self.channels.get(ch.other_leg) if ch.other_leg else None
+            if other is not None:
+                self.break_media(other, False)  # stop the hold music
             self.chan_event(ch, "CHANNEL_UNHOLD")
             self.set_callstate(ch, "ACTIVE")
-            other = self.channels.get(ch.other_leg) if ch.other_leg else None
             if other is not None and other.callstate == "HELD":
                 self.set_callstate(other, "ACTIVE")
+            self._send(ch, NUDGE)  # its bridge reads the digits that waited
             return "+OK Success\n"
-        if ch.held and ch.sip:
+        if ch.callstate == "HELD":
             return "-ERR Operation failed\n"
-        ch.held = True
+        ch.held = ch.suspended = True
         if ch.sip:
             self.set_callstate(ch, "HELD")
+        other = self.channels.get(ch.other_leg) if ch.other_leg else None
+        music = ch.variables.get("hold_music") or self.global_vars.get("hold_music")
+        if other is not None and music:
+            self.broadcast(other, "playback", music, loops=-1)
         self.chan_event(ch, "CHANNEL_HOLD")
-        if ch.sip:
-            other = self.channels.get(ch.other_leg) if ch.other_leg else None
-            if other is not None and other.sip:
-                self.set_callstate(other, "HELD")
+        if ch.sip and other is not None and other.sip:
+            self.set_callstate(other, "HELD")
         return "+OK Success\n"
 
     def dtmf(self, ch: SimChannel, digits: str, source: str = "RTP") -> None:
+        """Digits arrive on ``ch`` (from its phone, uuid_recv_dtmf…), one every 100 ms."""
         for d in digits:
             if d in "wW":
                 self.sleep(0.5 if d == "w" else 1.0)
                 continue
-            self.chan_event(ch, "DTMF", extra=[("DTMF-Digit", d), ("DTMF-Duration", "2000"),
-                                               ("DTMF-Source", source)])
-            if not ch.gone:
-                ch.inbox.put(("dtmf", d))  # for digit-collecting applications
+            if ch.gone:
+                return
+            self.receive_digit(ch, d, source)
             self.sleep(0.1)
+
+    def receive_digit(self, ch: SimChannel, digit: str, source: str, *, parsed: bool = False) -> None:
+        """switch_channel_queue_dtmf: a digit parser (bind_digit_action) takes the digit
+        first; otherwise it waits in the channel's DTMF queue until what the channel runs
+        reads it, and only then is there a DTMF event (a held, suspended leg reads none)."""
+        if not parsed and ch.bindings is not None:
+            self._parse_digit(ch, digit, source)
+            return
+        ch.dtmf_queue.append((digit, source))
+        self._send(ch, NUDGE)
+
+    def _read_digit(self, ch: SimChannel) -> str:
+        """switch_channel_dequeue_dtmf: the DTMF event fires when the digit is read."""
+        digit, source = ch.dtmf_queue.popleft()
+        self.chan_event(ch, "DTMF", extra=[("DTMF-Digit", digit), ("DTMF-Duration", "2000"),
+                                           ("DTMF-Source", source)])
+        return digit
+
+    # the digit parser (switch_ivr_dmachine): fed as digits arrive, whatever the channel runs
+    def _parse_digit(self, ch: SimChannel, digit: str, source: str) -> None:
+        ch.dialled += digit
+        if ch.dial_timer is not None:
+            ch.dial_timer.kill(block=False)
+            ch.dial_timer = None
+        bindings = (ch.bindings or {}).get(ch.realm or "", [])
+        exact = [b for b in bindings if b.digits == ch.dialled]
+        longer = [b for b in bindings if b.digits != ch.dialled and b.digits.startswith(ch.dialled)]
+        if exact and not longer:
+            ch.dialled = ""
+            self._digit_action(ch, exact[0])
+        elif exact or longer:
+            ch.dial_timer = gevent.spawn_later(DIGIT_TIMEOUT / self.speed, self._digit_timeout, ch, source)
+        else:
+            self._digits_unmatched(ch, source)
+
+    def _digit_timeout(self, ch: SimChannel, source: str) -> None:
+        ch.dial_timer = None
+        bindings = (ch.bindings or {}).get(ch.realm or "", [])
+        exact = [b for b in bindings if b.digits == ch.dialled]
+        if exact:
+            ch.dialled = ""
+            self._digit_action(ch, exact[0])
+        else:
+            self._digits_unmatched(ch, source)
+
+    def _digits_unmatched(self, ch: SimChannel, source: str) -> None:
+        """No binding matches: the digits go round again, past the parser."""
+        digits, ch.dialled = ch.dialled, ""
+        for d in digits:
+            self.receive_digit(ch, d, source, parsed=True)
+
+    def _digit_action(self, ch: SimChannel, binding: DigitBinding) -> None:
+        """digit_action_callback: ``exec[flags]:app`` broadcasts the app to the target leg
+        (run by its thread, even while held in a bridge); ``api:cmd`` runs an api command."""
+        target = ch
+        if binding.target == "peer" and ch.other_leg:
+            target = self.channels.get(ch.other_leg) or ch
+        action = binding.action
+        if action.lower().startswith("api:"):
+            self.run_api(f"{action[4:]} {binding.value}".strip())
+            return
+        if action.lower().startswith("exec"):
+            app = action.split(":", 1)[1] if ":" in action else ""
+            if app and not target.gone:
+                self.broadcast(target, app, binding.value)
+
+    def bind_digits(self, ch: SimChannel, binding: DigitBinding) -> None:
+        """bind_digit_action: the binding's realm becomes the parser's current one."""
+        if ch.bindings is None:
+            ch.bindings = {}
+        ch.bindings.setdefault(binding.realm, []).append(binding)
+        ch.realm = binding.realm
+
+    def clear_digits(self, ch: SimChannel, realm: str) -> None:
+        """clear_digit_action: one realm, or ``all`` (the parser goes, digits flow freely)."""
+        if ch.bindings is None:
+            return
+        if realm in ("", "all"):
+            ch.bindings, ch.realm, ch.dialled = None, None, ""
+            return
+        ch.bindings.pop(realm, None)
+        if ch.realm == realm:
+            ch.realm = None
 
     # -- recording -----------------------------------------------------------------------
     def record(self, ch: SimChannel, action: str, path: str) -> str:
@@ -434,9 +621,17 @@ class SwitchCore:
             self._run_app(ch, app, arg)
 
     def _run_app(self, ch: SimChannel, app: str, arg: str, event_uuid: str | None = None) -> None:
-        handler = getattr(self, "app_" + app, None)
-        if handler is None:
+        """switch_core_session_execute_application: an application no loaded module provides
+        hangs the call up (DESTINATION_OUT_OF_ORDER) with no CHANNEL_EXECUTE. The
+        Application-Response is the channel's ``current_application_response``, which the
+        application (or one nested in it) sets."""
+        if ch.gone or ch.hangup_cause:
             return
+        if not self.interfaces.has("application", app):
+            log.info("simulated channel %s: Invalid Application %s", ch.uuid, app)
+            self.hangup(ch.uuid, "DESTINATION_OUT_OF_ORDER")
+            return
+        handler = getattr(self, "app_" + app, None)
         app_uuid = event_uuid or new_uuid()
         prev_app, prev_data = ch.app, ch.app_data
         # ``app`` stays the application the channel sits in (park, bridge…); what runs
@@ -448,16 +643,17 @@ class SwitchCore:
         ch.variables["current_application"] = app
         if arg:
             ch.variables["current_application_data"] = arg
+        ch.variables.pop("current_application_response", None)
         data = [("Application-Data", arg)] if arg else []
         self.chan_event(ch, "CHANNEL_EXECUTE",
                         extra=[("Application", app)] + data + [("Application-UUID", app_uuid)])
-        response = "_none_"
         try:
-            r = handler(ch, arg)
+            r = handler(ch, arg) if handler is not None else None
             if isinstance(r, str):
-                response = r
+                ch.variables["current_application_response"] = r
         finally:
             if not ch.gone:
+                response = ch.variables.get("current_application_response", "_none_")
                 self.chan_event(ch, "CHANNEL_EXECUTE_COMPLETE", extra=[("Application", app)] + data
                                 + [("Application-Response", response),
                                    ("Application-UUID", app_uuid)])

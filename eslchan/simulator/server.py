@@ -15,8 +15,9 @@ from typing import Any
 import gevent
 from gevent.server import StreamServer
 
-from eslchan.simulator.channels import SimChannel
+from eslchan.simulator.channels import Exec, SimChannel
 from eslchan.simulator.commands import ApiCommands
+from eslchan.simulator.interfaces import DEFAULT_MODULES
 from eslchan.simulator.session import LOG_NAMES, Session, _raw_headers
 from eslchan.simulator.switch import Switch
 from eslchan.simulator.wire import SHUTDOWN_TEXT, SimEvent, disconnect_notice, log_data
@@ -49,12 +50,19 @@ class Simulator:
     """A FreeSWITCH event socket on loopback, modelling channels closely enough for eslchan.
 
     All call timings (ringing, media, linger, heartbeat) run ``speed`` times faster than
-    real time; ``stall`` is in real seconds."""
+    real time; ``stall`` is in real seconds. ``modules`` are the FreeSWITCH modules loaded
+    (default: the recorded server's, with no TTS engine and no mod_soundtouch) and
+    ``sound_files`` whether the say engine finds its prompts (the recorded server had none);
+    ``execute_pickup`` is how long (real seconds) a queued sendmsg execute waits for the
+    channel's thread to pick it up; without ``core_db`` `show` answers -ERR, as a switch
+    running with its core database off does."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, password: str = "ClueCon", *,
                  speed: float = 1.0, heartbeat_interval: float = 20.0, hostname: str = "sim",
                  core_uuid: str | None = None, event_queue_max: int = 100_000,
-                 max_missed: int = 500, domain: str = "sim.local") -> None:
+                 max_missed: int = 500, domain: str = "sim.local",
+                 modules: set[str] | frozenset[str] = DEFAULT_MODULES, sound_files: bool = False,
+                 execute_pickup: float = 0.01, core_db: bool = True) -> None:
         self.host = host
         self.port = port
         self.password = password
@@ -75,8 +83,11 @@ class Simulator:
         self._server: StreamServer | None = None
         self._heartbeat: gevent.Greenlet | None = None
         self.switch = Switch(hostname=hostname, core_uuid=core_uuid or str(uuidlib.uuid4()),
-                             speed=speed, publish=self._publish)
+                             speed=speed, publish=self._publish, modules=modules,
+                             sound_files=sound_files, execute_pickup=execute_pickup,
+                             core_db=core_db)
         self.api_commands = ApiCommands(self.switch, on_shutdown=self._shutdown)
+        self.switch.run_api = self._api
         self.switch.listeners.append(self._log_from_event)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -203,6 +214,8 @@ class Simulator:
 
     def _private_command(self, ch: SimChannel, headers: dict[str, str], body: str,
                          first: str) -> None:
+        """sendmsg: an execute is queued for the channel's thread (its PRIVATE_COMMAND event
+        fires once it has run); a hangup is carried out at once."""
         sw = self.switch
         cmd = headers.get("call-command", "execute")
         raw = _raw_headers(headers)
@@ -211,19 +224,22 @@ class Simulator:
         if body:
             h += [("content-type", headers.get("content-type", "text/plain")),
                   ("content-length", str(len(body.encode())))]
-        ev = SimEvent("PRIVATE_COMMAND", sw.common("PRIVATE_COMMAND") + h
-                      + ch.headers(with_vars=False), body or None, ch.uuid)
-        sw.publish(ev)
         if cmd == "execute":
             app = headers.get("execute-app-name", "")
             arg = body if body else headers.get("execute-app-arg", "")
-            loops = int(headers.get("loops", "1") or 1)
-            for _ in range(max(1, loops)):
-                ch.inbox.put(("execute", app, arg, headers.get("event-uuid")))
-        elif cmd == "hangup":
+            try:
+                loops = int(headers.get("loops", "1") or 1)
+            except ValueError:
+                loops = 1
+            sw.queue_private(ch, Exec(app, arg, headers.get("event-uuid"), loops=loops or 1,
+                                      event_lock=headers.get("event-lock", "") == "true",
+                                      private_headers=h, body=body or None))
+            return
+        ev = SimEvent("PRIVATE_COMMAND", sw.common("PRIVATE_COMMAND") + h
+                      + ch.headers(with_vars=False), body or None, ch.uuid)
+        sw.publish(ev)
+        if cmd == "hangup":
             gevent.spawn(sw.hangup, ch.uuid, headers.get("hangup-cause", "NORMAL_CLEARING"))
-        elif cmd == "unicast" or cmd == "nomedia":
-            pass
 
     # -- calls ---------------------------------------------------------------------------
     def create_call(self, *, account_id: str | None = None, user_id: str | None = None,

@@ -37,5 +37,5 @@ def run(ctx: Context, data: dict) -> Outcome:
     ctx.note(digits=digits)
     if digits and data.get("collection_name"):
         name = esl.var_name(data["collection_name"], "data.collection_name")
-        ctx.api(esl.api("uuid_setvar", ctx.arg_uuid(), name, esl.digits(digits)))
+        ctx.set_variable(ctx.uuid, name, esl.digits(digits))
     return branch(digits or "_")

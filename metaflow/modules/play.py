@@ -4,6 +4,11 @@ count for the next collect_dtmf."""
 
 from eslchan.esl import commands as esl
 from metaflow.base import CONTINUE, Context, Outcome, StateError
+from metaflow.capabilities import Need, application
+
+
+def requires(data: dict) -> list[Need]:
+    return [application("playback")]
 
 
 def legs(ctx: Context, leg: str) -> list[str]:

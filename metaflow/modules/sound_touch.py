@@ -1,7 +1,16 @@
-"""sound_touch: pitch/rate/tempo effects with mod_soundtouch, started or stopped."""
+"""sound_touch: pitch/rate/tempo effects with mod_soundtouch, started or stopped.
+
+Without mod_soundtouch the application does not exist, and FreeSWITCH answers an execute of
+a missing application by hanging the call up (esl-captures 16): the module is refused
+before anything is sent."""
 
 from eslchan.esl import commands as esl
 from metaflow.base import CONTINUE, Context, Outcome
+from metaflow.capabilities import Need, application
+
+
+def requires(data: dict) -> list[Need]:
+    return [application("soundtouch")]
 
 
 def _num(value: float) -> str:

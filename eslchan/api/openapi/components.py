@@ -50,9 +50,31 @@ RUN_EXAMPLE = {
     "node": "fs1",
     "current": {"path": "", "module": "play"},
     "state": "running",
+    "waiting": False,
+    "notes": {},
     "started": 1795705445.25,
     "ended": None,
     "error": None,
+    "error_details": None,
+    "trail": [{"path": "", "module": "play", "started": 1795705445.25, "ended": None,
+               "outcome": None, "branch": None, "next": None}],
+    "trail_dropped": 0,
+}
+FINISHED_RUN_EXAMPLE = {
+    **RUN_EXAMPLE,
+    "module": "collect_dtmf",
+    "tree": {"module": "collect_dtmf", "data": {"max_digits": 1},
+             "children": {"1": {"module": "transfer", "data": {"target": "2600"}}}},
+    "current": {"path": "children.1", "module": "transfer"},
+    "state": "finished",
+    "notes": {"digits": "1"},
+    "ended": 1795705452.5,
+    "trail": [
+        {"path": "", "module": "collect_dtmf", "started": 1795705445.25, "ended": 1795705451.0,
+         "outcome": "branch", "branch": "1", "next": "1"},
+        {"path": "children.1", "module": "transfer", "started": 1795705451.0,
+         "ended": 1795705452.5, "outcome": "continue", "branch": "_", "next": None},
+    ],
 }
 
 
@@ -156,10 +178,46 @@ def schemas() -> dict[str, Any]:
                     "description": "the node running now: its path in the tree and its module",
                     "properties": {"path": {"type": "string"}, "module": {"type": ["string", "null"]}},
                 },
-                "state": {"type": "string", "description": "running, then done, stopped or failed"},
+                "state": {
+                    "type": "string",
+                    "enum": ["running", "finished", "stopped", "channel_gone", "failed"],
+                    "description": "running, then how it ended: finished (the flow ran out), "
+                    "stopped (DELETE, or eslchan shutting down), channel_gone (the call ended) "
+                    "or failed (see error). A run that did not finish stopped the media it "
+                    "had started on every leg still up.",
+                },
+                "waiting": {"type": "boolean", "description": "blocked on the call (digits, an answer)"},
+                "notes": {"type": "object", "description": "what the modules report, e.g. digits, "
+                          "transfer_outcome, hold_action, unheld_by, said, recording"},
                 "started": {"type": "number", "description": "Unix seconds"},
                 "ended": {"type": ["number", "null"]},
-                "error": {"type": ["string", "object", "null"]},
+                "error": {"type": ["string", "null"]},
+                "error_details": {"type": ["object", "null"],
+                                  "description": "for a missing FreeSWITCH module: what is missing"},
+                "trail": {
+                    "type": "array",
+                    "description": "the nodes run, in order (the latest 1000): which branch each took",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "path": {"type": "string", "description": "the node's path in the tree"},
+                            "module": {"type": "string"},
+                            "started": {"type": "number"},
+                            "ended": {"type": ["number", "null"]},
+                            "outcome": {
+                                "type": ["string", "null"],
+                                "description": "continue, branch, stop or goto; or how the run "
+                                "ended in this node (failed, stopped, channel_gone); null while it runs",
+                            },
+                            "branch": {"type": ["string", "null"],
+                                       "description": "the branch the module answered (_ to continue)"},
+                            "next": {"type": ["string", "null"],
+                                     "description": "the child followed (the branch, else _); "
+                                     "null at the end"},
+                        },
+                    },
+                },
+                "trail_dropped": {"type": "integer", "description": "older trail entries not kept"},
             },
         },
     }
@@ -230,9 +288,27 @@ def responses() -> dict[str, Any]:
             },
         },
         "FreeswitchError": json_response(
-            error({"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}),
+            error({
+                "type": "object",
+                "required": ["text"],
+                "properties": {
+                    "text": {"type": "string"},
+                    "node": {"type": "string"},
+                    "module": {"type": ["string", "null"], "description": "the metaflow module refused"},
+                    "path": {"type": ["string", "null"], "description": "its node's path in the tree"},
+                    "missing": {"type": "string",
+                                "description": "e.g. application soundtouch (mod_soundtouch)"},
+                    "kind": {"enum": ["application", "api", "speech", "say"]},
+                    "name": {"type": "string"},
+                    "freeswitch_module": {"type": "string"},
+                },
+            }),
             error_example(502, "freeswitch error", {"text": "-ERR No such channel!", "node": "fs1"}),
-            "FreeSWITCH refused the command (-ERR / -USAGE); its text is in data.text",
+            "\"freeswitch error\": FreeSWITCH refused the command (-ERR / -USAGE); its text is in "
+            "data.text. \"freeswitch cannot\": the node lacks what the action or a node of the "
+            "metaflow needs (an application, a TTS engine, a say language: data.missing, e.g. "
+            "\"TTS engine flite (mod_flite)\"), and nothing was sent to the call. Each node's "
+            "modules are probed once per connection of its link.",
         ),
         "Unavailable": json_response(
             error(),

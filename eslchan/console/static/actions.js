@@ -106,3 +106,17 @@ export function runTrail(tree, current) {
   walk(tree, [], 0);
   return nodes;
 }
+
+/**
+ * The trail of a run that is over, from the steps the server kept: each node it ran, in order,
+ * with the branch that led to it.
+ */
+export function takenTrail(steps) {
+  return (steps || []).map((step, i) => ({
+    path: step.path,
+    depth: step.path ? step.path.split(".").length / 2 : 0,
+    module: step.module,
+    branch: i === 0 ? "" : (steps[i - 1].branch || ""),
+    status: "done",
+  }));
+}

@@ -2,7 +2,7 @@
 // call, its metaflow runs with their trail, and the actions. It reads GET …/channels/{UUID}
 // and GET …/channels/{UUID}/metaflows, again whenever the stream says the call changed.
 
-import { FormError, buildAction, runTrail } from "./actions.js";
+import { FormError, buildAction, runTrail, takenTrail } from "./actions.js";
 import { $, h, setText } from "./dom.js";
 import { STATE_LABELS, calleeOf, callerOf, channelState, elapsedSeconds, formatDuration } from "./model.js";
 
@@ -217,7 +217,7 @@ export class Drawer {
   showRuns(runs, path) {
     const box = $("#drawer-runs", this.root);
     if (!runs.length) {
-      box.replaceChildren(h("p", { class: "muted" }, "No metaflow is running on this channel."));
+      box.replaceChildren(h("p", { class: "muted" }, "No metaflow has run on this channel."));
       return;
     }
     box.replaceChildren(
@@ -226,7 +226,9 @@ export class Drawer {
         { class: "runs" },
         ...runs.map((run) => {
           const where = run.current && run.current.path ? run.current.path : "root";
-          const trail = runTrail(run.tree, run.current ? run.current.path : "");
+          const running = run.state === "running";
+          // a run that is over shows the path it really took; a running one, where it is now
+          const trail = running ? runTrail(run.tree, run.current ? run.current.path : "") : takenTrail(run.trail);
           return h(
             "li",
             { class: "run" },
@@ -236,18 +238,22 @@ export class Drawer {
               h("strong", {}, run.module),
               h("span", { class: `badge run-${run.state}` }, run.waiting ? `${run.state}, waiting` : run.state),
               h("span", { class: "muted small" }, `${run.kind} · started ${new Date(run.started * 1000).toLocaleTimeString()}`),
-              h(
-                "button",
-                {
-                  type: "button",
-                  class: "btn small ghost",
-                  onclick: (e) => this.stopRun(`${path}/metaflows/${run.id}`, e.currentTarget),
-                  "aria-label": `Stop the ${run.module} run`,
-                },
-                "Stop",
-              ),
+              running
+                ? h(
+                    "button",
+                    {
+                      type: "button",
+                      class: "btn small ghost",
+                      onclick: (e) => this.stopRun(`${path}/metaflows/${run.id}`, e.currentTarget),
+                      "aria-label": `Stop the ${run.module} run`,
+                    },
+                    "Stop",
+                  )
+                : "",
             ),
-            h("p", { class: "muted small" }, `Now at ${where} (${run.current ? run.current.module : "?"})`),
+            running
+              ? h("p", { class: "muted small" }, `Now at ${where} (${run.current ? run.current.module : "?"})`)
+              : h("p", { class: "muted small" }, `Ended ${new Date(run.ended * 1000).toLocaleTimeString()}`),
             h(
               "ol",
               { class: "trail", "aria-label": "The run's path through its tree" },
