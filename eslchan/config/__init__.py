@@ -24,6 +24,7 @@ from eslchan.config.link import DEFAULT_EVENTS, LinkOptions, parse_link
 from eslchan.config.logging import LoggingConfig, parse_logging
 from eslchan.config.metaflow import MEDIA_ID, MetaflowConfig, parse_metaflow
 from eslchan.config.nodes import NODE_NAME, NodeConfig, parse_nodes
+from eslchan.config.policy import PolicyConfig, check_policy, parse_policy
 from eslchan.config.reader import MISSING_SECRET, ConfigError, Reader
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "LoggingConfig",
     "MetaflowConfig",
     "NodeConfig",
+    "PolicyConfig",
     "VariableMapping",
     "hash_api_key",
     "load_config",
@@ -59,6 +61,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     metaflow: MetaflowConfig = field(default_factory=MetaflowConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     source: Path | None = None
 
     def account(self, account_id: str) -> Account | None:
@@ -93,7 +96,7 @@ def parse_config(
     problems: list[tuple[str, str]] = []
     r = Reader(problems, dict(os.environ) if env is None else env)
     top = r.table(
-        raw, "", {"http", "nodes", "link", "channels", "accounts", "auth", "metaflow", "logging"}
+        raw, "", {"http", "nodes", "link", "channels", "accounts", "auth", "metaflow", "logging", "policy"}
     )
     # tables are read in this order so that problems are reported in it
     http = parse_http(r, top.get("http"))
@@ -104,6 +107,11 @@ def parse_config(
     auth = parse_auth(r, top.get("auth"))
     metaflow = parse_metaflow(r, top.get("metaflow"), source)
     logging_cfg = parse_logging(r, top.get("logging"))
+    policy = parse_policy(r, top.get("policy"), "policy")
+    # a policy is judged against the variables that carry tenancy (the [channels] mapping)
+    check_policy(r, "policy", policy, channels.mapping, channels.preset)
+    for i, acc in enumerate(accounts):
+        check_policy(r, f"accounts[{i}].policy", dict(acc.policy), channels.mapping, channels.preset)
 
     if problems:
         raise ConfigError(problems)
@@ -116,5 +124,6 @@ def parse_config(
         auth=auth,
         metaflow=metaflow,
         logging=logging_cfg,
+        policy=PolicyConfig(**policy),
         source=source,
     )
