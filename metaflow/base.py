@@ -15,6 +15,7 @@ from gevent.queue import Empty, Queue
 from eslchan.esl import commands as esl
 from eslchan.esl.errors import LinkDown
 from eslchan.esl.message import Event
+from eslchan.policy import AccountPolicy, Guard
 from eslchan.registry.waiting import ChannelGone
 from metaflow.media import media_arg
 
@@ -57,8 +58,9 @@ Handler = Callable[["Context", dict], Outcome]
 
 
 class Context:
-    """One run on one channel: its commands go through the node's link, its waits through
-    the registry. Handlers never touch sockets or sleep to poll."""
+    """One run on one channel: its commands go through the account's policy guard and then
+    the node's link, its waits through the registry. Handlers never touch sockets or sleep
+    to poll, and have no other way to the switch than :meth:`api`, :meth:`bgapi`, :meth:`send`."""
 
     def __init__(self, interpreter: Interpreter, run: Run):
         self.interpreter = interpreter
@@ -67,6 +69,8 @@ class Context:
         self.uuid: str = run.channel_uuid
         self.config = interpreter.config
         self.registry = interpreter.registry
+        self.policy: AccountPolicy = run.policy
+        self._guard = Guard(run.policy, interpreter.registry, run.node, run.channel_uuid)
         self.jumps = 0
         self.typeahead = ""  # digits pressed while media played, for the next collect_dtmf
         self._children: list[gevent.Greenlet] = []
@@ -109,21 +113,24 @@ class Context:
 
     # -- commands --------------------------------------------------------------------------
 
-    @property
-    def link(self) -> Any:
+    def _link(self, cmd: esl.Command) -> Any:
+        """The node's link, for a command the account's policy allows (PolicyError if not)."""
+        self._guard.check(cmd)
         link = self.interpreter.links.get(self.node)
         if link is None:
             raise LinkDown(f"no link to node {self.node}")
         return link
 
     def api(self, cmd: esl.Command, timeout: float | None = None) -> str:
-        return self._accepted(self.link.api(cmd, timeout=timeout))
+        return self._accepted(self._link(cmd).api(cmd, timeout=timeout))
 
     def bgapi(self, cmd: esl.Command, timeout: float | None = None) -> str:
-        return self._accepted(self.link.bgapi(cmd, timeout=timeout))
+        """Send a bgapi; the run counts as accepted once FreeSWITCH took the job (within the
+        link's command timeout), then waits up to ``timeout`` for the job's result."""
+        return self._accepted(self._link(cmd).bgapi(cmd, timeout=timeout, on_accepted=self.run.accepted))
 
     def send(self, cmd: esl.Command, timeout: float | None = None) -> str:
-        return self._accepted(self.link.send(cmd, timeout=timeout))
+        return self._accepted(self._link(cmd).send(cmd, timeout=timeout))
 
     def _accepted(self, reply: str) -> str:
         self.run.accepted(reply)

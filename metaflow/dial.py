@@ -36,21 +36,21 @@ def originate_vars(ctx: Context, new_uuid: str, timeout: int, auto_answer: bool 
                    ) -> dict[esl.Arg, esl.Arg]:
     """Channel variables of a leg eslchan originates on behalf of this channel."""
     ch = ctx.channel
-    out = {esl.var_name("origination_uuid"): esl.uuid(new_uuid),
-           esl.var_name("originate_timeout"): esl.integer(timeout, "timeout", 1, 3600)}
+    out = {esl.system_var("origination_uuid"): esl.uuid(new_uuid),
+           esl.system_var("originate_timeout"): esl.integer(timeout, "timeout", 1, 3600)}
     for var, value in (("origination_caller_id_number", ch.caller_id_number),
                        ("origination_caller_id_name", ch.caller_id_name)):
         if value:
             try:
-                out[esl.var_name(var)] = esl.dial_target(value, var) if "number" in var \
+                out[esl.system_var(var)] = esl.dial_target(value, var) if "number" in var \
                     else esl.var_value(value, var)
             except esl.CommandError:
                 pass  # an odd caller id is left out rather than failing the action
     if auto_answer:
-        out[esl.var_name("sip_auto_answer")] = esl.word("true")
+        out[esl.system_var("sip_auto_answer")] = esl.word("true")
     account_var = getattr(getattr(ctx.registry, "mapping", None), "account", None)
     if ch.account_id and account_var:  # the new leg belongs to the same account
-        out[esl.var_name(account_var)] = esl.dial_target(ch.account_id, "account_id")
+        out[esl.tenancy_var(account_var)] = esl.dial_target(ch.account_id, "account_id")
     return out
 
 

@@ -13,9 +13,9 @@ def run(ctx: Context, data: dict) -> Outcome:
     # FreeSWITCH plays the holding channel's hold_music to its peer
     if data.get("moh_bleg"):
         music = ctx.media(data["moh_bleg"], "data.moh_bleg")
-        ctx.api(esl.api("uuid_setvar", uuid, esl.var_name(HOLD_MUSIC), music))
+        ctx.api(esl.api("uuid_setvar", uuid, esl.system_var(HOLD_MUSIC), music))
     if data.get("moh_aleg") and peer:
-        ctx.api(esl.api("uuid_setvar", esl.uuid(peer), esl.var_name(HOLD_MUSIC),
+        ctx.api(esl.api("uuid_setvar", esl.uuid(peer), esl.system_var(HOLD_MUSIC),
                         ctx.media(data["moh_aleg"], "data.moh_aleg")))
     key = data.get("unhold_key", "1")
     with ctx.events() as stream:

@@ -26,6 +26,7 @@ from gevent import GreenletExit
 
 from eslchan.esl import commands as esl
 from eslchan.esl.errors import CommandRejected, EslError
+from eslchan.policy import AccountPolicy, PolicyViolation
 from metaflow.base import CONTINUE, STOP, Context, Outcome, branch
 from metaflow.dial import endpoint, originate_vars
 from metaflow.modules.park import park_both
@@ -33,11 +34,27 @@ from metaflow.modules.park import park_both
 FLAGS = {"self": None, "peer": "-bleg", "bleg": "-bleg", "both": "-both"}
 
 
-def run(ctx: Context, data: dict) -> Outcome:
+def _kind(data: dict) -> str:
     kind = data.get("transfer_type")
     if kind is None:  # Kazoo's POST transfer with takeback/moh/ringback is an attended one
         kind = "attended" if {"takeback_dtmf", "moh", "ringback"} & set(data) else "blind"
-    return attended(ctx, data) if kind == "attended" else blind(ctx, data)
+    return kind
+
+
+def policy(data: dict, account: AccountPolicy) -> list[PolicyViolation]:
+    """The target's realm; a blind transfer's dialplan and context (the account's own context
+    when the request names none)."""
+    found = [account.realm_rule(data["target"], "target")]
+    if _kind(data) == "blind":
+        if data.get("dialplan"):
+            found.append(account.dialplan(data["dialplan"], "dialplan"))
+        if data.get("context") and (data.get("dialplan") or "").lower() != "inline":
+            found.append(account.context_rule(data["context"], "context"))
+    return [v for v in found if v is not None]
+
+
+def run(ctx: Context, data: dict) -> Outcome:
+    return attended(ctx, data) if _kind(data) == "attended" else blind(ctx, data)
 
 
 def blind(ctx: Context, data: dict) -> Outcome:
@@ -47,8 +64,8 @@ def blind(ctx: Context, data: dict) -> Outcome:
         ctx.require_peer(f"a transfer of leg '{leg}' needs a bridged call")
         args.append(esl.word(FLAGS[leg]))
     args += [esl.dial_target(data["target"], "data.target"),
-             esl.context(data.get("dialplan") or ctx.config.default_dialplan, "data.dialplan"),
-             esl.context(data.get("context") or ctx.config.default_context, "data.context")]
+             esl.dialplan(data.get("dialplan") or ctx.config.default_dialplan, "data.dialplan"),
+             esl.context(data.get("context") or ctx.policy.context, "data.context")]
     ctx.api(esl.api("uuid_transfer", *args))
     return CONTINUE
 
@@ -70,7 +87,7 @@ class AttendedTransfer:
         self.moh = ctx.media(data["moh"], "data.moh") if data.get("moh") else esl.media(ctx.config.moh, "moh")
         self.ringback = ctx.media(data.get("ringback", "%(2000,4000,440,480)"), "data.ringback")
         variables = originate_vars(ctx, self.target, self.timeout)
-        variables[esl.var_name("park_after_bridge")] = esl.word("true")  # survives the transferor
+        variables[esl.system_var("park_after_bridge")] = esl.word("true")  # survives the transferor
         self.dial = esl.dial_string(endpoint(ctx, "number", data["target"], "data.target"), variables)
         ctx.note(transfer_type="attended", target_leg=self.target, transferee=transferee)
         self.answered = False
@@ -112,8 +129,7 @@ class AttendedTransfer:
 
     def originate(self, stream: object) -> None:
         try:
-            self.ctx.link.bgapi(esl.bgapi("originate", self.dial, esl.app_ref("park")),
-                                timeout=self.timeout + 10)
+            self.ctx.bgapi(esl.bgapi("originate", self.dial, esl.app_ref("park")), timeout=self.timeout + 10)
         except EslError as exc:
             stream.put(("originate_failed", str(exc)))  # type: ignore[attr-defined]
 
