@@ -92,10 +92,18 @@ class Context:
         return self.channel.other_leg
 
     def require_peer(self, why: str) -> str:
+        """The bridged peer an action is about to act on: StateError without one, PolicyError
+        when it is not a call this run's account may act on (before anything is sent)."""
         peer = self.peer()
         if not peer:
             raise StateError(f"the channel is not bridged: {why}")
-        return peer
+        return self.act_on(peer)
+
+    def act_on(self, uuid: str) -> str:
+        """``uuid``, if the account's policy lets this run act on that channel (PolicyError
+        otherwise); for modules that act on several legs, before the first command."""
+        self._guard.require_reach(uuid)
+        return uuid
 
     @property
     def state(self) -> dict[str, Any]:

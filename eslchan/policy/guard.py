@@ -97,6 +97,13 @@ class Guard:
         if found:
             raise PolicyError(found)
 
+    def require_reach(self, uuid: str, where: str = "uuid") -> None:
+        """Raise PolicyError unless the run may act on channel ``uuid`` (before sending
+        anything about it: an action on two legs must not do half its work)."""
+        found = self._reach(uuid, where)
+        if found:
+            raise PolicyError(found)
+
     def violations(self, cmd: Command) -> Violations:
         if cmd.kind in ("api", "bgapi"):
             rule = self._api.get(cmd.name)

@@ -10,6 +10,8 @@ HOLD_MUSIC = "hold_music"
 def run(ctx: Context, data: dict) -> Outcome:
     uuid = ctx.arg_uuid()
     peer = ctx.peer()
+    if data.get("moh_aleg") and peer:
+        ctx.act_on(peer)  # before the first command: all of the hold, or nothing
     # FreeSWITCH plays the holding channel's hold_music to its peer
     if data.get("moh_bleg"):
         music = ctx.media(data["moh_bleg"], "data.moh_bleg")
