@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -51,6 +52,8 @@ DEFAULTS = {KEEPALIVE: 15.0, QUEUE_MAX: 1000, MAX_STREAMS: 100, WRITE_TIMEOUT: 1
 SOCKET_KEY = "eslchan.socket"
 #: Bytes a stream's client may send after its request before it is cut off (it has no reason to).
 _MAX_INBOUND = 64 * 1024
+#: The kernel's send buffer of a stream's socket (left alone it grows to megabytes per client).
+_SEND_BUFFER = 128 * 1024
 
 #: ?events=: comma-separated FreeSWITCH event names (either case), at most 32 of them.
 EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -393,8 +396,13 @@ def account_events(account_id: str) -> Response:
     hub.open(stream, current_app.extensions["eslchan"].policies.for_account(actor.id).max_streams)
     sock = request.environ.get(SOCKET_KEY)
     if sock is not None:
-        # a write the client does not take in time ends the connection (and the greenlet)
+        # a write the client does not take in time ends the connection (and the greenlet),
+        # and what the kernel holds for a client that stopped reading is bounded too
         sock.settimeout(float(app.config[WRITE_TIMEOUT]))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+        except OSError:
+            pass
         stream.watcher = gevent.spawn(_watch, hub, stream, sock)
     # the watcher reads the socket: no second request may follow on this connection
     headers["Connection"] = "close"

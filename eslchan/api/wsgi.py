@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from io import BytesIO
 from typing import Any
 
@@ -27,6 +28,9 @@ log = logging.getLogger("eslchan.http")
 MAX_HEADER_LINE = 8192
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 64 * 1024
+#: after a refusal, what of the client's request is read and dropped before closing
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 1 << 20
 #: errors of a client that went away or stopped reading; nothing for the server to report
 _CLIENT_GONE = (TimeoutError, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 _REASONS = {400: "Bad Request", 414: "URI Too Long", 431: "Request Header Fields Too Large"}
@@ -65,11 +69,36 @@ class ApiHandler(WSGIHandler):
 
     def handle_one_request(self) -> Any:
         result = super().handle_one_request()
-        if isinstance(result, tuple) and result[0] == "414":
+        if not isinstance(result, tuple):
+            return result
+        if result[0] == "414":
             self._refused(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
             data = {"max_request_line": MAX_REQUEST_LINE}
-            return ("414", _raw_response(414, "request line too long", data))
-        return result
+            result = ("414", _raw_response(414, "request line too long", data))
+        self._answer_and_linger(result[1])
+        return None  # the connection ends here
+
+    def _answer_and_linger(self, response: bytes) -> None:
+        """Send a refusal, then read (and drop) what the client is still sending for a bounded
+        while before closing: closed with unread data, the socket would reset the connection
+        and the client would lose the answer."""
+        sock = self.socket
+        try:
+            sock.sendall(response)
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _LINGER_SECONDS
+            drained = 0
+            while drained < _LINGER_BYTES:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(left)
+                data = sock.recv(65536)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass
 
     def _handle_client_error(self, ex: BaseException) -> Any:
         if isinstance(ex, HeadersTooLarge):
