@@ -34,7 +34,6 @@ PROTECTED_VARIABLES = (
     "exec_after_*",
     "bridge_pre_execute_*",
     "session_in_hangup_hook",
-    "*_hangup_hook",
     "record_post_process_*",
     # routing
     "transfer_after_*",
