@@ -11,7 +11,8 @@ from metaflow.base import Context, StateError
 
 
 def endpoint(ctx: Context, kind: str, value: str, field: str) -> esl.Arg:
-    """``dial_templates[kind]`` filled with the validated id/number (and the channel's domain)."""
+    """``dial_templates[kind]`` filled with the validated id/number, the channel's domain and
+    the account's own dialplan context (so a loopback leg starts where the account may go)."""
     templates = getattr(ctx.config, "dial_templates", {}) or {}
     template = templates.get(kind)
     if not template:
@@ -21,7 +22,8 @@ def endpoint(ctx: Context, kind: str, value: str, field: str) -> esl.Arg:
     presence = getattr(ctx.channel, "presence_id", None) or ""
     if "@" in presence:
         domain = str(esl.dial_target(presence.rsplit("@", 1)[1], "domain"))
-    values: dict[str, Any] = {"id": token, "number": token, "target": token}
+    values: dict[str, Any] = {"id": token, "number": token, "target": token,
+                              "context": str(esl.context(ctx.policy.context, "context"))}
     if domain:
         values["domain"] = domain
     needed = {f for _, f, _, _ in string.Formatter().parse(template) if f}

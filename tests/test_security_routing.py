@@ -29,7 +29,7 @@ def daemon_config(simulator, keys, tmp_path):
         media={"welcome": "tone_stream://%(400,200,523);loops=2"}, callflows_dir=tmp_path,
         allowed_media_schemes=("tone_stream", "file"),
         media_path_prefixes=("/usr/share/freeswitch/sounds/", RECORDINGS + "/"),
-        dial_templates={"device": "user/{id}", "user": "user/{id}", "number": "loopback/{number}/default"})
+        dial_templates={"device": "user/{id}", "user": "user/{id}", "number": "loopback/{number}/{context}"})
     config = demo_config([("fs1", simulator.host, simulator.port, "ClueCon")], keys, listen="127.0.0.1:0",
                          metaflow=metaflow)
     return with_accounts(
@@ -98,6 +98,13 @@ def test_intercept_and_move_cannot_ring_another_domain(acme, action):
     refused(acme.post(**action), 403, "realms")
     settle()
     assert acme.sent() == []
+
+
+def test_a_number_is_dialled_in_the_accounts_own_context(simulator, daemon, http):
+    lone = Tenant(simulator, daemon, http, ACME, bridged=False)
+    assert lone.post(action="intercept", target_type="number", target_id="2001").status == 200
+    eventually(lambda: lone.sent())
+    assert lone.sent()[0].endswith(f"}}loopback/2001/acme &intercept({lone.a})")
 
 
 def test_intercept_and_move_ring_the_accounts_own_realms(acme, simulator):
@@ -246,6 +253,8 @@ def test_every_module_sends_only_what_the_policy_allows(simulator, daemon, http)
             assert words[3].startswith("eslchan_") or words[3] in {"park_after_bridge", "hold_music"}, command
         if words[:2] == ["api", "uuid_transfer"]:
             assert command.endswith((" XML acme", " XML default", " park inline")), command
+        if "loopback/" in command:  # a dialled number starts in an allowed context
+            assert command.split("loopback/")[1].split()[0].split("/")[1] in ("acme", "default"), command
         if words[:2] == ["api", "uuid_record"] and words[3] == "start":
             assert words[4].startswith(f"{RECORDINGS}/{ACME}/"), command
         assert words[0] in ("api", "bgapi", "sendmsg") and (words[0] == "sendmsg" or words[1].startswith(

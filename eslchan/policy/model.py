@@ -61,21 +61,23 @@ class LimitExceeded(Exception):
 
 def _template_pattern(template: str) -> re.Pattern[str] | None:
     """A configured dial template as a regex: its literal text as is, each placeholder one
-    token, optionally ``@realm`` (captured, for the realm rule); ``{domain}`` is a realm."""
-    out, realms = [], 0
+    token, optionally ``@realm`` (captured, for the realm rule); ``{domain}`` is a realm,
+    ``{context}`` a dialplan context (captured, for the context rule)."""
+    out = []
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError:
         return None
-    for literal, name, _spec, _conv in parsed:
+    for n, (literal, name, _spec, _conv) in enumerate(parsed):
         out.append(re.escape(literal))
         if name is None:
             continue
-        realms += 1
         if name == "domain":
-            out.append(f"(?P<realm{realms}>{_TOKEN})")
+            out.append(f"(?P<realm{n}>{_TOKEN})")
+        elif name == "context":
+            out.append(f"(?P<context{n}>[A-Za-z0-9_.-]{{1,64}})")
         else:
-            out.append(f"{_TOKEN}(?:@(?P<realm{realms}>{_TOKEN}))?")
+            out.append(f"{_TOKEN}(?:@(?P<realm{n}>{_TOKEN}))?")
     return re.compile("".join(out))
 
 
@@ -192,8 +194,11 @@ class AccountPolicy:
             m = pattern.fullmatch(endpoint)
             if m is None:
                 continue
-            for realm in (v for v in m.groupdict().values() if v):
-                found = self.realm_allowed(realm, where)
+            for group, value in m.groupdict().items():
+                if not value:
+                    continue
+                check = self.context_rule if group.startswith("context") else self.realm_allowed
+                found = check(value, where)
                 if found is not None:
                     return found
             return None
