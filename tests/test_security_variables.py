@@ -228,3 +228,16 @@ def test_with_the_kazoo_preset_ecallmgr_variables_are_kazoos(simulator, keys):
     for name in ("ecallmgr_Account-ID", "ecallmgr_Channel-Authorized", "ECALLMGR_Reseller-ID"):
         assert policy.variable(name, "data.name") is not None, name
     assert policy.variable("eslchan_note", "data.name") is None
+
+
+def test_beside_kazoo_the_tenants_prefix_shows_in_custom_channel_vars():
+    from eslchan.config import VariableMapping
+    from eslchan.registry import ChannelRegistry
+
+    registry = ChannelRegistry(VariableMapping.preset("kazoo"), extra_prefixes=("eslchan_",))
+    uuid = "3f0a1f3e-1a3d-4e2f-8c1b-0a9e8d7c6b5a"
+    registry.apply("fs1", {"Event-Name": "CHANNEL_CREATE", "Unique-ID": uuid, "Event-Sequence": "1",
+                           "variable_ecallmgr_Account-ID": ACME, "variable_ecallmgr_Owner-ID": "o1",
+                           "variable_eslchan_note": "vip", "variable_other": "x"})
+    custom = registry.get("fs1", uuid).detail(0)["custom_channel_vars"]
+    assert custom == {"Account-ID": ACME, "Owner-ID": "o1", "eslchan_note": "vip"}
