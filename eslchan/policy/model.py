@@ -10,6 +10,7 @@ them again for every command a run sends.
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import re
 import string
@@ -108,9 +109,15 @@ class AccountPolicy:
     max_streams: int = 10
     own_realm: str | None = None
     _tenancy_lower: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    _forbidden_re: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
+    _variables_re: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # every name is compared in lower case (FreeSWITCH ignores case in variable names),
+        # each list of globs against one compiled pattern
         object.__setattr__(self, "_tenancy_lower", frozenset(n.lower() for n in self.tenancy))
+        object.__setattr__(self, "_forbidden_re", _globs(self.forbidden))
+        object.__setattr__(self, "_variables_re", _globs(self.variables))
 
     def bind(self, own_realm: str | None) -> AccountPolicy:
         """This policy for a run on a channel of domain ``own_realm``."""
@@ -127,13 +134,13 @@ class AccountPolicy:
         low = name.lower()
         if low in self._tenancy_lower:
             return PolicyViolation("tenancy", where, f"'{name}' says whose the call is: no tenant may set it")
-        hit = next((g for g in self.forbidden if fnmatchcase(low, g.lower())), None)
-        if hit is not None:
+        if self._forbidden_re is not None and self._forbidden_re.fullmatch(low):
+            hit = next(g for g in self.forbidden if fnmatchcase(low, g.lower()))
             return PolicyViolation("variables", where, f"'{name}' is a variable FreeSWITCH runs, routes "
                                    f"or identifies the call by ({hit}): no tenant may set it")
         if low.startswith(self.variable_prefix.lower()):
             return None
-        if any(fnmatchcase(low, p.lower()) for p in self.variables):
+        if self._variables_re is not None and self._variables_re.fullmatch(low):
             return None
         return PolicyViolation("variables", where, f"'{name}' may not be set: this account may set "
                                f"variables starting with '{self.variable_prefix}'"
@@ -248,6 +255,12 @@ class AccountPolicy:
                 if found is not None:
                     return PolicyViolation("recordings", where, "another account's recordings are not played")
         return None
+
+
+def _globs(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """One pattern matching any of the (lower-cased) globs, or None for none."""
+    parts = [fnmatch.translate(p.lower()) for p in patterns]
+    return re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
 
 
 def _media_paths(ref: str) -> list[str]:
