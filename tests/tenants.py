@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import gevent
+import pytest
 from conftest import eventually
 
 from eslchan.config import PolicyConfig
@@ -110,3 +111,15 @@ def rss_mb() -> float:
 def settle(seconds: float = 0.05) -> None:
     """Let the daemon's greenlets run (a refused request must have had its chance to send)."""
     gevent.sleep(seconds)
+
+
+@pytest.fixture
+def no_hook_ran(simulator):
+    """After the test, every call still up hangs up (arming the hangup and reporting hooks),
+    then no hook that runs code may have run on the switch."""
+    yield
+    for ch in simulator.channels():
+        simulator.hangup(ch.uuid)
+    eventually(lambda: not simulator.channels())
+    ran = [h for h in simulator.hooks if h.kind == "code"]
+    assert not ran, ran

@@ -13,14 +13,19 @@ import time
 import gevent
 import pytest
 from conftest import eventually
-from tenants import Tenant, refused, settle
+from tenants import (
+    Tenant,
+    no_hook_ran,  # noqa: F401 (a fixture)
+    refused,
+    settle,
+)
 
 from eslchan.config import LinkOptions
 from eslchan.demo import ACME, ADMIN, demo_config
 from eslchan.esl import commands as esl
 from eslchan.esl.errors import CommandTimeout, LinkDown
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("no_hook_ran")]
 
 TIMEOUT = 1.0  # the daemon's link.command_timeout in this module
 

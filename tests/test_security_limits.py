@@ -13,13 +13,21 @@ import gevent
 import pytest
 from conftest import eventually, wait_for
 from gevent.pool import Pool
-from tenants import Tenant, account_policy, open_fds, refused, rss_mb, with_accounts
+from tenants import (
+    Tenant,
+    account_policy,
+    no_hook_ran,  # noqa: F401 (a fixture)
+    open_fds,
+    refused,
+    rss_mb,
+    with_accounts,
+)
 
 from eslchan.api.events import QUEUE_MAX, WRITE_TIMEOUT, hub_of
 from eslchan.config import PolicyConfig
 from eslchan.demo import ACME, ACME_SALES, ADMIN, GLOBEX, demo_config
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("no_hook_ran")]
 
 
 @pytest.fixture

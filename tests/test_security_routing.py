@@ -9,12 +9,19 @@ from dataclasses import replace
 
 import pytest
 from conftest import eventually, wait_for
-from tenants import Tenant, account_policy, refused, settle, with_accounts
+from tenants import (
+    Tenant,
+    account_policy,
+    no_hook_ran,  # noqa: F401 (a fixture)
+    refused,
+    settle,
+    with_accounts,
+)
 
 from eslchan.config import MetaflowConfig
 from eslchan.demo import ACME, ACME_SALES, GLOBEX, demo_config
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("no_hook_ran")]
 
 RECORDINGS = "/var/lib/freeswitch/recordings"
 
@@ -290,3 +297,55 @@ def test_inline_is_the_operators_to_give(simulator, keys):
         refused(globex.post(action="transfer", target="park", dialplan="inline"), 403, "allow_inline")
     finally:
         daemon.stop(drain_seconds=0.5)
+
+
+# --- every string field of every module ----------------------------------------------------------
+
+THEIRS = f"{RECORDINGS}/{GLOBEX}/board.wav"
+FIELDS = [  # (module, data, status, rule for a 403)
+    ("transfer", {"target": "1001@globex.example"}, 403, "realms"),
+    ("transfer", {"target": "2600\n\napi system id"}, 400, None),
+    ("transfer", {"target": "2600", "dialplan": "inline"}, 403, "allow_inline"),
+    ("transfer", {"target": "2600", "dialplan": "XML orig"}, 400, None),
+    ("transfer", {"target": "2600", "context": "globex"}, 403, "contexts"),
+    ("transfer", {"target": "2600", "context": "${system(id)}"}, 400, None),
+    ("transfer", {"target": "2600", "moh": THEIRS}, 403, "recordings"),
+    ("transfer", {"target": "2600", "ringback": THEIRS}, 403, "recordings"),
+    ("transfer", {"target": "2600", "takeback_dtmf": "*1 x"}, 400, None),
+    ("play", {"id": THEIRS}, 403, "recordings"),
+    ("play", {"id": "/etc/shadow"}, 400, None),
+    ("play", {"id": "/usr/share/freeswitch/sounds/a.wav::system"}, 400, None),
+    ("tts", {"text": "${system(id)}"}, 400, None),
+    ("tts", {"text": "hi", "engine": "tts_commandline|x"}, 400, None),
+    ("tts", {"text": "hi", "voice": "slt\nx"}, 400, None),
+    ("say", {"text": "42", "language": "en us"}, 400, None),
+    ("say", {"text": "4 2"}, 400, None),
+    ("hold", {"moh_aleg": THEIRS}, 403, "recordings"),
+    ("hold", {"moh_bleg": THEIRS}, 403, "recordings"),
+    ("hold", {"unhold_key": "1;2"}, 400, None),
+    ("record_call", {"media_name": "../board"}, 400, None),
+    ("record_call", {"media_name": "board", "label": "x\nFake-Header: y"}, 400, None),
+    ("intercept", {"target_type": "device", "target_id": "1001@globex.example", "unbridged_only": False},
+     403, "realms"),
+    ("intercept", {"target_type": "device", "target_id": "u1,user/2", "unbridged_only": False}, 400, None),
+    ("move", {"device_id": "desk@globex.example"}, 403, "realms"),
+    ("move", {"owner_id": "bob{x=y}"}, 400, None),
+    ("callflow", {"id": "voicemail"}, 403, "callflows"),
+    ("callflow", {"id": "../../etc/passwd"}, 400, None),
+    ("collect_dtmf", {"collection_name": "eslchan_owner_id"}, 403, "tenancy"),
+    ("collect_dtmf", {"collection_name": "execute_on_answer"}, 403, "variables"),
+    ("set_variable", {"name": "exec_after_bridge_app", "value": "x"}, 403, "variables"),
+    ("set_variable", {"name": "eslchan_x", "value": "${system(id)}"}, 400, None),
+    ("send_dtmf", {"digits": "1\n\napi system id"}, 400, None),
+    ("hangup", {"cause": "NORMAL_CLEARING system"}, 400, None),
+]
+
+
+@pytest.mark.parametrize("module,data,status,rule", FIELDS,
+                         ids=[f"{m}-{i}" for i, (m, *_) in enumerate(FIELDS)])
+def test_every_string_field_of_every_module_refuses_what_it_must(acme, module, data, status, rule):
+    for resp in (acme.post(action=module, **data), acme.put({"module": module, "data": data})):
+        refused(resp, status, rule)
+    settle()
+    assert acme.sent() == []
+

@@ -17,6 +17,7 @@ from tenants import (
     TENANCY_VARIABLES,
     Tenant,
     account_policy,
+    no_hook_ran,  # noqa: F401 (a fixture)
     refused,
     settle,
     with_accounts,
@@ -27,7 +28,7 @@ from eslchan.demo import ACME, GLOBEX, demo_config
 from eslchan.esl import commands as esl
 from metaflow import CONTINUE
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("no_hook_ran")]
 
 
 @pytest.fixture
@@ -41,6 +42,7 @@ def test_the_hook_log_sees_a_hook_that_is_set(simulator, daemon, http, tenant):
     tenant.hang_up()
     assert [(h.variable, h.value, h.moment) for h in tenant.hooks("code")] == [
         ("API_Hangup_Hook", SHELL, "hangup")]
+    simulator.hooks.clear()  # set by the test itself, not through eslchan
 
 
 @pytest.mark.parametrize("name", HOOK_VARIABLES + TENANCY_VARIABLES)
@@ -56,8 +58,7 @@ def test_set_variable_action_cannot_set_hook_or_tenancy_variables(tenant, name):
     assert tenant.hooks("code") == []
 
 
-@pytest.mark.parametrize("name", ["api_on_answer", "exec_after_bridge_app", "eslchan_account_id",
-                                  "ESLCHAN_OWNER_ID"])
+@pytest.mark.parametrize("name", HOOK_VARIABLES + TENANCY_VARIABLES)
 def test_a_metaflow_cannot_set_them_anywhere_in_its_tree(tenant, name):
     tree = {"module": "set_variable", "data": {"name": "eslchan_note", "value": "fine"},
             "children": {"_": {"module": "play", "data": {"id": "welcome"}, "children": {
