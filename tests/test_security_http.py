@@ -107,7 +107,7 @@ def test_a_switch_that_stops_reading_cannot_hold_a_writer(simulator, daemon):
     call = simulator.create_call(account_id=ACME)
     eventually(lambda: daemon.registry.find(call.a_uuid) is not None)
     big = esl.api("uuid_setvar", esl.uuid(call.a_uuid), esl.var_name("eslchan_blob"),
-                  esl.var_value("v" * (1 << 20), max_len=1 << 21))
+                  esl.var_value("v" * (16 << 20), max_len=1 << 25))
     simulator.stall(30)  # the simulator stops reading its sockets
     reasons = []
     started = time.monotonic()
