@@ -44,10 +44,10 @@ NEXT: dict[str, Callable[[dict, str, Outcome], Step]] = {
 class Run:
     """One metaflow running on one channel."""
 
-    def __init__(self, channel: Any, tree: dict, account_id: str | None, kind: str = "metaflow",
-                 policy: AccountPolicy | None = None):
+    def __init__(self, channel: Any, tree: dict, account_id: str | None, policy: AccountPolicy,
+                 kind: str = "metaflow"):
         self.id = _uuid.uuid4().hex
-        self.policy = policy if policy is not None else AccountPolicy(account_id, frozenset(), "default")
+        self.policy = policy  # what its commands may do (the guard of its Context applies it)
         self.node: str = channel.node
         self.channel_uuid: str = channel.uuid
         self.account_id = account_id
@@ -156,7 +156,7 @@ class Interpreter:
         unvalidated tree can never run."""
         policy = self.policy_for(channel, account_id)
         self._check_limits(channel, account_id, policy)
-        run = Run(channel, self.validate(tree, policy), account_id, kind, policy)
+        run = Run(channel, self.validate(tree, policy), account_id, policy, kind)
         self._runs[run.id] = run
         run.greenlet = gevent.spawn(self._execute, run)
         return run

@@ -206,3 +206,22 @@ def test_a_client_that_resets_mid_answer_is_no_server_error(simulator, daemon, h
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "Traceback" not in capfd.readouterr().err
     gevent.sleep(0)
+
+
+def test_an_idle_or_trickling_connection_is_closed(daemon, monkeypatch):
+    from eslchan.api.wsgi import ApiHandler
+
+    monkeypatch.setattr(ApiHandler, "header_timeout", 0.5)
+    host, port = daemon.http_address
+    idle = socket.create_connection((host, port), timeout=5)
+    trickle = socket.create_connection((host, port), timeout=5)
+    trickle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+    for sock in (idle, trickle):
+        started = time.monotonic()
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert time.monotonic() - started < 3
+        sock.close()
+    # a request sent in time is served as always
+    assert raw_request(daemon, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] == 200

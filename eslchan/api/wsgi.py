@@ -1,8 +1,9 @@
 """The HTTP server under the API: gevent's WSGI server, hardened for hostile clients.
 
-- Request headers are bounded (line length, count, total size); beyond them the answer is
-  431 in the API's envelope, an oversized request line 414 likewise, any other malformed
-  request 400 — each logged as one line, never a traceback.
+- Request headers are bounded (line length, count, total size, and the time to send them:
+  an idle keep-alive connection or a client trickling its headers is closed); beyond them the
+  answer is 431 in the API's envelope, an oversized request line 414 likewise, any other
+  malformed request 400 — each logged as one line, never a traceback.
 - A client that resets or stalls a connection mid-answer is dropped quietly (a write that
   times out is the event stream's slow-client cut-off, not a server error).
 - The client's socket goes into the WSGI environ (``eslchan.socket``), so the event stream
@@ -49,6 +50,13 @@ def _raw_response(status: int, message: str, data: Any) -> bytes:
 
 class ApiHandler(WSGIHandler):
     """pywsgi's handler with bounded headers, envelope errors and quiet client failures."""
+
+    #: seconds a connection may take to send a request line and its headers (idle included)
+    header_timeout = 60.0
+
+    def read_requestline(self) -> str:
+        self.socket.settimeout(self.header_timeout)  # until the headers are read (get_environ)
+        return super().read_requestline()
 
     def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 (pywsgi's name)
         lines: list[bytes] = []
@@ -121,6 +129,7 @@ class ApiHandler(WSGIHandler):
         super().handle_error(t, v, tb)
 
     def get_environ(self) -> dict[str, Any]:
+        self.socket.settimeout(None)  # the request is in: the app bounds its own waits
         environ = super().get_environ()
         environ[SOCKET_KEY] = self.socket
         return environ
