@@ -227,7 +227,7 @@ class AccountPolicy:
         """The account's own recordings directory (none without an account)."""
         if not self.account_id:
             return None
-        return f"{self.recordings_root}/{self.account_id}"
+        return posixpath.join(self.recordings_root, self.account_id)
 
     def recording_path(self, name: str, where: str) -> str:
         """Where a recording named ``name`` (no directory) of this account goes."""
@@ -235,7 +235,7 @@ class AccountPolicy:
         if own is None or "/" in name or name in (".", ".."):
             raise PolicyError([PolicyViolation("recordings", where,
                                                "recordings are kept per account: this run has none")])
-        return f"{own}/{name}"
+        return posixpath.join(own, name)
 
     def recording(self, path: str, where: str) -> PolicyViolation | None:
         """A file a recording writes must be in the account's own directory."""
