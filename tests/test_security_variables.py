@@ -242,3 +242,46 @@ def test_beside_kazoo_the_tenants_prefix_shows_in_custom_channel_vars():
                            "variable_eslchan_note": "vip", "variable_other": "x"})
     custom = registry.get("fs1", uuid).detail(0)["custom_channel_vars"]
     assert custom == {"Account-ID": ACME, "Owner-ID": "o1", "eslchan_note": "vip"}
+
+
+def test_a_reload_applies_new_policies_at_once(simulator, tmp_path, keys):
+    from conftest import HttpClient
+
+    from eslchan.config import load_config
+    from eslchan.daemon import Daemon
+
+    def write(policy: str) -> None:
+        path.write_text(f"""
+[http]
+listen = "127.0.0.1:0"
+[auth]
+signing_key = "{'s' * 32}"
+[[nodes]]
+name = "fs1"
+host = "{simulator.host}"
+port = {simulator.port}
+password = "ClueCon"
+[[accounts]]
+id = "{ACME}"
+api_key = "{keys[ACME]}"
+{policy}
+""")
+
+    path = tmp_path / "eslchan.toml"
+    write("")
+    daemon = Daemon(load_config(path))
+    daemon.start()
+    try:
+        eventually(lambda: daemon.links["fs1"].is_up)
+        http = HttpClient(*daemon.http_address, keys)
+        tenant = Tenant(simulator, daemon, http, ACME)
+        refused(tenant.post(action="set_variable", name="crm_ticket", value="1"), 403, "variables")
+        write('[accounts.policy]\nvariables = ["crm_*"]')
+        daemon.reload()  # what SIGHUP does
+        assert tenant.post(action="set_variable", name="crm_ticket", value="1").status == 200
+        write('[accounts.policy]\nvariables = ["hold_music"]')  # refused as a whole: the old stays
+        daemon.reload()
+        assert tenant.post(action="set_variable", name="crm_ticket", value="2").status == 200
+        refused(tenant.post(action="set_variable", name="hold_music", value="/x.wav"), 403, "variables")
+    finally:
+        daemon.stop(drain_seconds=0.5)
