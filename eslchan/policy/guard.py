@@ -275,7 +275,7 @@ class Guard:
 
     # -- originate -------------------------------------------------------------------------
 
-    def _dial(self, dial: Arg, uuid_for_app: str | None) -> Violations:
+    def _dial(self, dial: Arg) -> Violations:
         """A dial string: its endpoint and its variables."""
         if isinstance(dial, DialString):
             endpoint, variables = dial.endpoint, dial.variables
@@ -295,23 +295,19 @@ class Guard:
         if len(args) < 2:
             return [_refused("commands", "originate", "originate needs a dial string and what to run")]
         dial, then = args[0], args[1]
-        found = self._dial(dial, None)
+        found = self._dial(dial)
         legs = [str(v).lower() for n, v in getattr(dial, "variables", ()) if n == "origination_uuid"]
-        if isinstance(then, AppRef):
-            leg = legs[0] if legs else None
-            if leg is not None:
-                self.originated.add(leg)  # the new leg is the run's: its app may act on it
-            found += self._execute(then.app, then.app_arg, _Text(leg or self.channel_uuid, then.field))
+        if isinstance(then, AppRef):  # what the new leg runs, judged as an execute on it
+            leg = legs[0] if legs else ""
+            found += self._execute(then.app, then.app_arg, _Text(leg, then.field))
         elif then.startswith("&"):
             found.append(_refused("commands", then.field, "an originate's application must be eslchan's"))
         else:
             dialplan = args[2] if len(args) > 2 else "XML"
             context = args[3] if len(args) > 3 else "default"
             found += self._route(then, dialplan, context, then.field, self.channel_uuid)
-        if found:
-            self.originated.difference_update(legs)
-        else:
-            self.originated.update(legs)
+        if not found:
+            self.originated.update(legs)  # the run may act on the legs it creates
         return found
 
     # -- applications ----------------------------------------------------------------------
@@ -358,7 +354,7 @@ class Guard:
     def _app_dial(self, uuid: str, arg: Arg | None) -> Violations:
         if not arg:
             return [_refused("endpoints", "bridge", "nothing to dial")]
-        return self._dial(arg, uuid)
+        return self._dial(arg)
 
     def _app_transfer(self, uuid: str, arg: Arg | None) -> Violations:
         words = str(arg or "").split()
