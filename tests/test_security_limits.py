@@ -158,7 +158,8 @@ def test_clients_that_stop_reading_give_back_their_sockets_and_memory(simulator,
     acme = Tenant(simulator, daemon, http, ACME)
     token = http.token(ADMIN)
     path = f"/v2/accounts/{ACME}/events"
-    baseline_fds, baseline_rss = open_fds(), rss_mb()
+    baseline_fds = open_fds()
+    after_first = None
     for _ in range(rounds):
         socks = [stream_socket(daemon, path, token, rcvbuf=4096) for _ in range(clients)]
         eventually(lambda: hub.streams == clients)
@@ -169,8 +170,10 @@ def test_clients_that_stop_reading_give_back_their_sockets_and_memory(simulator,
         assert wait_for(lambda: open_fds() <= baseline_fds + clients, 5.0), open_fds() - baseline_fds
         for sock in socks:
             sock.close()
-    assert wait_for(lambda: open_fds() <= baseline_fds, 5.0)
-    assert rss_mb() - baseline_rss < 60
+        assert wait_for(lambda: open_fds() <= baseline_fds, 5.0)
+        # the first round warms the process up (greenlet stacks, buffers); later rounds add nothing
+        after_first = rss_mb() if after_first is None else after_first
+    assert rss_mb() - after_first < 10
 
 
 def test_a_reading_client_keeps_its_stream(simulator, daemon, http):
