@@ -11,17 +11,17 @@ import gc
 import logging
 import re
 import signal
-import socket
 from dataclasses import replace
 
 import gevent
 from gevent.event import Event as GEvent
-from gevent.pywsgi import WSGIServer
 
 from eslchan.api import create_app
-from eslchan.api.events import hub_of
+from eslchan.api.events import WRITE_TIMEOUT, hub_of
+from eslchan.api.wsgi import HttpServer
 from eslchan.config import Config, load_config
 from eslchan.esl.link import NodeLink
+from eslchan.policy import PolicyBook
 from eslchan.registry import ChannelRegistry, NodeSync
 from eslchan.webhooks import WebhookService
 from metaflow import Interpreter
@@ -38,22 +38,12 @@ class _AccessLog:
         log.debug(_QUERY_TOKEN.sub(r"\1[redacted]", line.rstrip()))
 
 
-class HttpServer(WSGIServer):
-    """gevent's WSGI server with Nagle off: it writes headers and body in two sends, and with
-    Nagle the body waits for the client's delayed ACK (~40 ms per response)."""
-
-    def handle(self, sock, address):  # type: ignore[no-untyped-def]
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not TCP (e.g. a unix socket): nothing to tune
-            pass
-        return super().handle(sock, address)
-
-
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
-        self.registry = ChannelRegistry(config.channels.mapping)
+        policies = PolicyBook.from_config(config)
+        # what tenants may set shows in custom_channel_vars, whatever the mapping's prefix
+        self.registry = ChannelRegistry(config.channels.mapping, extra_prefixes=policies.variable_prefixes())
         self.sync = NodeSync(self.registry, grace_seconds=config.channels.stale_grace_seconds)
         self.links: dict[str, NodeLink] = {}
         for node in config.nodes:
@@ -66,13 +56,14 @@ class Daemon:
                 on_lost_events=self._on_lost_events,
             )
             self.links[node.name] = link
-        self.interpreter = Interpreter(self.registry, self.links, config.metaflow)
+        self.interpreter = Interpreter(self.registry, self.links, config.metaflow, policies=policies)
         # opens (or creates) the webhooks database now: a directory in use or unwritable
         # stops the start-up before anything listens
         self.webhooks: WebhookService | None = None
         if config.webhooks is not None:
             self.webhooks = WebhookService(config.webhooks, self.registry, config.accounts)
         self.app = create_app(config, self.registry, self.links, self.interpreter, webhooks=self.webhooks)
+        self.app.config[WRITE_TIMEOUT] = config.http.stream_write_timeout
         self.http = HttpServer(
             (config.http.host, config.http.port), self.app, log=_AccessLog(), error_log=log
         )
@@ -139,7 +130,8 @@ class Daemon:
         self._stopped.set()
 
     def reload(self) -> None:
-        """SIGHUP: take new accounts and keys from the config file; ESL links stay as they are."""
+        """SIGHUP: take new accounts, keys and policies from the config file; ESL links stay
+        as they are."""
         if self.config.source is None:
             return
         try:
@@ -147,10 +139,11 @@ class Daemon:
         except Exception as exc:  # a bad file must not take the daemon down
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
-        self.config = replace(self.config, accounts=fresh.accounts, auth=fresh.auth)
+        self.config = replace(self.config, accounts=fresh.accounts, auth=fresh.auth, policy=fresh.policy)
         self.app.config["ESLCHAN"] = self.config
         if self.webhooks is not None:
             self.webhooks.set_accounts(fresh.accounts)
+        self.interpreter.policies = PolicyBook.from_config(self.config)
         log.info("reloaded %d account(s)", len(fresh.accounts))
 
     def serve_forever(self) -> None:

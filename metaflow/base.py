@@ -14,6 +14,7 @@ from gevent.queue import Empty, Queue
 from eslchan.esl import commands as esl
 from eslchan.esl.errors import CommandRejected, LinkDown
 from eslchan.esl.message import Event
+from eslchan.policy import AccountPolicy, Guard
 from eslchan.registry.waiting import ChannelGone
 from metaflow import capabilities
 from metaflow.capabilities import Need
@@ -72,8 +73,9 @@ class Completion:
 
 
 class Context:
-    """One run on one channel: its commands go through the node's link, its waits through
-    the registry. Handlers never touch sockets or sleep to poll."""
+    """One run on one channel: its commands go through the account's policy guard and then
+    the node's link, its waits through the registry. Handlers never touch sockets or sleep
+    to poll, and have no other way to the switch than :meth:`api`, :meth:`bgapi`, :meth:`send`."""
 
     def __init__(self, interpreter: Interpreter, run: Run):
         self.interpreter = interpreter
@@ -82,6 +84,8 @@ class Context:
         self.uuid: str = run.channel_uuid
         self.config = interpreter.config
         self.registry = interpreter.registry
+        self.policy: AccountPolicy = run.policy
+        self._guard = Guard(run.policy, interpreter.registry, run.node, run.channel_uuid)
         self.jumps = 0
         self.typeahead = ""  # digits pressed while media played, for the next collect_dtmf
         self._children: list[gevent.Greenlet] = []
@@ -105,10 +109,18 @@ class Context:
         return self.channel.other_leg
 
     def require_peer(self, why: str) -> str:
+        """The bridged peer an action is about to act on: StateError without one, PolicyError
+        when it is not a call this run's account may act on (before anything is sent)."""
         peer = self.peer()
         if not peer:
             raise StateError(f"the channel is not bridged: {why}")
-        return peer
+        return self.act_on(peer)
+
+    def act_on(self, uuid: str) -> str:
+        """``uuid``, if the account's policy lets this run act on that channel (PolicyError
+        otherwise); for modules that act on several legs, before the first command."""
+        self._guard.require_reach(uuid)
+        return uuid
 
     @property
     def state(self) -> dict[str, Any]:
@@ -126,33 +138,37 @@ class Context:
 
     # -- commands --------------------------------------------------------------------------
 
-    @property
-    def link(self) -> Any:
+    def _link(self, cmd: esl.Command) -> Any:
+        """The node's link, for a command the account's policy allows (PolicyError if not)."""
+        self._guard.check(cmd)
         link = self.interpreter.links.get(self.node)
         if link is None:
             raise LinkDown(f"no link to node {self.node}")
         return link
 
     def api(self, cmd: esl.Command, timeout: float | None = None) -> str:
-        return self._accepted(self.link.api(cmd, timeout=timeout))
+        return self._accepted(self._link(cmd).api(cmd, timeout=timeout))
 
     def bgapi(self, cmd: esl.Command, timeout: float | None = None) -> str:
-        return self._accepted(self.link.bgapi(cmd, timeout=timeout))
+        """Send a bgapi; the run counts as accepted once FreeSWITCH took the job (within the
+        link's command timeout), then waits up to ``timeout`` for the job's result."""
+        return self._accepted(self._link(cmd).bgapi(cmd, timeout=timeout, on_accepted=self.run.accepted))
 
     def send(self, cmd: esl.Command, timeout: float | None = None) -> str:
         """A sendmsg. An execute of an application the node lacks is refused here, for every
         module: FreeSWITCH would answer it by hanging the call up. Media it starts is
         remembered (before sending: its completion may beat the reply) so that stopping the
         run stops it."""
+        link = self._link(cmd)  # the policy first: what it refuses is refused whatever the node has
         if cmd.app is not None:
             self.require(capabilities.application(cmd.app))
-        media = cmd.app in MEDIA_APPLICATIONS and cmd.event_uuid is not None and cmd.target is not None
+        media = cmd.app in MEDIA_APPLICATIONS and cmd.event_uuid is not None and cmd.uuid is not None
         if media:
             # a looped application completes once per loop: only its leg's end tells it is over
-            self.interpreter.track_media(self, str(cmd.event_uuid), str(cmd.target),
+            self.interpreter.track_media(self, str(cmd.event_uuid), str(cmd.uuid),
                                          until_destroyed=cmd.loops != 1)
         try:
-            return self._accepted(self.link.send(cmd, timeout=timeout))
+            return self._accepted(link.send(cmd, timeout=timeout))
         except CommandRejected:
             if media:
                 self.interpreter.untrack_media(self, str(cmd.event_uuid))
@@ -166,7 +182,8 @@ class Context:
     def get_variable(self, uuid: str, name: esl.Arg) -> str | None:
         """uuid_getvar, as a read: it is no step of the action (a POST action still answers
         with its first real command's reply); None for an unset variable."""
-        value = self.link.api(esl.api("uuid_getvar", esl.uuid(uuid), name)).strip()
+        cmd = esl.api("uuid_getvar", esl.uuid(uuid), name)
+        value = self._link(cmd).api(cmd).strip()
         return None if value == "_undef_" else value
 
     def set_variable(self, uuid: str, name: esl.Arg, value: esl.Arg) -> str:

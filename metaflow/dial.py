@@ -11,7 +11,8 @@ from metaflow.base import Context, StateError
 
 
 def endpoint(ctx: Context, kind: str, value: str, field: str) -> esl.Arg:
-    """``dial_templates[kind]`` filled with the validated id/number (and the channel's domain)."""
+    """``dial_templates[kind]`` filled with the validated id/number, the channel's domain and
+    the account's own dialplan context (so a loopback leg starts where the account may go)."""
     templates = getattr(ctx.config, "dial_templates", {}) or {}
     template = templates.get(kind)
     if not template:
@@ -21,7 +22,8 @@ def endpoint(ctx: Context, kind: str, value: str, field: str) -> esl.Arg:
     presence = getattr(ctx.channel, "presence_id", None) or ""
     if "@" in presence:
         domain = str(esl.dial_target(presence.rsplit("@", 1)[1], "domain"))
-    values: dict[str, Any] = {"id": token, "number": token, "target": token}
+    values: dict[str, Any] = {"id": token, "number": token, "target": token,
+                              "context": str(esl.context(ctx.policy.context, "context"))}
     if domain:
         values["domain"] = domain
     needed = {f for _, f, _, _ in string.Formatter().parse(template) if f}
@@ -36,21 +38,21 @@ def originate_vars(ctx: Context, new_uuid: str, timeout: int, auto_answer: bool 
                    ) -> dict[esl.Arg, esl.Arg]:
     """Channel variables of a leg eslchan originates on behalf of this channel."""
     ch = ctx.channel
-    out = {esl.var_name("origination_uuid"): esl.uuid(new_uuid),
-           esl.var_name("originate_timeout"): esl.integer(timeout, "timeout", 1, 3600)}
+    out = {esl.system_var("origination_uuid"): esl.uuid(new_uuid),
+           esl.system_var("originate_timeout"): esl.integer(timeout, "timeout", 1, 3600)}
     for var, value in (("origination_caller_id_number", ch.caller_id_number),
                        ("origination_caller_id_name", ch.caller_id_name)):
         if value:
             try:
-                out[esl.var_name(var)] = esl.dial_target(value, var) if "number" in var \
+                out[esl.system_var(var)] = esl.dial_target(value, var) if "number" in var \
                     else esl.var_value(value, var)
             except esl.CommandError:
                 pass  # an odd caller id is left out rather than failing the action
     if auto_answer:
-        out[esl.var_name("sip_auto_answer")] = esl.word("true")
+        out[esl.system_var("sip_auto_answer")] = esl.word("true")
     account_var = getattr(getattr(ctx.registry, "mapping", None), "account", None)
     if ch.account_id and account_var:  # the new leg belongs to the same account
-        out[esl.var_name(account_var)] = esl.dial_target(ch.account_id, "account_id")
+        out[esl.tenancy_var(account_var)] = esl.dial_target(ch.account_id, "account_id")
     return out
 
 

@@ -18,9 +18,11 @@ import gevent
 from gevent import GreenletExit
 from gevent.event import AsyncResult
 
+from eslchan.config import PolicyConfig, VariableMapping
 from eslchan.esl import commands as esl
 from eslchan.esl.errors import EslError
 from eslchan.esl.message import Event
+from eslchan.policy import AccountPolicy, LimitExceeded, PolicyBook
 from eslchan.registry.waiting import ChannelGone
 from metaflow.base import Context, EventStream, Outcome, StateError
 from metaflow.capabilities import Capabilities
@@ -56,8 +58,10 @@ NEXT: dict[str, Callable[[dict, str, Outcome], Step]] = {
 class Run:
     """One metaflow running on one channel."""
 
-    def __init__(self, channel: Any, tree: dict, account_id: str | None, kind: str = "metaflow"):
+    def __init__(self, channel: Any, tree: dict, account_id: str | None, policy: AccountPolicy,
+                 kind: str = "metaflow"):
         self.id = _uuid.uuid4().hex
+        self.policy = policy  # what its commands may do (the guard of its Context applies it)
         self.node: str = channel.node
         self.channel_uuid: str = channel.uuid
         self.account_id = account_id
@@ -172,12 +176,18 @@ class RunHistory:
 
 
 class Interpreter:
+    """Runs metaflows. Every run is bounded by its account's policy (``policies``; without one,
+    the default policy of every account under ``config``): its tree is judged before it
+    starts, its commands by the guard, its number by the run limits."""
+
     def __init__(self, registry: Any, links: Mapping[str, Any], config: Any, *,
-                 modules: ModuleRegistry | None = None):
+                 modules: ModuleRegistry | None = None, policies: PolicyBook | None = None):
         self.registry = registry
         self.links = links
         self.modules = modules if modules is not None else ModuleRegistry()
         self.capabilities = Capabilities(links)
+        self._default_policies = policies is None
+        self.policies = policies
         self.config = config
         self._runs: dict[str, Run] = {}
         self._state: dict[tuple[str, str], dict[str, Any]] = {}
@@ -205,12 +215,39 @@ class Interpreter:
         for run in getattr(self, "history", ()):
             history.add(run)
         self.history = history
+        if self._default_policies:  # the default policy reads the metaflow settings
+            mapping = getattr(self.registry, "mapping", None) or VariableMapping()
+            self.policies = PolicyBook(PolicyConfig(), (), mapping, config)
 
     # -- public API --------------------------------------------------------------------------
 
-    def validate(self, tree: dict) -> dict:
-        """The whole tree, defaults filled in; raises ValidationFailed."""
-        return self.validator.validate(tree)
+    def validate(self, tree: dict, policy: AccountPolicy | None = None) -> dict:
+        """The whole tree, defaults filled in; raises ValidationFailed, then PolicyError when
+        it breaks ``policy`` (without one, only the schemas apply)."""
+        return self.validator.validate(tree, policy)
+
+    def policy_for(self, channel: Any, account_id: str | None) -> AccountPolicy:
+        """The account's policy for a run on ``channel`` (whose own domain counts as allowed)."""
+        presence = getattr(channel, "presence_id", None) or ""
+        realm = presence.rsplit("@", 1)[1] if "@" in presence else None
+        assert self.policies is not None
+        return self.policies.for_account(account_id).bind(realm)
+
+    def _check_limits(self, channel: Any, account_id: str | None, policy: AccountPolicy) -> None:
+        on_channel = on_account = 0
+        for run in self._runs.values():
+            if run.state != "running":
+                continue
+            if run.channel_uuid == channel.uuid and run.node == channel.node:
+                on_channel += 1
+            if run.account_id == account_id:
+                on_account += 1
+        if on_channel >= policy.max_runs_per_channel:
+            raise LimitExceeded("max_runs_per_channel", policy.max_runs_per_channel,
+                                f"the channel already has {on_channel} metaflow runs")
+        if account_id is not None and on_account >= policy.max_runs:
+            raise LimitExceeded("max_runs", policy.max_runs,
+                                f"the account already has {on_account} metaflow runs")
 
     def check_requirements(self, node: str, tree: dict) -> None:
         """Every node's FreeSWITCH needs (an application, a TTS engine, a say language) on
@@ -224,12 +261,16 @@ class Interpreter:
 
     def start(self, channel: Any, tree: dict, account_id: str | None = None, *,
               kind: str = "metaflow") -> Run:
-        """Start a run in its own greenlet and return at once (the tree is validated again,
-        which is idempotent, so an unvalidated tree can never run; what it needs from the
-        switch is checked first, so a run that cannot complete never starts)."""
-        tree = self.validate(tree)
+        """Start a run in its own greenlet and return at once. The run limits come first (so a
+        flood of refused trees costs no validation), then the tree is validated against the
+        schemas and the account's policy (again, if it was before: it is idempotent), so an
+        unvalidated tree can never run; what it needs from the switch is checked last, so a run
+        that cannot complete never starts."""
+        policy = self.policy_for(channel, account_id)
+        self._check_limits(channel, account_id, policy)
+        tree = self.validate(tree, policy)
         self.check_requirements(channel.node, tree)
-        run = Run(channel, tree, account_id, kind)
+        run = Run(channel, tree, account_id, policy, kind)
         self._runs[run.id] = run
         run.greenlet = gevent.spawn(self._execute, run)
         return run

@@ -22,6 +22,7 @@ from typing import Any
 
 import schemas
 from eslchan.esl import commands as esl
+from eslchan.policy import AccountPolicy, PolicyViolation
 from metaflow.base import CONTINUE, Context, Handler, Outcome, StateError
 from metaflow.capabilities import Need, application
 
@@ -31,6 +32,9 @@ ENTRY_POINT_GROUP = "eslchan.metaflow_modules"
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _PLACEHOLDER = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _LITERAL = re.compile(r"^-?[A-Za-z0-9_]{1,32}$")
+
+
+PolicyHook = Callable[[dict, AccountPolicy], "list[PolicyViolation] | None"]
 
 
 class ModuleError(ValueError):
@@ -49,6 +53,10 @@ class ModuleSpec:
     #: optional ``requires(data) -> [Need]``: what the node's FreeSWITCH must have (an
     #: application, a TTS engine, a say language), checked before the run starts
     requires: Callable[[dict], list[Need]] | None = None
+    #: optional ``policy(data, account_policy) -> [PolicyViolation]`` (fields relative to the
+    #: node's data): what the account's policy says of this node, at validation time. Fields
+    #: the schema marks with ``x-esl`` are checked for every module without it.
+    policy: PolicyHook | None = None
 
 
 class ModuleRegistry:
@@ -71,7 +79,8 @@ class ModuleRegistry:
     def register(self, name: str, schema: dict[str, Any], handler: Handler | None = None,
                  *, source: str = "runtime", replace: bool = False,
                  check: Callable[[dict, Any], dict | None] | None = None,
-                 requires: Callable[[dict], list[Need]] | None = None) -> ModuleSpec:
+                 requires: Callable[[dict], list[Need]] | None = None,
+                 policy: PolicyHook | None = None) -> ModuleSpec:
         """Add a module; without a handler the schema must declare its command (and what it
         requires follows from it)."""
         if not isinstance(name, str) or not NAME.match(name):
@@ -85,7 +94,7 @@ class ModuleRegistry:
             requires = requires or declared_requires(schema)
         if not callable(handler):
             raise ModuleError(f"module {name!r}: handler is not callable")
-        spec = ModuleSpec(name, schema, handler, source, check, requires)
+        spec = ModuleSpec(name, schema, handler, source, check, requires, policy)
         self._modules[name] = spec
         return spec
 
@@ -95,12 +104,14 @@ class ModuleRegistry:
                 continue
             name = schema_name[len("metaflows."):]
             schema = schemas.load(schema_name)
-            handler = check = requires = None
+            handler = check = requires = policy = None
             if "x-eslchan-command" not in schema:
                 module = importlib.import_module(f"metaflow.modules.{name}")
                 handler, check = module.run, getattr(module, "check", None)
                 requires = getattr(module, "requires", None)
-            self.register(name, schema, handler, source="builtin", check=check, requires=requires)
+                policy = getattr(module, "policy", None)
+            self.register(name, schema, handler, source="builtin", check=check, requires=requires,
+                          policy=policy)
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
         """Register third-party modules; a broken one is logged and skipped."""
@@ -116,7 +127,8 @@ class ModuleRegistry:
                         schema = obj.schema()
                     self.register(ep.name, schema, getattr(obj, "run", None),
                                   source=f"entry_point:{ep.value}", check=getattr(obj, "check", None),
-                                  requires=getattr(obj, "requires", None))
+                                  requires=getattr(obj, "requires", None),
+                                  policy=getattr(obj, "policy", None))
                 added.append(ep.name)
             except Exception as exc:  # a third-party module must not stop the daemon
                 log.error("metaflow module %s (%s) not loaded: %s", ep.name, ep.value, exc)
@@ -137,9 +149,9 @@ def _typer(name: str, prop: dict[str, Any]) -> Callable[[Any], esl.Arg]:
             return lambda v: esl.enum(v, choices, name)
         raise ModuleError(f"placeholder {{{name}}}: give the property an x-esl type or an enum")
     simple = {"digits": esl.digits, "var_name": esl.var_name, "var_value": esl.var_value,
-              "dial_target": esl.dial_target, "context": esl.context, "free_text": esl.free_text,
-              "word": esl.word, "uuid": esl.uuid, "hangup_cause": esl.hangup_cause,
-              "endpoint": esl.endpoint}
+              "dial_target": esl.dial_target, "context": esl.context, "dialplan": esl.dialplan,
+              "free_text": esl.free_text, "word": esl.word, "uuid": esl.uuid,
+              "hangup_cause": esl.hangup_cause, "endpoint": esl.endpoint}
     if kind not in simple:
         raise ModuleError(f"placeholder {{{name}}}: unknown x-esl type {kind!r}")
     fn = simple[kind]

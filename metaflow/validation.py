@@ -3,6 +3,13 @@
 Errors are ``{dotted path: {keyword: {"message": ..., ...}}}`` where the path is relative to
 the root node, e.g. ``children._.data.target``. Each node's ``data`` is validated by its
 module's schema with defaults filled in; the tree's depth and node count are bounded.
+
+Given the account's policy, a tree whose schema is fine is then judged by it, node by node:
+each module's ``policy`` hook, and for every module (built in, entry point or declared) the
+fields its schema marks with ``x-esl`` (a ``var_name`` by the variable rule, a ``context`` or
+``dialplan`` by the routing rule, a ``dial_target`` by the realm rule, an ``endpoint`` by the
+endpoint rule, media by the recordings rule). A tree outside the policy anywhere raises
+:class:`~eslchan.policy.PolicyError` (HTTP 403) before any run exists.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from jsonschema.exceptions import ValidationError, best_match
 from jsonschema.validators import extend
 
 import schemas
-from metaflow.media import MediaError, check
+from eslchan.policy import AccountPolicy, PolicyError, PolicyViolation
+from metaflow.media import MediaError, check, resolve
 from metaflow.registry import ModuleRegistry
 
 MISSING = "Field is required but missing"
@@ -127,20 +135,33 @@ class TreeValidator:
             body = body["data"]
         return body
 
-    def validate(self, body: Any) -> dict[str, Any]:
-        """The validated tree with defaults filled in (a copy); raises ValidationFailed."""
+    def validate(self, body: Any, policy: AccountPolicy | None = None) -> dict[str, Any]:
+        """The validated tree with defaults filled in (a copy); raises ValidationFailed, then
+        (with an account's ``policy``) PolicyError. Without a policy only the schemas apply."""
         if isinstance(body, dict) and body.get("action", "metaflow") != "metaflow" and "module" not in body:
             raise ValidationFailed({"action": {"enum": {
                 "message": "Value not found in enumerated list of values", "target": ["metaflow"]}}})
         root = copy.deepcopy(self.unwrap(body))
         errors: dict[str, dict[str, dict[str, Any]]] = {}
+        refused: list[PolicyViolation] = []
         count = [0]
-        self._walk(root, "", 1, count, errors)
+        self._walk(root, "", 1, count, errors, policy, refused)
         if errors:
             raise ValidationFailed(errors)
+        if refused:
+            raise PolicyError(refused)
         return root
 
-    def _walk(self, node: Any, prefix: str, depth: int, count: list[int], errors: dict) -> None:
+    def _judge(self, module: str, data: dict, policy: AccountPolicy, prefix: str) -> list[PolicyViolation]:
+        """What the account's policy says of one schema-valid node."""
+        spec = self.modules.get(module)
+        found = schema_policy(spec.schema, data, policy, self.config)
+        if spec.policy is not None:
+            found += list(spec.policy(data, policy) or ())
+        return [PolicyViolation(v.rule, f"{prefix}data.{v.field}", v.message) for v in found]
+
+    def _walk(self, node: Any, prefix: str, depth: int, count: list[int], errors: dict,
+              policy: AccountPolicy | None = None, refused: list[PolicyViolation] | None = None) -> None:
         here = prefix.rstrip(".") or "metaflow"
         count[0] += 1
         if count[0] > self.max_nodes:
@@ -174,10 +195,38 @@ class TreeValidator:
                 if check is not None and not data_errors:
                     for key, detail in (check(node["data"], self.config) or {}).items():
                         errors[f"{prefix}data.{key}"] = detail
+                if policy is not None and refused is not None and not data_errors:
+                    refused.extend(self._judge(module, node["data"], policy, prefix))
         children = node.get("children")
         if isinstance(children, dict):
             for key, child in children.items():
-                self._walk(child, f"{prefix}children.{key}.", depth + 1, count, errors)
+                self._walk(child, f"{prefix}children.{key}.", depth + 1, count, errors, policy, refused)
+
+
+def schema_policy(schema: dict, data: dict, policy: AccountPolicy, config: Any) -> list[PolicyViolation]:
+    """The policy rules a module's schema asks for through ``x-esl`` (and media formats)."""
+    found: list[PolicyViolation | None] = []
+    for name, prop in (schema.get("properties") or {}).items():
+        value = data.get(name)
+        if not isinstance(value, str) or not isinstance(prop, dict):
+            continue
+        kind = prop.get("x-esl")
+        if kind == "var_name":
+            found.append(policy.variable(value, name))
+        elif kind == "context":
+            found.append(policy.context_rule(value, name))
+        elif kind == "dialplan":
+            found.append(policy.dialplan(value, name))
+        elif kind == "dial_target":
+            found.append(policy.realm_rule(value, name))
+        elif kind == "endpoint":
+            found.append(policy.endpoint(value, name))
+        elif kind == "media" or prop.get("format") == "eslchan-media":
+            try:
+                found.append(policy.media(resolve(value, config), name))
+            except MediaError:
+                pass  # the schema's format check has said so already
+    return [v for v in found if v is not None]
 
 
 def _paths(errs: list[ValidationError]) -> set[str]:

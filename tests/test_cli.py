@@ -65,6 +65,7 @@ def write_config(path: Path, esl_port: int, http_port: int, api_key: str) -> Non
 [http]
 listen = "127.0.0.1:{http_port}"
 drain_seconds = 2.0
+health_details = true
 [auth]
 signing_key = "{'s' * 32}"
 [[nodes]]

@@ -126,3 +126,40 @@ def test_an_unreadable_file_is_a_config_error_naming_it(tmp_path):
             load_config(path)
         ((key, message),) = info.value.problems
         assert key == "--config" and reason in message and str(path) in message
+
+
+def test_the_sample_documents_every_policy_key_with_its_default():
+    from dataclasses import fields
+
+    from eslchan.config import HttpConfig, PolicyConfig
+
+    text = SAMPLE.read_text()
+    config = load_config(SAMPLE, env=SAMPLE_ENV)
+    assert config.policy == PolicyConfig()  # the sample's [policy] is the defaults, spelt out
+    policy_table = text.split("\n[policy]\n", 1)[1].split("\n[", 1)[0]
+    for f in fields(PolicyConfig):
+        assert f"\n{f.name} = " in "\n" + policy_table, f.name
+    for name in ("stream_write_timeout", "health_details"):
+        assert f"\n{name} = " in text and hasattr(HttpConfig, name)
+    acme = config.account("acc00000000000000000000000000001")
+    assert acme.context == "acme" and acme.endpoints and dict(acme.policy)["variables"] == ("crm_*",)
+
+
+@pytest.mark.parametrize("change,key", [
+    (('variable_prefix = "eslchan_"', 'variable_prefix = "api_"'), "policy.variable_prefix"),
+    (('variables = []', 'variables = ["execute_on_*"]'), "policy.variables"),
+    (('variables = ["crm_*"]', 'variables = ["eslchan_account_id"]'), "accounts[1].policy.variables"),
+    (('max_streams = 10', 'max_streams = 0'), "policy.max_streams"),
+    (('context = "acme"', 'context = "acme; drop"'), "accounts[1].context"),
+])
+def test_check_config_command_names_a_bad_policy(tmp_path, change, key):
+    bad = tmp_path / "bad.toml"
+    text = SAMPLE.read_text()
+    assert change[0] in text
+    bad.write_text(text.replace(change[0], change[1], 1))
+    env = {"PATH": "/usr/bin:/bin", **SAMPLE_ENV}
+    proc = subprocess.run(
+        [sys.executable, "-m", "eslchan", "check-config", str(bad)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 1
+    assert f"{key}: " in proc.stderr, proc.stderr

@@ -217,7 +217,7 @@ def test_execute_puts_the_argument_in_a_body():
         f"content-length: {len(body)}".encode(),
     ]
     assert cmd.kind == "sendmsg" and cmd.name == "sendmsg execute set"
-    assert (cmd.app, cmd.target) == ("set", U)
+    assert (cmd.app, cmd.uuid) == ("set", U)
 
 
 def test_execute_length_counts_utf8_bytes_and_options():

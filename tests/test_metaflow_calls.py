@@ -28,9 +28,9 @@ def bridged(call, a, b):
 @pytest.mark.parametrize("leg,flag", [("self", ""), ("peer", "-bleg "), ("bleg", "-bleg "),
                                       ("both", "-both ")])
 def test_blind_transfer_legs(call, simulator, leg, flag):
-    result = call.action(action="transfer", target="2600", leg=leg, context="public")
+    result = call.action(action="transfer", target="2600", leg=leg, context="default")
     assert result["reply"] == "+OK"
-    assert call.sent() == [f"api uuid_transfer {call.a} {flag}2600 XML public"]
+    assert call.sent() == [f"api uuid_transfer {call.a} {flag}2600 XML default"]
     moved = {"self": [call.a], "peer": [call.b], "bleg": [call.b], "both": [call.a, call.b]}[leg]
     for uuid in moved:
         eventually(lambda u=uuid: simulator.channel(u).destination == "2600")
@@ -101,10 +101,10 @@ def test_attended_transfer_to_a_target_that_does_not_answer(call, simulator, dae
 def test_attended_transfer_to_a_failing_target(call, daemon):
     run = call.flow({"module": "transfer", "data": {"target": "hangup", "transfer_type": "attended"},
                      "children": {"failed": {"module": "set_variable",
-                                             "data": {"name": "xfer", "value": "failed"}}}})
+                                             "data": {"name": "eslchan_xfer", "value": "failed"}}}})
     assert finished(run) == "finished"
     bridged(call, call.a, call.b)
-    assert call.sim.channel(call.a).variables.get("xfer") == "failed"
+    assert call.sim.channel(call.a).variables.get("eslchan_xfer") == "failed"
 
 
 def test_transfer_refusals_send_nothing(daemon, simulator, call):
@@ -170,7 +170,7 @@ def test_record_call_start_mask_unmask_stop(call, simulator):
                                         "children": {"_": {"module": "record_call",
                                                            "data": {"action": "unmask"}}}}}})
     assert finished(run) == "finished"
-    path = "/var/lib/freeswitch/recordings/board-call.wav"
+    path = f"/var/lib/freeswitch/recordings/{ACME}/board-call.wav"  # the account's own directory
     assert call.sent() == [f"api uuid_record {call.a} start {path} 3600",
                            f"api uuid_record {call.a} mask {path}",
                            f"api uuid_record {call.a} unmask {path}"]
@@ -238,11 +238,11 @@ def flows(tmp_path, daemon):
 
 def test_callflow_continues_in_a_stored_flow(call, flows, simulator):
     (flows / "vip.json").write_text(json.dumps({"flow": {
-        "module": "set_variable", "data": {"name": "flow", "value": "vip"},
+        "module": "set_variable", "data": {"name": "eslchan_flow", "value": "vip"},
         "children": {"_": {"module": "send_dtmf", "data": {"digits": "9"}}}}}))
     run = call.flow({"module": "callflow", "data": {"id": "vip"}})
     assert finished(run) == "finished"
-    assert call.sent() == [f"api uuid_setvar {call.a} flow vip", f"api uuid_send_dtmf {call.a} 9"]
+    assert call.sent() == [f"api uuid_setvar {call.a} eslchan_flow vip", f"api uuid_send_dtmf {call.a} 9"]
 
 
 def test_callflow_errors(call, flows):
@@ -301,14 +301,14 @@ def test_attended_transfer_takeback_while_the_target_rings(call, simulator):
     run = call.flow({"module": "transfer", "data": {"target": "noanswer", "takeback_dtmf": "#9",
                                                    "timeout": 600},
                      "children": {"takeback": {"module": "set_variable",
-                                               "data": {"name": "xfer", "value": "taken_back"}}}})
+                                               "data": {"name": "eslchan_xfer", "value": "taken_back"}}}})
     eventually(lambda: any(c.startswith("bgapi originate") for c in call.sent()))
     target = next(c for c in call.sent() if c.startswith("bgapi")).split("origination_uuid=")[1][:36]
     eventually(lambda: simulator.channel(target) is not None)
     simulator.press_dtmf(call.a, "#9")
     assert finished(run) == "finished"
     bridged(call, call.a, call.b)
-    assert simulator.channel(call.a).variables.get("xfer") == "taken_back"
+    assert simulator.channel(call.a).variables.get("eslchan_xfer") == "taken_back"
     eventually(lambda: simulator.channel(target) is None)
 
 
@@ -361,7 +361,7 @@ def test_a_refused_bridge_to_the_answering_target_gives_the_call_back(call, simu
     # FreeSWITCH refusing uuid_bridge when the target answers must not leave both legs parked
     run = call.flow({"module": "transfer", "data": {"target": "ring", "transfer_type": "attended"},
                      "children": {"failed": {"module": "set_variable",
-                                             "data": {"name": "xfer", "value": "failed"}}}})
+                                             "data": {"name": "eslchan_xfer", "value": "failed"}}}})
     eventually(lambda: any(c.startswith("bgapi originate") for c in call.sent()))
     target = next(c for c in call.sent() if c.startswith("bgapi")).split("origination_uuid=")[1][:36]
     eventually(lambda: simulator.channel(target) is not None)
@@ -371,5 +371,5 @@ def test_a_refused_bridge_to_the_answering_target_gives_the_call_back(call, simu
     assert finished(run) == "finished"
     assert run.notes["transfer_outcome"] == "failed"
     bridged(call, call.a, call.b)
-    assert simulator.channel(call.a).variables.get("xfer") == "failed"
+    assert simulator.channel(call.a).variables.get("eslchan_xfer") == "failed"
     eventually(lambda: simulator.channel(target) is None)

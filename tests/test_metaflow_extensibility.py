@@ -28,7 +28,7 @@ SCHEMA = {
 
 def run(ctx, data):
     word = {"en": "hello", "fr": "bonjour"}[data["lang"]]
-    ctx.api(esl.api("uuid_setvar", ctx.arg_uuid(), esl.var_name("greeting"),
+    ctx.api(esl.api("uuid_setvar", ctx.arg_uuid(), esl.var_name("eslchan_greeting"),
                     esl.var_value(word + "_" + data["who"])))
     return branch("greeted")
 
@@ -81,9 +81,9 @@ def test_a_plugin_module_runs_in_a_flow(plugin_dir, daemon, simulator):
     assert "data.who" in info.value.errors
     run = interp.start(call.channel, tree, ACME)
     assert finished(run) == "finished"
-    assert call.sent() == [f"api uuid_setvar {call.a} greeting bonjour_bob",
+    assert call.sent() == [f"api uuid_setvar {call.a} eslchan_greeting bonjour_bob",
                            f"api uuid_send_dtmf {call.b} 42"]
-    assert simulator.channel(call.a).variables["greeting"] == "bonjour_bob"
+    assert simulator.channel(call.a).variables["eslchan_greeting"] == "bonjour_bob"
 
 
 def test_register_at_runtime_and_template_checks():

@@ -149,13 +149,13 @@ def test_play_waits_for_the_playback_to_finish(call, daemon):
     try:
         run = call.flow({"module": "play", "data": {"id": "welcome", "leg": "self"},
                          "children": {"_": {"module": "set_variable",
-                                            "data": {"name": "played", "value": "yes"}}}})
+                                            "data": {"name": "eslchan_played", "value": "yes"}}}})
         assert finished(run) == "finished"
     finally:
         unsubscribe()
     sent = call.sent()
     assert sent[0].startswith(f"sendmsg {call.a}\n") and sent[0].endswith("tone_stream://%(400,200,523);loops=2")
-    assert sent[1] == f"api uuid_setvar {call.a} played yes"
+    assert sent[1] == f"api uuid_setvar {call.a} eslchan_played yes"
     # the variable was set only after the playback stopped
     assert events.index("PLAYBACK_STOP") < len(events)
 
@@ -183,7 +183,7 @@ def test_tts_is_refused_without_its_engine(call):
 
 def test_say_without_sound_files_fails_saying_so(call):
     run = call.flow({"module": "say", "data": {"text": "1234"},
-                     "children": {"_": setvar("said", "yes")}})
+                     "children": {"_": setvar("eslchan_said", "yes")}})
     assert finished(run) == "failed"
     assert "said nothing" in run.error
     assert run.notes["said"] is False
@@ -197,25 +197,25 @@ def test_say_without_sound_files_fails_saying_so(call):
 
 def test_collect_dtmf_branches_on_the_digits(call, simulator):
     run = call.flow({"module": "collect_dtmf", "data": {"max_digits": 2, "timeout": 5000},
-                     "children": {"42": setvar("got", "42"), "_": setvar("got", "other")}})
+                     "children": {"42": setvar("eslchan_got", "42"), "_": setvar("eslchan_got", "other")}})
     eventually(lambda: run.current_module == "collect_dtmf" and run.waiting)
     simulator.press_dtmf(call.a, "42")
     assert finished(run) == "finished"
-    assert simulator.channel(call.a).variables["got"] == "42"
+    assert simulator.channel(call.a).variables["eslchan_got"] == "42"
 
 
 def test_collect_dtmf_timeout_and_terminator_take_the_underscore_branch(call, simulator):
     run = call.flow({"module": "collect_dtmf", "data": {"timeout": 100},
-                     "children": {"_": {"module": "set_variable", "data": {"name": "got", "value": "none"}}}})
+                     "children": {"_": setvar("eslchan_got", "none")}})
     assert finished(run) == "finished"
-    assert simulator.channel(call.a).variables["got"] == "none"
-    run = call.flow({"module": "collect_dtmf", "data": {"max_digits": 4, "collection_name": "pin"},
-                     "children": {"7": {"module": "set_variable", "data": {"name": "got", "value": "7"}}}})
+    assert simulator.channel(call.a).variables["eslchan_got"] == "none"
+    run = call.flow({"module": "collect_dtmf", "data": {"max_digits": 4, "collection_name": "eslchan_pin"},
+                     "children": {"7": setvar("eslchan_got", "7")}})
     eventually(lambda: run.waiting)
     simulator.press_dtmf(call.a, "7#")
     assert finished(run) == "finished"
-    assert simulator.channel(call.a).variables["got"] == "7"
-    assert simulator.channel(call.a).variables["pin"] == "7"
+    assert simulator.channel(call.a).variables["eslchan_got"] == "7"
+    assert simulator.channel(call.a).variables["eslchan_pin"] == "7"
 
 
 def test_three_level_flow(daemon, simulator):
@@ -252,11 +252,11 @@ def test_barge_in_a_digit_during_the_prompt_answers_the_menu(call, simulator):
     long_prompt = "tone_stream://%(1000,1000,440);loops=100"  # 200 s (10 s at the simulator's speed)
     run = call.flow({"module": "play", "data": {"id": long_prompt, "leg": "self"}, "children": {"_": {
         "module": "collect_dtmf", "data": {"timeout": 3000},
-        "children": {"1": setvar("menu", "one"), "_": setvar("menu", "none")}}}})
+        "children": {"1": setvar("eslchan_menu", "one"), "_": setvar("eslchan_menu", "none")}}}})
     eventually(lambda: run.waiting and simulator.channel(call.a).app == "playback")
     simulator.press_dtmf(call.a, "1")
     assert finished(run) == "finished"
-    assert simulator.channel(call.a).variables["menu"] == "one"
+    assert simulator.channel(call.a).variables["eslchan_menu"] == "one"
     assert call.sent()[1] == f"api uuid_break {call.a}"  # the prompt was cut short
 
 
@@ -264,11 +264,11 @@ def test_no_barge_in_without_terminators(call, simulator):
     prompt = "tone_stream://%(1000,1000,440);loops=3"  # 6 s (0.3 s at the simulator's speed)
     run = call.flow({"module": "play", "data": {"id": prompt, "leg": "self", "terminators": []},
                      "children": {"_": {"module": "collect_dtmf", "data": {"timeout": 100},
-                                        "children": {"5": setvar("menu", "five")}}}})
+                                        "children": {"5": setvar("eslchan_menu", "five")}}}})
     eventually(lambda: run.waiting)
     simulator.press_dtmf(call.a, "5")  # typed ahead: kept for the menu, the prompt plays on
     assert finished(run) == "finished"
-    assert simulator.channel(call.a).variables["menu"] == "five"
+    assert simulator.channel(call.a).variables["eslchan_menu"] == "five"
     assert not any("uuid_break" in c for c in call.sent())
 
 

@@ -157,7 +157,8 @@ def test_the_unhold_key_on_a_loopback_leg_ends_the_run_saying_why(daemon, simula
     ended. A loopback leg cannot be unheld at all: the run says so and the music stops."""
     pair = Pair(daemon, simulator)
     music_stops = events(simulator, pair.b, "PLAYBACK_STOP")
-    run = pair.flow({"module": "hold", "data": {"unhold_key": "1"}, "children": {"_": setvar("x", "y")}})
+    run = pair.flow({"module": "hold", "data": {"unhold_key": "1"},
+                     "children": {"_": setvar("eslchan_x", "y")}})
     eventually(lambda: pair.channel.is_onhold)
     eventually(lambda: simulator.channel(pair.b).broadcasting)  # the peer hears the music
     assert simulator.api(f"uuid_recv_dtmf {pair.a} 1").startswith("+OK")

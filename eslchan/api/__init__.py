@@ -28,6 +28,7 @@ from eslchan.api import webhooks as webhooks_api
 from eslchan.api.auth import FailureLimiter, Tenancy, TokenService
 from eslchan.api.system import Metrics
 from eslchan.config import Config
+from eslchan.policy import PolicyBook
 
 __all__ = ["Metrics", "create_app"]
 
@@ -60,6 +61,7 @@ class ApiState:
         self._tokens: TokenService | None = None
         self._tenancy: Tenancy | None = None
         self._limiter: FailureLimiter | None = None
+        self._policies: PolicyBook | None = None
 
     @property
     def config(self) -> Config:
@@ -70,6 +72,7 @@ class ApiState:
         if config is not self._for:
             self._tokens = TokenService(config)
             self._tenancy = Tenancy.from_config(config)
+            self._policies = PolicyBook.from_config(config)
             if self._limiter is None:
                 self._limiter = FailureLimiter(config.auth.failed_auth_per_minute)
             else:  # keep counting failures across a reload
@@ -87,6 +90,13 @@ class ApiState:
         self._refresh()
         assert self._tenancy is not None
         return self._tenancy
+
+    @property
+    def policies(self) -> PolicyBook:
+        """Every account's policy (its event-stream limit is read here)."""
+        self._refresh()
+        assert self._policies is not None
+        return self._policies
 
     @property
     def limiter(self) -> FailureLimiter:

@@ -3,7 +3,12 @@
 Tokens are signed with the configured key and carry their own issue time, so any replica with the
 same configuration accepts them and nothing is stored. API keys are only ever compared as sha256
 hashes, in constant time, against every account (no early exit that would time which one matched).
-Failed attempts are counted per client address; past the configured rate the address gets 429.
+
+Failed ``api_auth`` attempts are counted per client address; past the configured rate the
+address's wrong keys get 429 instead of 401. The right key always gets its token (many clients
+may share an address behind a NAT, and one broken client must not lock the others out), and a
+bad token on an ordinary request is a 401 that counts nothing. What keeps keys from being
+guessed is their length (at least 16 characters), not this limit.
 """
 
 from __future__ import annotations
@@ -116,6 +121,8 @@ class FailureLimiter:
             if times is None:
                 times = self._failures[client] = deque()
             times.append(now)
+            while len(times) > max(1, self.per_minute):  # only the newest matter: bounded per client
+                times.popleft()
             self._failures.move_to_end(client)
             while len(self._failures) > self.max_clients:  # bounded memory under address spraying
                 self._failures.popitem(last=False)
@@ -173,8 +180,9 @@ def presented_token() -> str | None:
 
 
 def authenticate(fallback: str | None = None) -> Account:
-    """The account of the request's token; 401 without a valid one (429 once rate-limited).
-    ``fallback`` is a token from elsewhere in the request, used when no header carries one."""
+    """The account of the request's token; 401 without a valid one (never 429: a bad token is
+    no login attempt). ``fallback`` is a token from elsewhere in the request, used when no
+    header carries one."""
     account = g.get("account")
     if account is not None:
         return account
@@ -184,11 +192,6 @@ def authenticate(fallback: str | None = None) -> Account:
         token = fallback
     account = ext.tokens.verify(token) if token else None
     if account is None:
-        limited = _limited()
-        if limited is not None:
-            raise limited
-        if token:  # a missing token is a mistake; a bad one may be guessing
-            ext.limiter.failed(_client())
         raise ApiError(401, "invalid_credentials")
     g.account = account
     g.auth_token = token
@@ -210,9 +213,6 @@ bp = Blueprint("auth", __name__)
 
 @bp.route("/v2/api_auth", methods=["PUT"])
 def api_auth() -> Response:
-    limited = _limited()
-    if limited is not None:
-        raise limited
     data = typed_field(json_body().get("data"), "data", "object")
     api_key = data.get("api_key")
     if api_key is None:
@@ -222,7 +222,10 @@ def api_auth() -> Response:
     ext = current_app.extensions["eslchan"]
     account = ext.tokens.account_for_key(api_key)
     if account is None:
+        limited = _limited()  # checked before counting: the answer says when to try again
         ext.limiter.failed(_client())
+        if limited is not None:
+            raise limited
         raise ApiError(401, "invalid_credentials")
     token = ext.tokens.issue(account)
     g.auth_token = token

@@ -25,6 +25,7 @@ from eslchan.config import ACCOUNT_ID
 from eslchan.esl import commands
 from eslchan.esl.commands import CommandError
 from eslchan.esl.errors import CommandRejected, CommandTimeout, LinkDown
+from eslchan.policy import LimitExceeded, PolicyError
 from metaflow import StateError, Unsupported, ValidationFailed
 
 #: Owner and device ids are whatever the channel variables say; keep them to plain tokens.
@@ -72,6 +73,10 @@ def interpreter_errors(channel: Any) -> Iterator[None]:
         yield
     except ValidationFailed as exc:
         raise ApiError(400, "validation error", exc.errors) from None
+    except PolicyError as exc:  # outside the account's policy: nothing was sent
+        raise ApiError(403, "forbidden", exc.errors) from None
+    except LimitExceeded as exc:
+        raise limit_error(exc) from None
     except StateError as exc:
         errors = getattr(exc, "errors", None) or {"state": {"not_allowed": {"message": str(exc)}}}
         raise ApiError(400, "validation error", errors) from None
@@ -87,6 +92,12 @@ def interpreter_errors(channel: Any) -> Iterator[None]:
         raise ApiError(504, "freeswitch timeout", {"node": channel.node, "reason": str(exc)}) from None
     except LinkDown as exc:
         raise ApiError(503, "node unavailable", {"node": channel.node, "reason": str(exc)}) from None
+
+
+def limit_error(exc: LimitExceeded) -> ApiError:
+    """429 naming the limit (the policy key) and when to try again."""
+    data = {"rule": exc.rule, "limit": exc.limit, "reason": str(exc), "retry_after": exc.retry_after}
+    return ApiError(429, "too many requests", data, headers={"Retry-After": str(exc.retry_after)})
 
 
 # --- listings ------------------------------------------------------------------------------

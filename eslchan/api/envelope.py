@@ -34,8 +34,10 @@ MESSAGES = {
     405: "method not allowed",
     406: "not acceptable",
     413: "payload too large",
+    414: "request line too long",
     415: "unsupported media type",
     429: "too many requests",
+    431: "request header fields too large",
     500: "internal server error",
     502: "freeswitch error",
     503: "node unavailable",
@@ -141,6 +143,24 @@ def respond(
     for name, value in (headers or {}).items():
         resp.headers[name] = value
     return resp
+
+
+def bare_error(status: int, message: str, data: Any) -> bytes:
+    """An error envelope outside any request (the HTTP server refusing a malformed request
+    before the app sees it): a fresh request id, no token."""
+    data_json = _canonical(data)
+    rest = {
+        "auth_token": "",
+        "request_id": _uuid.uuid4().hex,
+        "revision": _digest(data_json),
+        "status": "error",
+        "timestamp": _timestamp(),
+        "node": _NODE,
+        "version": __version__,
+        "error": str(status),
+        "message": message,
+    }
+    return ('{"data":' + data_json + "," + json.dumps(rest, separators=(",", ":"))[1:]).encode("utf-8")
 
 
 def error_response(err: ApiError) -> Response:

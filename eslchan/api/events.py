@@ -11,25 +11,35 @@ a slow client never grows memory nor slows the registry. The client re-lists the
 Browsers' EventSource cannot set headers, so the token may also come as ``?auth_token=``.
 The token is checked again at every keepalive: a stream ends when its token expires or is
 revoked, or when the account is no longer reachable after a configuration reload.
+
+Streams are bounded per token's account (its policy's ``max_streams``, 429 beyond) and per
+instance (503 beyond). A client that stops reading cannot hold its greenlet, socket or queue:
+on overflow its queue is emptied at once, and a write it does not take within
+``http.stream_write_timeout`` ends the connection. A client that goes away frees its slot at
+once: a watcher on the socket (which the server puts in the WSGI environ) sees the end of the
+connection without waiting for the next write.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import gevent.queue
+import gevent.socket
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from eslchan.api.auth import authenticate
-from eslchan.api.channels import checked_account
+from eslchan.api.channels import checked_account, limit_error
 from eslchan.api.envelope import ApiError, field_error
 from eslchan.config import DEFAULT_EVENTS, Account
+from eslchan.policy import LimitExceeded
 from eslchan.registry.channel import GREGORIAN_OFFSET
 from eslchan.registry.registry import CHANNEL_EVENTS
 
@@ -37,7 +47,14 @@ from eslchan.registry.registry import CHANNEL_EVENTS
 KEEPALIVE = "EVENTS_KEEPALIVE_SECONDS"
 QUEUE_MAX = "EVENTS_QUEUE_MAX"
 MAX_STREAMS = "EVENTS_MAX_STREAMS"
-DEFAULTS = {KEEPALIVE: 15.0, QUEUE_MAX: 1000, MAX_STREAMS: 100}
+WRITE_TIMEOUT = "EVENTS_WRITE_TIMEOUT"
+DEFAULTS = {KEEPALIVE: 15.0, QUEUE_MAX: 1000, MAX_STREAMS: 100, WRITE_TIMEOUT: 10.0}
+#: The WSGI environ key under which the server hands the client's socket to the app.
+SOCKET_KEY = "eslchan.socket"
+#: Bytes a stream's client may send after its request before it is cut off (it has no reason to).
+_MAX_INBOUND = 64 * 1024
+#: The kernel's send buffer of a stream's socket (left alone it grows to megabytes per client).
+_SEND_BUFFER = 128 * 1024
 
 #: ?events=: comma-separated FreeSWITCH event names (either case), at most 32 of them.
 EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -64,6 +81,7 @@ class _Stream:
         "queue_max",
         "overflowed",
         "closing",
+        "watcher",
     )
 
     def __init__(
@@ -85,6 +103,7 @@ class _Stream:
         self.queue: gevent.queue.Queue = gevent.queue.Queue(maxsize=max(1, queue_max))
         self.overflowed = False
         self.closing = False
+        self.watcher: gevent.Greenlet | None = None
 
 
 def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple[str, str]:
@@ -134,7 +153,8 @@ class EventHub:
         """Whether the hub is subscribed to the registry (only while a stream is open)."""
         return self._unlisten is not None
 
-    def open(self, stream: _Stream) -> None:
+    def open(self, stream: _Stream, per_account: int) -> None:
+        """Count ``stream`` in; 503 past the instance's cap, 429 past its account's."""
         if self.closed:
             raise ApiError(503, "shutting down", {"reason": "eslchan is stopping"})
         limit = int(self._app.config[MAX_STREAMS])
@@ -142,6 +162,10 @@ class EventHub:
             raise ApiError(
                 503, "too many event streams", {"max_streams": limit}, headers={"Retry-After": "5"}
             )
+        held = sum(1 for s in self._streams if s.actor.id == stream.actor.id)
+        if held >= per_account:
+            raise limit_error(LimitExceeded("max_streams", per_account,
+                                            f"the account already holds {held} event streams"))
         self._streams.append(stream)
         self.opened += 1
         if self._unlisten is None:
@@ -152,6 +176,9 @@ class EventHub:
             self._streams.remove(stream)
         except ValueError:
             pass
+        watcher, stream.watcher = stream.watcher, None
+        if watcher is not None and watcher is not gevent.getcurrent():
+            watcher.kill(block=False)
         if not self._streams and self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
@@ -188,6 +215,40 @@ class EventHub:
                 stream.overflowed = True
                 self.overflows += 1
                 self.close_stream(stream)  # no more work for it; its greenlet says overflow and ends
+                _drain(stream)  # what it will never read is freed now, not when its socket gives up
+
+
+def _drain(stream: _Stream) -> None:
+    """Empty a stream's queue and leave only the marker that wakes its greenlet."""
+    while True:
+        try:
+            stream.queue.get_nowait()
+        except gevent.queue.Empty:
+            break
+    stream.queue.put_nowait(_CLOSE)
+
+
+def _watch(hub: EventHub, stream: _Stream, sock: Any) -> None:
+    """End the stream as soon as its client closes the connection (pywsgi only notices on the
+    next write, up to a keepalive later). Anything the client sends meanwhile is discarded."""
+    received = 0
+    try:
+        while True:
+            gevent.socket.wait_read(sock.fileno())
+            data = sock.recv(4096)
+            received += len(data)
+            if not data or received > _MAX_INBOUND:
+                break
+    except (OSError, ValueError):  # reset, or the server closed the socket first
+        pass
+    if stream.watcher is gevent.getcurrent():
+        stream.watcher = None
+        stream.closing = True
+        hub.close_stream(stream)
+        try:
+            stream.queue.put_nowait(_CLOSE)
+        except gevent.queue.Full:
+            _drain(stream)
 
 
 def hub_of(app: Flask) -> EventHub:
@@ -326,6 +387,8 @@ def _run(app: Flask, hub: EventHub, stream: _Stream, keepalive: float) -> Iterat
             except gevent.queue.Empty:
                 yield ": keepalive\n\n"
                 continue
+            if item is _CLOSE:
+                continue  # the loop's head says why (overflow, closing)
             out: list[str] = []
             while item is not _CLOSE:
                 seq += 1
@@ -356,7 +419,19 @@ def account_events(account_id: str) -> Response:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     hub = hub_of(app)
     stream = _Stream(account_id, actor, token, descendants, names, int(app.config[QUEUE_MAX]))
-    hub.open(stream)
+    hub.open(stream, current_app.extensions["eslchan"].policies.for_account(actor.id).max_streams)
+    sock = request.environ.get(SOCKET_KEY)
+    if sock is not None:
+        # a write the client does not take in time ends the connection (and the greenlet),
+        # and what the kernel holds for a client that stopped reading is bounded too
+        sock.settimeout(float(app.config[WRITE_TIMEOUT]))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+        except OSError:
+            pass
+        stream.watcher = gevent.spawn(_watch, hub, stream, sock)
+    # the watcher reads the socket: no second request may follow on this connection
+    headers["Connection"] = "close"
     response = Response(
         _run(app, hub, stream, float(app.config[KEEPALIVE])),
         status=200,

@@ -1,4 +1,9 @@
-"""Operations endpoints: GET /health (per-node link state) and GET /metrics (Prometheus text)."""
+"""Operations endpoints: GET /health (per-node link state) and GET /metrics (Prometheus text).
+
+/health needs no token and then says only, per node, ``up``, ``degraded`` (linked, but its
+last command went unanswered) or ``down``: addresses, error texts and counts are for a
+superduper admin's token, or for everyone with ``[http] health_details = true``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from eslchan.api.auth import presented_token
 from eslchan.api.envelope import ApiError, request_id, respond
 
 access_log = logging.getLogger("eslchan.access")
@@ -46,6 +52,10 @@ class _LiveCollector(Collector):
         yield channels
 
         up = GaugeMetricFamily("eslchan_link_up", "1 when the node's ESL link is up", labels=["node"])
+        degraded = GaugeMetricFamily(
+            "eslchan_link_degraded", "1 when the node's link is up but its last command went unanswered",
+            labels=["node"],
+        )
         state = GaugeMetricFamily(
             "eslchan_link_state",
             "The node's ESL link state (1 for the current one)",
@@ -68,6 +78,7 @@ class _LiveCollector(Collector):
         )
         for name, link in sorted(self._links.items()):
             up.add_metric([name], 1 if link.is_up else 0)
+            degraded.add_metric([name], 1 if getattr(link, "degraded", False) else 0)
             for s in LINK_STATES:
                 state.add_metric([name, s], 1 if link.state == s else 0)
             stats = dict(link.stats)
@@ -76,7 +87,7 @@ class _LiveCollector(Collector):
             reconnects.add_metric([name], float(stats.get("reconnects", 0)))
             lost.add_metric([name], float(stats.get("lost_event_reports", 0)))
             queue.add_metric([name], float(stats.get("event_queue", 0)))
-        yield from (up, state, received, dropped, reconnects, lost, queue)
+        yield from (up, degraded, state, received, dropped, reconnects, lost, queue)
 
 
 class Metrics:
@@ -147,29 +158,50 @@ def _access_log(resp: Response) -> Response:
 bp = Blueprint("system", __name__)
 
 
+def node_state(link: Any) -> str:
+    """What anyone may know of a node: up, degraded or down."""
+    if not link.is_up:
+        return "down"
+    return "degraded" if getattr(link, "degraded", False) else "up"
+
+
+def _details_allowed(ext: Any) -> bool:
+    if ext.config.http.health_details:
+        return True
+    token = presented_token()
+    account = ext.tokens.verify(token) if token else None  # a bad token is just no token here
+    return bool(account is not None and account.superduper_admin)
+
+
 @bp.route("/health", methods=["GET"])
 def health() -> Response:
     ext = current_app.extensions["eslchan"]
-    nodes = {}
+    details = _details_allowed(ext)
+    nodes: dict[str, dict[str, Any]] = {}
     for name, link in sorted(ext.links.items()):
-        stats = dict(link.stats)
-        nodes[name] = {
-            "state": link.state,
-            "up": bool(link.is_up),
-            "channels": len(ext.registry.for_node(name)),
-            "events_received": stats.get("events_received", 0),
-            "events_dropped": stats.get("events_dropped", 0),
-            "reconnects": stats.get("reconnects", 0),
-            "last_error": stats.get("last_error"),
-        }
-    data = {
-        "status": "ok" if any(n["up"] for n in nodes.values()) else "unavailable",
+        nodes[name] = {"state": node_state(link)}
+        if details:
+            stats = dict(link.stats)
+            nodes[name].update(
+                link_state=link.state,
+                up=bool(link.is_up),
+                address=f"{link.node.host}:{link.node.port}",
+                channels=len(ext.registry.for_node(name)),
+                events_received=stats.get("events_received", 0),
+                events_dropped=stats.get("events_dropped", 0),
+                reconnects=stats.get("reconnects", 0),
+                command_timeouts=stats.get("command_timeouts", 0),
+                last_error=stats.get("last_error"),
+            )
+    states = [n["state"] for n in nodes.values()]
+    up = sum(1 for s in states if s != "down")
+    data: dict[str, Any] = {
+        "status": "unavailable" if not up else "degraded" if "degraded" in states else "ok",
         "nodes": nodes,
-        "nodes_up": sum(1 for n in nodes.values() if n["up"]),
-        "channels": len(ext.registry),
-        "uptime_s": int(time.monotonic() - ext.started),
     }
-    if not data["nodes_up"]:
+    if details:
+        data.update(nodes_up=up, channels=len(ext.registry), uptime_s=int(time.monotonic() - ext.started))
+    if not up:
         raise ApiError(503, "no node connected", data)
     return respond(data)
 

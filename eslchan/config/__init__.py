@@ -24,6 +24,7 @@ from eslchan.config.link import DEFAULT_EVENTS, LinkOptions, parse_link
 from eslchan.config.logging import LoggingConfig, parse_logging
 from eslchan.config.metaflow import MEDIA_ID, MetaflowConfig, parse_metaflow
 from eslchan.config.nodes import NODE_NAME, NodeConfig, parse_nodes
+from eslchan.config.policy import PolicyConfig, check_policy, parse_policy
 from eslchan.config.reader import MISSING_SECRET, ConfigError, Reader
 from eslchan.config.webhooks import WebhooksConfig, parse_webhooks
 
@@ -43,6 +44,7 @@ __all__ = [
     "LoggingConfig",
     "MetaflowConfig",
     "NodeConfig",
+    "PolicyConfig",
     "VariableMapping",
     "WebhooksConfig",
     "hash_api_key",
@@ -61,6 +63,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     metaflow: MetaflowConfig = field(default_factory=MetaflowConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     #: None: webhooks are off (no ``[webhooks]`` table)
     webhooks: WebhooksConfig | None = None
     source: Path | None = None
@@ -97,7 +100,10 @@ def parse_config(
     problems: list[tuple[str, str]] = []
     r = Reader(problems, dict(os.environ) if env is None else env)
     top = r.table(
-        raw, "", {"http", "nodes", "link", "channels", "accounts", "auth", "metaflow", "logging", "webhooks"}
+        raw,
+        "",
+        {"http", "nodes", "link", "channels", "accounts", "auth", "metaflow", "logging", "webhooks",
+         "policy"},
     )
     # tables are read in this order so that problems are reported in it
     http = parse_http(r, top.get("http"))
@@ -108,6 +114,11 @@ def parse_config(
     auth = parse_auth(r, top.get("auth"))
     metaflow = parse_metaflow(r, top.get("metaflow"), source)
     logging_cfg = parse_logging(r, top.get("logging"))
+    policy = parse_policy(r, top.get("policy"), "policy")
+    # a policy is judged against the variables that carry tenancy (the [channels] mapping)
+    check_policy(r, "policy", policy, channels.mapping, channels.preset)
+    for i, acc in enumerate(accounts):
+        check_policy(r, f"accounts[{i}].policy", dict(acc.policy), channels.mapping, channels.preset)
     webhooks = parse_webhooks(r, top.get("webhooks"), source)
 
     if problems:
@@ -122,5 +133,6 @@ def parse_config(
         metaflow=metaflow,
         logging=logging_cfg,
         webhooks=webhooks,
+        policy=PolicyConfig(**policy),
         source=source,
     )

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from eslchan.config.policy import CONTEXT_NAME, ENDPOINT_PATTERN, REALM_NAME, parse_policy
 from eslchan.config.reader import MISSING_SECRET, Reader
 
 ACCOUNT_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -24,6 +25,14 @@ class Account:
     api_key_hash: str
     parent: str | None = None
     superduper_admin: bool = False
+    #: the account's own dialplan context (None: ``metaflow.default_context``)
+    context: str | None = None
+    #: the account's SIP domain: targets may name it (``1001@realm``)
+    realm: str | None = None
+    #: globs of the dial-string endpoints the account may originate to (SPEC §10)
+    endpoints: tuple[str, ...] = ()
+    #: ``[accounts.policy]``: the policy keys this account overrides, as (key, value) pairs
+    policy: tuple[tuple[str, Any], ...] = ()
 
 
 def parse_accounts(r: Reader, data: Any) -> list[Account]:
@@ -36,7 +45,8 @@ def parse_accounts(r: Reader, data: Any) -> list[Account]:
         t = r.table(
             item,
             key,
-            {"id", "name", "parent", "api_key", "api_key_env", "api_key_hash", "superduper_admin"},
+            {"id", "name", "parent", "api_key", "api_key_env", "api_key_hash", "superduper_admin",
+             "context", "realm", "endpoints", "policy"},
         )
         acc_id = r.get(t, key, "id", str, "")
         if not ACCOUNT_ID.match(acc_id):
@@ -54,6 +64,19 @@ def parse_accounts(r: Reader, data: Any) -> list[Account]:
             key_hash = hash_api_key(api_key)
         if key_hash is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", key_hash):
             r.problems.append((f"{key}.api_key_hash", "must be sha256:<64 hex>"))
+        context = r.get(t, key, "context", str, None)
+        if context is not None and not CONTEXT_NAME.fullmatch(context):
+            r.problems.append((f"{key}.context", "must be a dialplan context: letters, digits, _ . - (1-64)"))
+        realm = r.get(t, key, "realm", str, None)
+        if realm is not None and not REALM_NAME.fullmatch(realm):
+            r.problems.append((f"{key}.realm", "must be a domain name such as acme.example.com"))
+        endpoints = r.get(t, key, "endpoints", list, [])
+        bad = [e for e in endpoints if not isinstance(e, str) or not ENDPOINT_PATTERN.fullmatch(e)
+               or ":_:" in e or "/" not in e]
+        if bad:
+            r.problems.append((f"{key}.endpoints", "each is a glob of a dial endpoint such as "
+                               f"'user/*@acme.example' (no spaces, braces, brackets, commas): {bad[:3]!r}"))
+        policy = parse_policy(r, t.get("policy"), f"{key}.policy")
         accounts.append(
             Account(
                 id=acc_id,
@@ -61,6 +84,10 @@ def parse_accounts(r: Reader, data: Any) -> list[Account]:
                 api_key_hash=key_hash or "",
                 parent=parent,
                 superduper_admin=r.get(t, key, "superduper_admin", bool, False),
+                context=context,
+                realm=realm.lower() if realm else None,
+                endpoints=tuple(e for e in endpoints if isinstance(e, str)),
+                policy=tuple(sorted(policy.items())),
             )
         )
     ids = [a.id for a in accounts]

@@ -39,6 +39,7 @@ class VariableMapping:
 @dataclass(frozen=True)
 class ChannelsConfig:
     mapping: VariableMapping = field(default_factory=VariableMapping)
+    preset: str = "eslchan"
     system_wide_channels_list: bool = False
     stale_grace_seconds: float = 30.0
 
@@ -71,6 +72,7 @@ def parse_channels(r: Reader, data: Any) -> ChannelsConfig:
         mapping = VariableMapping(**{**mapping.__dict__, **overrides})
     return ChannelsConfig(
         mapping=mapping,
+        preset=preset,
         system_wide_channels_list=r.get(t, "channels", "system_wide_channels_list", bool, False),
         stale_grace_seconds=r.positive(t, "channels", "stale_grace_seconds", 30.0),
     )

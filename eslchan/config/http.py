@@ -14,6 +14,10 @@ class HttpConfig:
     listen: str = "127.0.0.1:8000"
     max_body_bytes: int = 64 * 1024
     drain_seconds: float = 10.0
+    #: an event-stream client that takes longer than this to accept a write is dropped
+    stream_write_timeout: float = 10.0
+    #: unauthenticated /health shows node details (address, errors, counts), not only states
+    health_details: bool = False
 
     @property
     def host(self) -> str:
@@ -25,11 +29,17 @@ class HttpConfig:
 
 
 def parse_http(r: Reader, data: Any) -> HttpConfig:
-    h = r.table(data, "http", {"listen", "max_body_bytes", "drain_seconds"})
+    h = r.table(
+        data,
+        "http",
+        {"listen", "max_body_bytes", "drain_seconds", "stream_write_timeout", "health_details"},
+    )
     http = HttpConfig(
         listen=r.get(h, "http", "listen", str, HttpConfig.listen),
         max_body_bytes=r.positive(h, "http", "max_body_bytes", HttpConfig.max_body_bytes, int),
         drain_seconds=r.positive(h, "http", "drain_seconds", HttpConfig.drain_seconds),
+        stream_write_timeout=r.positive(h, "http", "stream_write_timeout", HttpConfig.stream_write_timeout),
+        health_details=r.get(h, "http", "health_details", bool, False),
     )
     if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):\d{1,5}", http.listen):
         r.problems.append(("http.listen", f"must be HOST:PORT, not {http.listen!r}"))

@@ -21,7 +21,7 @@ class MetaflowConfig:
         default_factory=lambda: {
             "device": "user/{id}",
             "user": "user/{id}",
-            "number": "loopback/{number}/default",
+            "number": "loopback/{number}/{context}",
         }
     )
     callflows_dir: Path | None = None

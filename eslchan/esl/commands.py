@@ -6,6 +6,12 @@ starts another), a space (which splits api arguments), ``{…}``/``[…]``/``,``
 reshape dial strings) or ``${…}`` (which FreeSWITCH expands, and which can call APIs) never
 reaches FreeSWITCH unless the grammar allows it in a place where it is harmless. A refused
 value raises :class:`CommandError` before a single byte is sent.
+
+Commands keep their structure beside their bytes: every :class:`Arg` says which validator
+minted it (``kind``), composite arguments keep their parts (a dial string its endpoint and
+variables, an ``&app(arg)`` its application and argument), and a :class:`Command` keeps its
+api arguments or its executed application. The tenancy policy's send-time guard reads that
+structure, never the bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field  # "field" is every validator's parameter
 
 __all__ = [
+    "AppRef",
     "Arg",
+    "Assignment",
     "Command",
     "CommandError",
     "HANGUP_CAUSES",
@@ -31,9 +39,13 @@ __all__ = [
     "bgapi",
     "context",
     "control",
+    "DialString",
+    "Joined",
+    "SYSTEM_VARIABLES",
     "digit_binding",
     "dial_string",
     "dial_target",
+    "dialplan",
     "digits",
     "endpoint",
     "enum",
@@ -43,6 +55,8 @@ __all__ = [
     "hangup_cause",
     "integer",
     "media",
+    "system_var",
+    "tenancy_var",
     "uuid",
     "var_name",
     "var_value",
@@ -63,27 +77,59 @@ _MINT = object()  # only this module can mint an Arg
 
 
 class Arg(str):
-    """A validated token. ``last_only`` marks values with spaces or quotes: FreeSWITCH splits
-    api arguments on spaces, so such a value is only safe as the final argument of an api
-    command (where the command takes the rest of the line)."""
+    """A validated token. ``kind`` names the validator that minted it (``uuid``, ``var_name``,
+    ``system_var``, ``context``, ``media``…). ``last_only`` marks values with spaces or
+    quotes: FreeSWITCH splits api arguments on spaces, so such a value is only safe as the
+    final argument of an api command (where the command takes the rest of the line)."""
 
     field: str
+    kind: str
     last_only: bool
 
-    def __new__(cls, value: str, field: str, token: object, last_only: bool = False) -> Arg:
+    def __new__(cls, value: str, field: str, token: object, last_only: bool = False,
+                kind: str = "arg") -> Arg:
         if token is not _MINT:
             raise TypeError("Arg values are made by eslchan.esl.commands validators only")
         self = super().__new__(cls, value)
         self.field = field
+        self.kind = kind
         self.last_only = last_only
         return self
 
     def __repr__(self) -> str:
-        return f"Arg({str.__repr__(self)}, field={self.field!r})"
+        return f"{type(self).__name__}({str.__repr__(self)}, field={self.field!r}, kind={self.kind!r})"
 
 
-def _mint(value: str, field: str, last_only: bool = False) -> Arg:
-    return Arg(value, field, _MINT, last_only)
+class DialString(Arg):
+    """``{k=v,…}endpoint``, with its parsed parts."""
+
+    endpoint: Arg
+    variables: tuple[tuple[Arg, Arg], ...]
+
+
+class AppRef(Arg):
+    """``&app(arg)``: what an originated leg runs once answered."""
+
+    app: str
+    app_arg: Arg | None
+
+
+class Assignment(Arg):
+    """``name=value`` for the set/export applications."""
+
+    name: Arg
+    value: Arg
+
+
+class Joined(Arg):
+    """Validated tokens joined by one separator (``say`` arguments, ``engine|voice|text``)."""
+
+    parts: tuple[Arg, ...]
+    sep: str
+
+
+def _mint(value: str, field: str, kind: str, last_only: bool = False, cls: type[Arg] = Arg) -> Arg:
+    return cls(value, field, _MINT, last_only, kind)
 
 
 def _text(value: object, field: str, max_len: int) -> str:
@@ -162,7 +208,7 @@ HANGUP_CAUSES = frozenset(
 
 def uuid(value: object, field: str = "uuid") -> Arg:
     """A channel/job UUID (8-4-4-4-12 hex), lower-cased."""
-    return _mint(_grammar(value, field, _UUID, "UUID (8-4-4-4-12 hex)", 36).lower(), field)
+    return _mint(_grammar(value, field, _UUID, "UUID (8-4-4-4-12 hex)", 36).lower(), field, "uuid")
 
 
 _as_uuid = uuid  # the name ``uuid`` is also a parameter of the command builders
@@ -170,7 +216,7 @@ _as_uuid = uuid  # the name ``uuid`` is also a parameter of the command builders
 
 def dial_target(value: object, field: str = "target") -> Arg:
     """An extension, number or SIP user: ``[A-Za-z0-9+*#._@-]``, 1-64, no leading '-'."""
-    return _mint(_grammar(value, field, _DIAL_TARGET, "dial target", 64), field)
+    return _mint(_grammar(value, field, _DIAL_TARGET, "dial target", 64), field, "dial_target")
 
 
 def endpoint(value: object, field: str = "endpoint") -> Arg:
@@ -178,17 +224,45 @@ def endpoint(value: object, field: str = "endpoint") -> Arg:
     text = _grammar(value, field, _ENDPOINT, "dial endpoint", 256)
     if "/" not in text:
         raise CommandError(field, "not a valid dial endpoint (expected type/address)")
-    return _mint(text, field)
+    return _mint(text, field, "endpoint")
 
 
 def context(value: object, field: str = "context") -> Arg:
-    """A dialplan name or context: ``[A-Za-z0-9_.-]``, 1-64."""
-    return _mint(_grammar(value, field, _CONTEXT, "context name", 64), field)
+    """A dialplan context: ``[A-Za-z0-9_.-]``, 1-64."""
+    return _mint(_grammar(value, field, _CONTEXT, "context name", 64), field, "context")
+
+
+def dialplan(value: object, field: str = "dialplan") -> Arg:
+    """A dialplan name (``XML``, ``inline``…): the same grammar as a context."""
+    return _mint(_grammar(value, field, _CONTEXT, "dialplan name", 64), field, "dialplan")
 
 
 def var_name(value: object, field: str = "name") -> Arg:
-    """A channel variable name."""
-    return _mint(_grammar(value, field, _VAR_NAME, "variable name", 64), field)
+    """A channel variable name a caller chose: the tenancy policy decides whether it may be set."""
+    return _mint(_grammar(value, field, _VAR_NAME, "variable name", 64), field, "var_name")
+
+
+#: Variables eslchan itself sets while running a module (never names a tenant chose). The
+#: policy's guard accepts these whatever the account's variable rule, and checks their values.
+SYSTEM_VARIABLES = frozenset(
+    """origination_uuid originate_timeout origination_caller_id_name origination_caller_id_number
+    park_after_bridge hold_music sip_auto_answer RECORD_MIN_SEC record_sample_rate
+    eslchan_recording_label""".split()
+)
+
+
+def system_var(name: str, field: str = "name") -> Arg:
+    """One of :data:`SYSTEM_VARIABLES`, for eslchan's own use (not for a tenant's input)."""
+    if name not in SYSTEM_VARIABLES:
+        raise CommandError(field, f"{name!r} is not a variable eslchan sets itself")
+    return _mint(name, field, "system_var")
+
+
+def tenancy_var(name: object, field: str = "name") -> Arg:
+    """A tenancy variable (account, owner, authorizing id/type of the channel-variable mapping)
+    that eslchan sets on a leg it creates. The guard accepts it only when it is one of the
+    mapping's names and, for the account, only with the run's own account id as its value."""
+    return _mint(_grammar(name, field, _VAR_NAME, "variable name", 64), field, "tenancy_var")
 
 
 def _no_expansion(text: str, field: str) -> None:
@@ -203,7 +277,7 @@ def var_value(value: object, field: str = "value", max_len: int = 1024) -> Arg:
     """
     text = _text(value, field, max_len)
     _no_expansion(text, field)
-    return _mint(text, field, last_only=_needs_tail(text))
+    return _mint(text, field, "var_value", last_only=_needs_tail(text))
 
 
 def _needs_tail(text: str) -> bool:
@@ -228,7 +302,7 @@ def media(value: object, field: str = "media") -> Arg:
         raise CommandError(field, "'::' (application call) not allowed in media")
     if ".." in text.split("?")[0].split("/"):
         raise CommandError(field, "'..' path segments not allowed")
-    return _mint(text, field)
+    return _mint(text, field, "media")
 
 
 def free_text(value: object, field: str = "text", max_len: int = 1024) -> Arg:
@@ -239,12 +313,12 @@ def free_text(value: object, field: str = "text", max_len: int = 1024) -> Arg:
     for bad in ("{", "}", "[", "]", "'", "\\"):
         if bad in text:
             raise CommandError(field, f"character {bad!r} not allowed")
-    return _mint(text, field, last_only=_needs_tail(text))
+    return _mint(text, field, "free_text", last_only=_needs_tail(text))
 
 
 def digits(value: object, field: str = "digits", max_len: int = 64) -> Arg:
     """DTMF digits ``[0-9*#A-Da-dwW]``."""
-    return _mint(_grammar(value, field, _DIGITS, "DTMF digit string", max_len), field)
+    return _mint(_grammar(value, field, _DIGITS, "DTMF digit string", max_len), field, "digits")
 
 
 def enum(value: object, choices: Iterable[str], field: str) -> Arg:
@@ -254,7 +328,7 @@ def enum(value: object, choices: Iterable[str], field: str) -> Arg:
         _text(value, field, 256)  # a choice list is code, but a bad one must not slip through
         if " " in value:
             raise CommandError(field, "choices must be single words")
-        return _mint(value, field)
+        return _mint(value, field, "enum")
     raise CommandError(field, f"must be one of {', '.join(allowed)}")
 
 
@@ -270,7 +344,7 @@ def integer(value: object, field: str, lo: int, hi: int) -> Arg:
         raise CommandError(field, "must be an integer")
     if not lo <= number <= hi:
         raise CommandError(field, f"must be between {lo} and {hi}")
-    return _mint(str(number), field)
+    return _mint(str(number), field, "integer")
 
 
 def hangup_cause(value: object, field: str = "cause") -> Arg:
@@ -278,15 +352,15 @@ def hangup_cause(value: object, field: str = "cause") -> Arg:
     text = _grammar(value, field, _CAUSE, "hangup cause", 48)
     if text not in HANGUP_CAUSES:
         raise CommandError(field, f"unknown hangup cause {text}")
-    return _mint(text, field)
+    return _mint(text, field, "hangup_cause")
 
 
 def word(value: object, field: str = "word") -> Arg:
     """A bare keyword or flag of a command, e.g. ``json``, ``aleg``, ``-bleg``, ``off``."""
-    return _mint(_grammar(value, field, _WORD, "keyword", 33), field)
+    return _mint(_grammar(value, field, _WORD, "keyword", 33), field, "word")
 
 
-def dial_string(endpoint: Arg, vars: Mapping[Arg, Arg] | None = None) -> Arg:
+def dial_string(endpoint: Arg, vars: Mapping[Arg, Arg] | None = None) -> DialString:
     """``{k=v,…}endpoint``. Values are escaped for dial strings: ``,`` becomes ``\\,`` and a
     value with spaces is single-quoted; quotes, braces, brackets, backslashes and ``^`` are
     refused."""
@@ -294,10 +368,9 @@ def dial_string(endpoint: Arg, vars: Mapping[Arg, Arg] | None = None) -> Arg:
     if not (_ENDPOINT.fullmatch(endpoint) or _DIAL_TARGET.fullmatch(endpoint)):
         # e.g. a var_value with spaces would add originate arguments
         raise CommandError(endpoint.field, "not a valid dial endpoint")
-    if not vars:
-        return _mint(str(endpoint), endpoint.field)
     parts = []
-    for name, value in vars.items():
+    pairs = []
+    for name, value in (vars or {}).items():
         _require_arg(name, "name")
         _require_arg(value, "value")
         if not _VAR_NAME.fullmatch(name):
@@ -310,13 +383,18 @@ def dial_string(endpoint: Arg, vars: Mapping[Arg, Arg] | None = None) -> Arg:
         if " " in escaped:
             escaped = f"'{escaped}'"
         parts.append(f"{name}={escaped}")
-    return _mint("{" + ",".join(parts) + "}" + endpoint, endpoint.field)
+        pairs.append((name, value))
+    text = ("{" + ",".join(parts) + "}" if parts else "") + endpoint
+    out = _mint(text, endpoint.field, "dial_string", cls=DialString)
+    assert isinstance(out, DialString)
+    out.endpoint, out.variables = endpoint, tuple(pairs)
+    return out
 
 
 _JOIN_SEPARATORS = frozenset({" ", "|", "=", ":"})
 
 
-def join(args: Iterable[Arg], sep: str = " ", field: str | None = None) -> Arg:
+def join(args: Iterable[Arg], sep: str = " ", field: str | None = None) -> Joined:
     """Validated tokens joined into one argument, e.g. ``say`` args or ``engine|voice|text``.
     Only a few separators are allowed; ``,`` is not (it splits dial strings)."""
     parts = list(args)
@@ -327,27 +405,38 @@ def join(args: Iterable[Arg], sep: str = " ", field: str | None = None) -> Arg:
     for part in parts:
         _require_arg(part, "part")
     text = sep.join(parts)
-    return _mint(text, field or parts[-1].field, any(p.last_only for p in parts) or " " in text)
+    out = _mint(text, field or parts[-1].field, "join", any(p.last_only for p in parts) or " " in text,
+                cls=Joined)
+    assert isinstance(out, Joined)
+    out.parts, out.sep = tuple(parts), sep
+    return out
 
 
-def app_ref(app: str, arg: Arg | None = None) -> Arg:
+def app_ref(app: str, arg: Arg | None = None) -> AppRef:
     """The ``&app(arg)`` part of an originate: what the new leg runs once answered."""
     _check_name(app, APPLICATIONS, "application")
     if arg is None:
-        return _mint(f"&{app}()", "application")
-    _require_arg(arg, "arg")
-    if arg.last_only or ")" in arg:
-        raise CommandError(arg.field, "spaces, quotes and ')' not allowed in an originate app")
-    return _mint(f"&{app}({arg})", arg.field)
+        out = _mint(f"&{app}()", "application", "app_ref", cls=AppRef)
+    else:
+        _require_arg(arg, "arg")
+        if arg.last_only or ")" in arg:
+            raise CommandError(arg.field, "spaces, quotes and ')' not allowed in an originate app")
+        out = _mint(f"&{app}({arg})", arg.field, "app_ref", cls=AppRef)
+    assert isinstance(out, AppRef)
+    out.app, out.app_arg = app, arg
+    return out
 
 
-def assignment(name: Arg, value: Arg) -> Arg:
+def assignment(name: Arg, value: Arg) -> Assignment:
     """``name=value`` for the set/export applications (value may be an empty var_value)."""
     _require_arg(name, "name")
     _require_arg(value, "value")
     if not _VAR_NAME.fullmatch(name):
         raise CommandError(name.field, "not a valid variable name")
-    return _mint(f"{name}={value}", value.field, value.last_only)
+    out = _mint(f"{name}={value}", value.field, "assignment", value.last_only, cls=Assignment)
+    assert isinstance(out, Assignment)
+    out.name, out.value = name, value
+    return out
 
 
 def digit_binding(realm: Arg, digits_: Arg, app: str) -> Arg:
@@ -360,7 +449,7 @@ def digit_binding(realm: Arg, digits_: Arg, app: str) -> Arg:
     if not _DIGITS.fullmatch(digits_):
         raise CommandError(digits_.field, "not a valid DTMF digit string")
     _check_name(app, APPLICATIONS, "application")
-    return _mint(f"{realm},{digits_},exec[H]:{app}", digits_.field)
+    return _mint(f"{realm},{digits_},exec[H]:{app}", digits_.field, "digit_binding")
 
 
 def _require_arg(value: object, what: str) -> None:
@@ -387,9 +476,12 @@ class Command:
     text: str  # human readable, never holds a password
     job_uuid: str | None = None  # bgapi: the Job-UUID its BACKGROUND_JOB will carry
     event_uuid: str | None = None  # execute: the Application-UUID of its CHANNEL_EXECUTE*
-    app: str | None = None  # execute: the dialplan application it runs
-    target: str | None = None  # execute: the channel it runs on
-    loops: int = 1  # execute: runs of the application (each fires its own EXECUTE/COMPLETE)
+    # the structure the policy guard reads (the bytes above are what it let through)
+    args: tuple[Arg, ...] = ()  # api/bgapi: the arguments after the command name
+    uuid: Arg | None = None  # sendmsg: the channel it acts on
+    app: str | None = None  # sendmsg execute: the application
+    app_arg: Arg | None = None  # sendmsg execute: the application's argument
+    loops: int = 1  # sendmsg execute: runs of the application (each fires its own EXECUTE/COMPLETE)
 
 
 #: api commands eslchan may send.
@@ -440,7 +532,7 @@ def _api_line(name: str, args: tuple[Arg, ...]) -> str:
 def api(name: str, *args: Arg) -> Command:
     """``api <name> <args…>``; the reply is an api/response whose body is the result."""
     line = _api_line(name, args)
-    return Command(f"api {line}\n\n".encode(), "api", name, f"api {line}")
+    return Command(f"api {line}\n\n".encode(), "api", name, f"api {line}", args=tuple(args))
 
 
 def bgapi(name: str, *args: Arg, job_uuid: str | None = None) -> Command:
@@ -448,7 +540,7 @@ def bgapi(name: str, *args: Arg, job_uuid: str | None = None) -> Command:
     line = _api_line(name, args)
     job = uuid(job_uuid, "job_uuid") if job_uuid is not None else str(_uuid.uuid4())
     wire = f"bgapi {line}\nJob-UUID: {job}\n\n".encode()
-    return Command(wire, "bgapi", name, f"bgapi {line}", job_uuid=str(job))
+    return Command(wire, "bgapi", name, f"bgapi {line}", job_uuid=str(job), args=tuple(args))
 
 
 def execute(
@@ -483,8 +575,8 @@ def execute(
         lines += ["content-type: text/plain", f"content-length: {len(body)}"]
         text += f" {arg}"
     wire = ("\n".join(lines) + "\n\n").encode() + body
-    return Command(wire, "sendmsg", f"sendmsg execute {app}", text, event_uuid=ev, app=app,
-                   target=str(uuid), loops=loops or 1)
+    return Command(wire, "sendmsg", f"sendmsg execute {app}", text, event_uuid=ev, uuid=uuid, app=app,
+                   app_arg=arg, loops=loops or 1)
 
 
 def hangup(uuid: Arg, cause: Arg) -> Command:
@@ -494,7 +586,7 @@ def hangup(uuid: Arg, cause: Arg) -> Command:
     if cause not in HANGUP_CAUSES:
         raise CommandError(cause.field, "unknown hangup cause")
     wire = f"sendmsg {uuid}\ncall-command: hangup\nhangup-cause: {cause}\n\n".encode()
-    return Command(wire, "sendmsg", "sendmsg hangup", f"sendmsg {uuid} hangup {cause}")
+    return Command(wire, "sendmsg", "sendmsg hangup", f"sendmsg {uuid} hangup {cause}", uuid=uuid)
 
 
 def control(line: str) -> Command:

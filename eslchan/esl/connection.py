@@ -8,8 +8,10 @@ reply matching and send (SPEC §8):
 - requests are written and queued for their reply under one lock, so the n-th reply always
   goes to the n-th request; a caller that times out leaves its slot behind, so a late reply
   is dropped instead of reaching the next caller;
-- every call has a timeout, and every pending call fails with :class:`LinkDown` as soon as
-  the connection closes;
+- every call has a timeout, the write included: a peer that stops reading cannot hold a
+  writer (or the writers queued behind it) past the call's timeout, and a write cut short by
+  the timeout closes the connection (half a command must never be followed by another);
+  every pending call fails with :class:`LinkDown` as soon as the connection closes;
 - the reader yields to other greenlets every few frames even while data keeps arriving, and
   a socket silent for ``watchdog`` seconds is declared dead.
 """
@@ -277,10 +279,12 @@ class EslConnection(InboundESL):
     # --- requests -------------------------------------------------------------------------
 
     def request(self, cmd: Command, timeout: float) -> Frame:
-        """Send ``cmd`` and return its reply frame (command/reply or api/response)."""
-        slot = self._send(cmd)
+        """Send ``cmd`` and return its reply frame (command/reply or api/response), all
+        within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        slot = self._send(cmd, timeout)
         try:
-            return slot.result.get(timeout=timeout)
+            return slot.result.get(timeout=max(0.0, deadline - time.monotonic()))
         except gevent.Timeout:
             slot.abandoned = True
             raise CommandTimeout(f"node {self.name}: no answer to {cmd.name} within {timeout:g} s") from None
@@ -299,18 +303,35 @@ class EslConnection(InboundESL):
     def forget_job(self, job_uuid: str) -> None:
         self._jobs.pop(job_uuid, None)
 
-    def _send(self, cmd: Command) -> _Slot:
+    def _send(self, cmd: Command, timeout: float) -> _Slot:
         slot = _Slot()
-        with self._send_lock:
+        deadline = time.monotonic() + timeout
+        if not self._send_lock.acquire(timeout=timeout):
+            raise CommandTimeout(f"node {self.name}: {cmd.name} not sent within {timeout:g} s "
+                                 "(an earlier write is still stuck)")
+        try:
             if not self.connected or self.closed.is_set() or self.sock is None:
                 raise LinkDown(f"node {self.name}: {self.close_reason or 'not connected'}")
             # queue first, then write: the reply cannot overtake its slot
             self._slots.append(slot)
+            timer = gevent.Timeout(max(0.0, deadline - time.monotonic()))
+            timer.start()
             try:
                 self.sock.sendall(cmd.wire)
+            except gevent.Timeout as exc:
+                if exc is not timer:
+                    raise
+                slot.abandoned = True
+                self.close(f"write of {cmd.name} timed out after {timeout:g} s")
+                raise CommandTimeout(f"node {self.name}: FreeSWITCH did not take {cmd.name} "
+                                     f"within {timeout:g} s") from None
             except OSError as exc:
                 self.close(f"send failed: {exc}")
                 raise LinkDown(f"node {self.name}: send failed: {exc}") from None
+            finally:
+                timer.close()
+        finally:
+            self._send_lock.release()
         return slot
 
     def send(self, data: str) -> Frame:  # greenswitch's signature, for compatibility

@@ -84,6 +84,9 @@ class NodeLink:
         self.on_lost_events = on_lost_events
         self.state = "down"
         self.last_error: str | None = None
+        # monotonic time of the last command FreeSWITCH did not answer in time, until one is
+        # answered in time again: the link is up but the switch is stalling (/health: degraded)
+        self._stalled_since: float | None = None
         self._counters = {
             "events_received": 0,
             "events_dropped": 0,
@@ -94,6 +97,7 @@ class NodeLink:
             "auth_failures": 0,
             "commands": 0,
             "command_errors": 0,
+            "command_timeouts": 0,
             "lost_event_reports": 0,
         }
         self._queue: deque[Frame | str] = deque()
@@ -113,6 +117,11 @@ class NodeLink:
     @property
     def is_up(self) -> bool:
         return self.state == "up"
+
+    @property
+    def degraded(self) -> bool:
+        """Up, but the last command FreeSWITCH had to answer was not answered in time."""
+        return self.is_up and self._stalled_since is not None
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -233,6 +242,7 @@ class NodeLink:
         # no yield from here on: "up" is announced before any event of this connection
         self._cmd, self._evt = cmd, evt
         self.state = "up"
+        self._stalled_since = None
         self._counters["connects"] += 1
         self._put_marker(_UP)
         for frame in early:
@@ -353,6 +363,18 @@ class NodeLink:
                     except Exception:
                         log.exception("node %s: command listener failed", self.name)
 
+    def _request(self, conn: EslConnection, cmd: Command, wait: float) -> Frame:
+        """One request/reply; remembers whether FreeSWITCH answered in time (for /health)."""
+        try:
+            reply = conn.request(cmd, wait)
+        except CommandTimeout:
+            self._counters["command_timeouts"] += 1
+            if self._stalled_since is None:
+                self._stalled_since = time.monotonic()
+            raise
+        self._stalled_since = None
+        return reply
+
     def api(self, cmd: Command, timeout: float | None = None) -> str:
         """Run an ``api`` command; returns its body. CommandRejected on a -ERR/-USAGE body."""
         if cmd.kind != "api":
@@ -360,30 +382,38 @@ class NodeLink:
         wait = self.options.command_timeout if timeout is None else timeout
 
         def run() -> str:
-            body = self._conn().request(cmd, wait).body
+            body = self._request(self._conn(), cmd, wait).body
             if _is_failure(body):
                 raise CommandRejected(body.strip(), cmd.text)
             return body
 
         return self._run(cmd, run)
 
-    def bgapi(self, cmd: Command, timeout: float | None = None) -> str:
-        """Run a ``bgapi`` command and wait for its BACKGROUND_JOB; returns the job's body."""
+    def bgapi(self, cmd: Command, timeout: float | None = None, *,
+              on_accepted: Callable[[str], None] | None = None) -> str:
+        """Run a ``bgapi`` command and wait for its BACKGROUND_JOB; returns the job's body.
+
+        FreeSWITCH must accept the job (``+OK Job-UUID``) within the command timeout, like any
+        command (CommandTimeout otherwise); ``on_accepted(reply)`` is then called, and the job's
+        result is awaited for ``timeout`` seconds (default: the command timeout), since a job
+        such as an originate may rightly take as long as a phone rings."""
         if cmd.kind != "bgapi" or not cmd.job_uuid:
             raise ValueError(f"not a bgapi command: {cmd.text}")
         job = cmd.job_uuid
-        wait = self.options.command_timeout if timeout is None else timeout
+        accept = self.options.command_timeout
+        wait = accept if timeout is None else timeout
 
         def run() -> str:
             conn = self._conn()
-            deadline = time.monotonic() + wait
             waiter = conn.expect_job(job)  # before sending: the result may beat the reply
             try:
-                reply = conn.request(cmd, wait).reply_text
+                reply = self._request(conn, cmd, accept).reply_text
                 if not reply.startswith("+OK"):
                     raise CommandRejected(reply, cmd.text)
+                if on_accepted is not None:
+                    on_accepted(reply)
                 try:
-                    event = waiter.get(timeout=max(0.0, deadline - time.monotonic()))
+                    event = waiter.get(timeout=wait)
                 except gevent.Timeout:
                     raise CommandTimeout(
                         f"node {self.name}: no result for {cmd.name} (job {job}) within {wait:g} s"
@@ -404,7 +434,7 @@ class NodeLink:
         wait = self.options.command_timeout if timeout is None else timeout
 
         def run() -> str:
-            text = self._conn().request(cmd, wait).reply_text
+            text = self._request(self._conn(), cmd, wait).reply_text
             if _is_failure(text):
                 raise CommandRejected(text, cmd.text)
             return text

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
 from eslchan.config import VariableMapping
 from eslchan.esl.message import Event
@@ -64,6 +64,7 @@ class ChannelRegistry:
         stale_grace: float = 30.0,
         tombstone_ttl: float = 300.0,
         tombstone_max: int = 200_000,
+        extra_prefixes: Iterable[str] = (),
     ) -> None:
         self.mapping = mapping or VariableMapping()
         self.clock = clock
@@ -94,6 +95,12 @@ class ChannelRegistry:
         self._mapped_outside = {
             k: n for k, n in self._mapped.items() if prefix is None or not k.startswith(prefix)
         }
+        # prefixes tenants may set variables under (the policy's) that the mapping's prefix
+        # does not cover: such variables show in custom_channel_vars under their full name
+        self._v_extra = tuple(
+            "variable_" + p for p in dict.fromkeys(extra_prefixes)
+            if p and not (prefix is not None and ("variable_" + p).startswith(prefix))
+        )
         self._nodes: dict[str, dict[str, Channel]] = {}
         self._by_account: dict[str, set[Channel]] = {}
         self._by_owner: dict[tuple[str, str], set[Channel]] = {}
@@ -446,15 +453,16 @@ class ChannelRegistry:
         get = event.get
         prefix = self._v_prefix
         if prefix is not None:
-            needle, skip = "\n" + prefix, len(prefix)
-            at = names.find(needle)
-            while at >= 0:
-                end = names.find("\n", at + 1)
-                name = names[at + 1 : end] if end >= 0 else names[at + 1 :]
+            skip = len(prefix)
+            for name in _prefixed(names, prefix):
                 value = get(name)
                 if value is not None:
                     custom[intern(name[skip:])] = _share(value)
-                at = names.find(needle, end) if end >= 0 else -1
+        for extra in self._v_extra:  # full names: "variable_" only is cut
+            for name in _prefixed(names, extra):
+                value = get(name)
+                if value is not None:
+                    custom[intern(name[9:])] = _share(value)
         for name, label in self._mapped_outside.items():
             value = get(name)
             if value is not None:
@@ -765,6 +773,17 @@ _HEADER_FIELDS = (
 _HEADER_NAMES = tuple(h for h, _, _ in _HEADER_FIELDS) + ("Caller-Channel-Created-Time",)
 _HEADER_SLOTS = tuple((slot, interned) for _, slot, interned in _HEADER_FIELDS)
 _NONEMPTY_SLOTS = frozenset({"state", "callstate", "name", "direction", "context"})
+
+
+def _prefixed(names: str, prefix: str) -> Iterator[str]:
+    """The header names starting with ``prefix`` in ``names`` (newline-joined, with a leading
+    newline): str.find over the joined names runs at C speed, unlike a test of every name."""
+    needle = "\n" + prefix
+    at = names.find(needle)
+    while at >= 0:
+        end = names.find("\n", at + 1)
+        yield names[at + 1 : end] if end >= 0 else names[at + 1 :]
+        at = names.find(needle, end) if end >= 0 else -1
 
 
 def _share(value: str) -> str:

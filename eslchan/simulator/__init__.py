@@ -9,6 +9,7 @@ run its real code against it (checked against the recorded conversations in
     call = sim.create_call(account_id=..., user_id=..., device_id=...)
     sim.press_dtmf(call.a_uuid, "1#"); sim.hangup(call.b_uuid)
     sim.commands                         # every command received: "api uuid_kill <u>"
+    sim.hooks                            # every hook variable FreeSWITCH would have run
     sim.fail_next("-ERR boom"); sim.stall(2); sim.split_writes(); sim.restart()
 
 Modules: ``wire`` (frames and plain/json/xml events with FreeSWITCH's URL encoding),
@@ -18,7 +19,8 @@ event order, running applications — and the mixins ``apps`` (dialplan applicat
 ``bridging`` (bridge and transfer) and ``originate``), ``commands`` (api commands and their
 reply texts), ``session`` (one connection: commands, subscriptions, myevents/linger),
 ``server`` (:class:`Simulator`: the listener, faults, calls from Python), ``media`` (how
-long media plays) and ``cli`` (``eslchan simulate``). Outbound socket mode is not
+long media plays), ``hooks`` (the variables FreeSWITCH runs or routes by, and the log of when
+it would have) and ``cli`` (``eslchan simulate``). Outbound socket mode is not
 simulated.
 """
 

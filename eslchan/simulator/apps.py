@@ -37,6 +37,7 @@ class Applications:
 
     def app_pre_answer(self, ch: SimChannel, arg: str) -> None:
         if ch.callstate in ("DOWN", "RINGING"):
+            self.fire_hooks(ch, "media", "pre_answer")
             self.set_callstate(ch, "EARLY")
             ch.answer_state = "early"
 

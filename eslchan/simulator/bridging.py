@@ -67,6 +67,7 @@ class Bridging:
         return run_b
 
     def _after_bridge_end(self, ch: SimChannel) -> None:
+        self.fire_hooks(ch, "after_bridge")
         if ch.variables.get("park_after_bridge") == "true":
             self.park(ch, "")
 
@@ -92,6 +93,8 @@ class Bridging:
             a.callee_id_number = b.caller_id_number if b.direction == "inbound" \
                 else b.destination
         self.set_callstate(a, "ACTIVE")
+        self.fire_hooks(a, "bridge")
+        self.fire_hooks(b, "bridge")
         ab = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
         self.chan_event(a, "CHANNEL_BRIDGE", before=ab)
         try:

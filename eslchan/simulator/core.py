@@ -35,6 +35,7 @@ from eslchan.simulator.channels import (
     new_uuid,
 )
 from eslchan.simulator.dialstring import Dialplan, default_dialplan
+from eslchan.simulator.hooks import HookRun, due
 from eslchan.simulator.interfaces import DEFAULT_MODULES, Interfaces
 from eslchan.simulator.wire import SimEvent, event_dates
 
@@ -139,6 +140,12 @@ class SwitchCore:
         self.peak = 0
         self._session_id = 0
         self.listeners: list[Callable[[SimEvent], None]] = []
+        self.hooks: list[HookRun] = []  # every time FreeSWITCH would act on a hook variable
+
+    def fire_hooks(self, ch: SimChannel, *moments: str) -> None:
+        """Record the hook variables FreeSWITCH would act on now (see ``hooks``)."""
+        for moment in moments:
+            self.hooks.extend(due(ch.uuid, ch.variables, moment))
 
     # -- time ----------------------------------------------------------------------------
     def sleep(self, seconds: float) -> None:
@@ -203,6 +210,8 @@ class SwitchCore:
         if old == callstate:
             return
         ch.callstate = callstate
+        if callstate == "RINGING":
+            self.fire_hooks(ch, "ring")
         self.chan_event(ch, "CHANNEL_CALLSTATE", with_vars=False, before=[
             ("Original-Channel-Call-State", old),
             ("Channel-Call-State-Number", str(CALLSTATE_NUMBERS.get(callstate, 0))),
@@ -395,6 +404,7 @@ class SwitchCore:
             self.chan_event(ch, "CHANNEL_HANGUP")
         for path in list(ch.recordings):
             self._record_stop(ch, path)
+        self.fire_hooks(ch, "hangup")
         self.set_state(ch, "CS_HANGUP")
         self.set_callstate(ch, "HANGUP")
         self.presence(ch, "CS_HANGUP", "idle")
@@ -406,6 +416,7 @@ class SwitchCore:
         if partner is not None and partner.other_leg == ch.uuid:
             self._send(partner, ("bridge_end", ch.uuid))
         self.set_state(ch, "CS_REPORTING")
+        self.fire_hooks(ch, "reporting")
         ch.variables["hangup_cause_q850"] = "16"
         ch.variables.setdefault("sip_hangup_disposition", "send_bye")
         self._hangup_complete(ch)
@@ -439,6 +450,7 @@ class SwitchCore:
         ch.answered = True
         ch.answer_state = "answered"
         ch.answered_us = int(time.time() * 1_000_000)
+        self.fire_hooks(ch, "media", "answer")
         self.chan_event(ch, "CHANNEL_ANSWER")
         self.presence(ch, "Answered", "confirmed")
         self.set_callstate(ch, "ACTIVE")
@@ -605,6 +617,7 @@ class SwitchCore:
         started = ch.recordings.pop(path, time.time())
         secs = max(0, int((time.time() - started) * self.speed))
         ch.variables["record_seconds"] = str(secs)
+        self.fire_hooks(ch, "record_stop")
         self.chan_event(ch, "RECORD_STOP", extra=[
             ("Record-File-Path", path), ("Record-Completion-Cause", "success")])
 

@@ -195,6 +195,7 @@ class Originating:
     def _launch_originated(self, ch: SimChannel, originator: SimChannel | None,
                            app: list[tuple[str, str]] | None) -> SimChannel:
         ch.variables["endpoint_disposition"] = "ANSWER"
+        self.fire_hooks(ch, "originate")
         self.chan_event(ch, "CALL_UPDATE", before=[("Direction", "RECV")])
         if originator is not None:
             self.start(ch, lambda: self._exchange(ch, originator.uuid))

@@ -17,6 +17,7 @@ from gevent.server import StreamServer
 
 from eslchan.simulator.channels import Exec, SimChannel
 from eslchan.simulator.commands import ApiCommands
+from eslchan.simulator.hooks import HookRun
 from eslchan.simulator.interfaces import DEFAULT_MODULES
 from eslchan.simulator.session import LOG_NAMES, Session, _raw_headers
 from eslchan.simulator.switch import Switch
@@ -72,7 +73,7 @@ class Simulator:
         self.domain = domain
         self.event_queue_max = event_queue_max
         self.max_missed = max_missed
-        self.commands: list[str] = []
+        self.commands: list[str] = []  # every command received, in order (the switch's command log)
         # every command whole: (first line, headers with lower-cased names, body)
         self.received: list[tuple[str, dict[str, str], str]] = []
         self.stats: dict[str, int] = {"lost_events": 0, "killed_listeners": 0, "events": 0}
@@ -375,6 +376,11 @@ class Simulator:
                 return True
             gevent.sleep(0.01)
         return bool(predicate())
+
+    @property
+    def hooks(self) -> list[HookRun]:
+        """Every time FreeSWITCH would have acted on a hook variable (``simulator.hooks``)."""
+        return self.switch.hooks
 
     @property
     def sessions(self) -> int:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from eslchan.policy import AccountPolicy, PolicyError, PolicyViolation
 from metaflow.base import Context, Outcome, StateError, goto
 from metaflow.validation import ValidationFailed
 
@@ -21,6 +22,12 @@ def check(data: dict, config: Any) -> dict | None:
     return None
 
 
+def policy(data: dict, account: AccountPolicy) -> list[PolicyViolation]:
+    """The account may enter only the stored callflows its policy names."""
+    found = account.callflow(data["id"], "id")
+    return [found] if found else []
+
+
 def run(ctx: Context, data: dict) -> Outcome:
     directory = getattr(ctx.config, "callflows_dir", None)
     if not directory:
@@ -35,9 +42,12 @@ def run(ctx: Context, data: dict) -> Outcome:
         raise StateError(f"callflow '{data['id']}' cannot be read: {exc}", "data.id") from None
     node = doc.get("flow", doc) if isinstance(doc, dict) else doc
     try:
-        tree = ctx.interpreter.validate(node)
+        tree = ctx.interpreter.validate(node, ctx.policy)  # a stored flow obeys the same policy
     except ValidationFailed as exc:
         raise ValidationFailed({f"callflow:{data['id']}.{k}": v for k, v in exc.errors.items()}) from None
+    except PolicyError as exc:
+        raise PolicyError([PolicyViolation(v.rule, f"callflow:{data['id']}.{v.field}", v.message)
+                           for v in exc.violations]) from None
     ctx.jumps += 1
     if ctx.jumps > MAX_JUMPS:
         raise StateError(f"more than {MAX_JUMPS} callflows in one run (a loop?)", "data.id")

@@ -4,7 +4,15 @@ timeout). Digits arrive as DTMF events through the registry."""
 import time
 
 from eslchan.esl import commands as esl
+from eslchan.policy import AccountPolicy, PolicyViolation
 from metaflow.base import Context, Outcome, branch
+
+
+def policy(data: dict, account: AccountPolicy) -> list[PolicyViolation]:
+    """The variable the digits go to passes the account's variable rule."""
+    name = data.get("collection_name")
+    found = account.variable(name, "collection_name") if name else None
+    return [found] if found else []
 
 
 def run(ctx: Context, data: dict) -> Outcome:

@@ -31,12 +31,14 @@ def requires(data: dict) -> list[Need]:
 def run(ctx: Context, data: dict) -> Outcome:
     uuid = ctx.arg_uuid()
     peer = ctx.peer()
+    if data.get("moh_aleg") and peer:
+        ctx.act_on(peer)  # before the first command: all of the hold, or nothing
     # FreeSWITCH plays the holding channel's hold_music to its peer
     if data.get("moh_bleg"):
         music = ctx.media(data["moh_bleg"], "data.moh_bleg")
-        ctx.api(esl.api("uuid_setvar", uuid, esl.var_name(HOLD_MUSIC), music))
+        ctx.api(esl.api("uuid_setvar", uuid, esl.system_var(HOLD_MUSIC), music))
     if data.get("moh_aleg") and peer:
-        ctx.api(esl.api("uuid_setvar", esl.uuid(peer), esl.var_name(HOLD_MUSIC),
+        ctx.api(esl.api("uuid_setvar", esl.uuid(peer), esl.system_var(HOLD_MUSIC),
                         ctx.media(data["moh_aleg"], "data.moh_aleg")))
     key = data.get("unhold_key", "1")
     realm = esl.word(f"eslchan_hold_{ctx.run.id[:12]}", "realm") if key else None

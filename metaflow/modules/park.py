@@ -9,9 +9,11 @@ def park_both(ctx: Context, uuid: str, peer: str) -> None:
     """Park a bridged channel and its peer; ``park_after_bridge`` first, so neither leg
     hangs up when the bridge ends (or when it is bridged elsewhere and that ends)."""
     for leg in (uuid, peer):
-        ctx.api(esl.api("uuid_setvar", esl.uuid(leg), esl.var_name("park_after_bridge"), esl.word("true")))
+        ctx.act_on(leg)  # both legs or none: a refused peer leaves this leg as it was
+    for leg in (uuid, peer):
+        ctx.api(esl.api("uuid_setvar", esl.uuid(leg), esl.system_var("park_after_bridge"), esl.word("true")))
     ctx.api(esl.api("uuid_transfer", esl.uuid(uuid), esl.word("-both"), esl.dial_target("park"),
-                    esl.context("inline")))
+                    esl.dialplan("inline")))
 
 
 def run(ctx: Context, data: dict) -> Outcome:

@@ -19,15 +19,15 @@ def _start(ctx: Context, data: dict) -> None:
     name = data.get("media_name") or f"{ctx.uuid}-{int(time.time())}"
     if not name.endswith(f".{fmt}"):
         name = f"{name}.{fmt}"
-    directory = ctx.config.recordings_dir.rstrip("/")
-    path = esl.media(f"{directory}/{name}", "data.media_name")
+    # each account records in its own directory, so no name reaches another account's files
+    path = esl.media(ctx.policy.recording_path(name, "data.media_name"), "data.media_name")
     uuid = ctx.arg_uuid()
     for var, key in (("RECORD_MIN_SEC", "record_min_sec"), ("record_sample_rate", "record_sample_rate")):
         if data.get(key) is not None:
-            ctx.api(esl.api("uuid_setvar", uuid, esl.var_name(var),
+            ctx.api(esl.api("uuid_setvar", uuid, esl.system_var(var),
                             esl.integer(data[key], f"data.{key}", 0, 192000)))
     if data.get("label"):
-        ctx.api(esl.api("uuid_setvar", uuid, esl.var_name("eslchan_recording_label"),
+        ctx.api(esl.api("uuid_setvar", uuid, esl.system_var("eslchan_recording_label"),
                         esl.var_value(data["label"], "data.label")))
     limit = esl.integer(data.get("time_limit", 3600), "data.time_limit", 1, 10800)
     ctx.note(recording=str(path))

@@ -37,6 +37,7 @@ from gevent import GreenletExit
 
 from eslchan.esl import commands as esl
 from eslchan.esl.errors import CommandRejected, EslError
+from eslchan.policy import AccountPolicy, PolicyViolation
 from eslchan.registry.waiting import ChannelGone
 from metaflow.base import CONTINUE, STOP, Context, EventStream, Outcome, branch
 from metaflow.capabilities import Need, application
@@ -66,6 +67,18 @@ def _kind(data: dict) -> str:
     return str(kind)
 
 
+def policy(data: dict, account: AccountPolicy) -> list[PolicyViolation]:
+    """The target's realm; a blind transfer's dialplan and context (the account's own context
+    when the request names none)."""
+    found = [account.realm_rule(data["target"], "target")]
+    if _kind(data) == "blind":
+        if data.get("dialplan"):
+            found.append(account.dialplan(data["dialplan"], "dialplan"))
+        if data.get("context") and (data.get("dialplan") or "").lower() != "inline":
+            found.append(account.context_rule(data["context"], "context"))
+    return [v for v in found if v is not None]
+
+
 def run(ctx: Context, data: dict) -> Outcome:
     return attended(ctx, data) if _kind(data) == "attended" else blind(ctx, data)
 
@@ -77,8 +90,8 @@ def blind(ctx: Context, data: dict) -> Outcome:
         ctx.require_peer(f"a transfer of leg '{leg}' needs a bridged call")
         args.append(esl.word(FLAGS[leg]))
     args += [esl.dial_target(data["target"], "data.target"),
-             esl.context(data.get("dialplan") or ctx.config.default_dialplan, "data.dialplan"),
-             esl.context(data.get("context") or ctx.config.default_context, "data.context")]
+             esl.dialplan(data.get("dialplan") or ctx.config.default_dialplan, "data.dialplan"),
+             esl.context(data.get("context") or ctx.policy.context, "data.context")]
     ctx.api(esl.api("uuid_transfer", *args))
     return CONTINUE
 
@@ -100,7 +113,7 @@ class AttendedTransfer:
         self.moh = ctx.media(data["moh"], "data.moh") if data.get("moh") else esl.media(ctx.config.moh, "moh")
         self.ringback = ctx.media(data.get("ringback", "%(2000,4000,440,480)"), "data.ringback")
         variables = originate_vars(ctx, self.target, self.timeout + RING_MARGIN)
-        variables[esl.var_name("park_after_bridge")] = esl.word("true")  # survives the transferor
+        variables[esl.system_var("park_after_bridge")] = esl.word("true")  # survives the transferor
         self.dial = esl.dial_string(endpoint(ctx, "number", data["target"], "data.target"), variables)
         ctx.note(transfer_type="attended", target_leg=self.target, transferee=transferee)
         self.answered = False
@@ -163,7 +176,7 @@ class AttendedTransfer:
         """park_after_bridge of both legs as the call had it, to put back afterwards."""
         for leg in (self.transferor, self.transferee):
             try:
-                self.parked_before[leg] = self.ctx.get_variable(leg, esl.var_name("park_after_bridge"))
+                self.parked_before[leg] = self.ctx.get_variable(leg, esl.system_var("park_after_bridge"))
             except EslError:
                 self.parked_before[leg] = None
 
@@ -172,7 +185,7 @@ class AttendedTransfer:
         eslchan dialled, none): a hangup of one then ends the other as it would have."""
         for leg in legs:
             before = self.parked_before.get(leg)
-            args = [esl.uuid(leg), esl.var_name("park_after_bridge")]
+            args = [esl.uuid(leg), esl.system_var("park_after_bridge")]
             if before:
                 args.append(esl.var_value(before, "park_after_bridge"))
             try:
@@ -242,8 +255,8 @@ class AttendedTransfer:
 
     def originate(self) -> None:
         try:
-            self.ctx.link.bgapi(esl.bgapi("originate", self.dial, esl.app_ref("park")),
-                                timeout=self.timeout + RING_MARGIN + 10)
+            self.ctx.bgapi(esl.bgapi("originate", self.dial, esl.app_ref("park")),
+                           timeout=self.timeout + RING_MARGIN + 10)
         except EslError as exc:
             assert self.stream is not None
             self.stream.put(("originate_failed", str(exc)))

@@ -83,7 +83,10 @@ def build_document() -> dict[str, Any]:
             "message and details in data. Unknown paths answer 404 'faulty request' "
             "(components.responses.FaultyRequest). Every answer carries X-Request-ID; successes carry "
             "ETag (= revision) and honour If-None-Match with 304. Failed authentications are counted per "
-            "client address: past auth.failed_auth_per_minute the address gets 429. Any origin may call "
+            "client address: past auth.failed_auth_per_minute a wrong key from that address gets 429 "
+            "(the right key still gets its token). Requests outside the account's tenancy policy get "
+            "403 naming the rule, and nothing reaches FreeSWITCH (SECURITY.md). Oversized request "
+            "headers get 431, an oversized request line 414, in the envelope. Any origin may call "
             "(CORS), since the token travels in a header and never in a cookie.",
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",

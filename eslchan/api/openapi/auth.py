@@ -79,6 +79,7 @@ def paths() -> dict[str, Any]:
                         r405="MethodNotAllowed",
                         r413="TooLarge",
                         r429="RateLimited",
+                        r431="HeadersTooLarge",
                     ),
                 },
             }

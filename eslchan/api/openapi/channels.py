@@ -11,6 +11,7 @@ from eslchan.api.openapi.common import (
     CHANNEL,
     CONTROL_ERRORS,
     PARAMETER_REF,
+    POLICY_ERRORS,
     envelope_example,
     json_response,
     nullable,
@@ -214,7 +215,11 @@ def paths() -> dict[str, Any]:
                 "operationId": "runAction",
                 "summary": "Run one action (transfer, hangup, break, intercept, callflow, move, play, ...)",
                 "description": "Runs exactly what PUT {module: action, data: params} runs; answers once "
-                "FreeSWITCH accepted the command.",
+                "FreeSWITCH accepted the command (for a job sent with bgapi, such as intercept's "
+                "originate: once FreeSWITCH accepted the job). The account's policy is checked first: "
+                "a variable, context, dialplan, realm, endpoint, callflow or recording outside it is a "
+                "403 naming the rule, and nothing reaches FreeSWITCH; past the runs allowed per channel "
+                "or per account, 429 with Retry-After.",
                 "tags": ["channels"],
                 "parameters": channel_params,
                 "requestBody": {
@@ -239,13 +244,16 @@ def paths() -> dict[str, Any]:
                         envelope_example(ACTION_RESULT_EXAMPLE),
                         "FreeSWITCH accepted the command",
                     ),
-                    **response_refs(**AUTHED_ERRORS, **BODY_ERRORS, **CONTROL_ERRORS),
+                    **response_refs(**{**AUTHED_ERRORS, **POLICY_ERRORS}, **BODY_ERRORS, **CONTROL_ERRORS),
                 },
             },
             "put": {
                 "operationId": "startMetaflow",
                 "summary": "Put a metaflow (a tree of actions) on the channel",
-                "description": "The whole tree is validated first; the run then goes on in the background.",
+                "description": "The whole tree is validated first, against the schemas (400) and the "
+                "account's policy (403 naming the rule, before any run exists); past the runs allowed "
+                "per channel or per account, 429 with Retry-After. The run then goes on in the "
+                "background.",
                 "tags": ["metaflows"],
                 "parameters": channel_params,
                 "requestBody": {
@@ -287,7 +295,7 @@ def paths() -> dict[str, Any]:
                             }
                         },
                     },
-                    **response_refs(**AUTHED_ERRORS, **BODY_ERRORS, **CONTROL_ERRORS),
+                    **response_refs(**{**AUTHED_ERRORS, **POLICY_ERRORS}, **BODY_ERRORS, **CONTROL_ERRORS),
                 },
             },
         },

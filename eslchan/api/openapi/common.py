@@ -98,9 +98,11 @@ AUTHED_ERRORS = {
     "r401": "Unauthorized",
     "r403": "Forbidden",
     "r405": "MethodNotAllowed",
-    "r429": "RateLimited",
+    "r431": "HeadersTooLarge",
 }
 BODY_ERRORS = {"r413": "TooLarge"}
+#: what starts a run on a channel: outside the account's policy (403), past its limits (429)
+POLICY_ERRORS = {"r403": "PolicyForbidden", "r429": "LimitReached"}
 CONTROL_ERRORS = {
     "r404": "BadIdentifier",
     "r502": "FreeswitchError",

@@ -157,6 +157,33 @@ def schemas() -> dict[str, Any]:
             "description": "dotted path of the offending field -> keyword -> details",
             "additionalProperties": keyword_errors,
         },
+        "PolicyErrors": {
+            "type": "object",
+            "description": "dotted path of the field outside the account's policy -> policy -> the rule "
+            "(variables, tenancy, contexts, dialplans, allow_inline, realms, endpoints, callflows, "
+            "recordings, channels, commands) and why",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["policy"],
+                "properties": {
+                    "policy": {
+                        "type": "object",
+                        "required": ["message", "rule"],
+                        "properties": {"message": {"type": "string"}, "rule": {"type": "string"}},
+                    }
+                },
+            },
+        },
+        "LimitError": {
+            "type": "object",
+            "required": ["rule", "limit", "retry_after"],
+            "properties": {
+                "rule": {"enum": ["max_runs_per_channel", "max_runs", "max_streams"]},
+                "limit": {"type": "integer", "minimum": 1},
+                "reason": {"type": "string"},
+                "retry_after": {"type": "integer", "minimum": 1},
+            },
+        },
         "Channel": {
             "type": "object",
             "required": ["uuid", "answered", "timestamp", "node"],
@@ -254,6 +281,38 @@ def responses() -> dict[str, Any]:
             error_example(403, "forbidden", {"account_id": ACCOUNT}),
             "the token's account may not act on this account (or on the system-wide listing)",
         ),
+        "PolicyForbidden": json_response(
+            error({"anyOf": [ref("PolicyErrors"), {"type": "object", "required": ["account_id"]}]}),
+            error_example(
+                403,
+                "forbidden",
+                {"data.name": {"policy": {"rule": "variables", "message": "'api_hangup_hook' is a "
+                                          "variable FreeSWITCH runs, routes or identifies the call by "
+                                          "(api_*): no tenant may set it"}}},
+            ),
+            "the token's account may not act on this account, or the request is outside the account's "
+            "policy (data names each field and its rule); nothing was sent to FreeSWITCH",
+        ),
+        "LimitReached": {
+            "description": "the account (or the channel) already holds as many metaflow runs or event "
+            "streams as its policy allows; Retry-After says when to try again",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "content": {
+                "application/json": {
+                    "schema": error(ref("LimitError")),
+                    "example": error_example(429, "too many requests", {
+                        "rule": "max_runs_per_channel", "limit": 4,
+                        "reason": "the channel already has 4 metaflow runs", "retry_after": 5}),
+                }
+            },
+        },
+        "HeadersTooLarge": json_response(
+            error(),
+            error_example(431, "request header fields too large", {
+                "max_header_line": 8192, "max_headers": 100, "max_header_bytes": 65536,
+                "reason": "a header line is longer than 8192 bytes"}),
+            "the request's header fields are too large (an oversized request line is 414 likewise)",
+        ),
         "BadIdentifier": json_response(
             error({"type": "array", "items": {"type": "string"}}),
             error_example(404, "bad identifier", [CHANNEL]),
@@ -278,7 +337,8 @@ def responses() -> dict[str, Any]:
             "the body is larger than http.max_body_bytes",
         ),
         "RateLimited": {
-            "description": "too many failed authentications from this address; retry later",
+            "description": "too many failed authentications from this address: a wrong key gets 429 "
+            "until Retry-After (the right key still gets its token)",
             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
             "content": {
                 "application/json": {

@@ -10,6 +10,7 @@ from eslchan.api.openapi.common import (
     AUTHED_ERRORS,
     CHANNEL,
     HEADER_REF,
+    POLICY_ERRORS,
     UUID_PATTERN,
     error,
     error_example,
@@ -90,7 +91,9 @@ def _event_stream() -> dict[str, Any]:
             "and data (a StreamEvent). A ': keepalive' comment comes every 15 s. There is no replay: "
             "after a reconnect, list the channels again. A client that falls behind gets "
             "'event: overflow' and the stream ends; when its token expires or is revoked (checked at "
-            "each keepalive) it gets 'event: unauthorized' and the stream ends. Errors before the "
+            "each keepalive) it gets 'event: unauthorized' and the stream ends. A client that does not "
+            "take a write within http.stream_write_timeout is disconnected. Each account holds at most "
+            "its policy's max_streams streams (429 with Retry-After beyond). Errors before the "
             "stream starts are the usual JSON envelope.",
             "tags": ["channels"],
             "security": [{"authToken": []}, {"bearer": []}, {"authTokenQuery": []}],
@@ -132,7 +135,7 @@ def _event_stream() -> dict[str, Any]:
                     "the instance already serves its maximum of open streams (or is stopping); "
                     "Retry-After says when to try again",
                 ),
-                **response_refs(**AUTHED_ERRORS),
+                **response_refs(**AUTHED_ERRORS, r429=POLICY_ERRORS["r429"]),
             },
         }
     }

@@ -82,11 +82,17 @@ const drawer = new Drawer($("#drawer"), {
   callflowsPath: () => `${BASE}v2/accounts/${console_.chosen}/callflows`,
 });
 
-const health = new HealthPanel($("#health"), $("#health-foot"), BASE, (down) => {
-  console_.downNodes = down;
-  board.setDownNodes(down);
-  showLinkStatus();
-});
+const health = new HealthPanel(
+  $("#health"),
+  $("#health-foot"),
+  BASE,
+  (down) => {
+    console_.downNodes = down;
+    board.setDownNodes(down);
+    showLinkStatus();
+  },
+  () => (session.token() ? { "X-Auth-Token": session.token() } : {}),
+);
 
 setInterval(() => {
   board.tick();

@@ -8,15 +8,26 @@ const EVERY_MS = 2000;
 const SAMPLES = 30; // one minute of history
 const CHART_W = 200;
 const CHART_H = 44;
-const LINK_LABELS = { up: "Connected", connecting: "Connecting", down: "Down", auth_failed: "Wrong password" };
+const LINK_LABELS = {
+  up: "Connected",
+  degraded: "Slow: commands time out",
+  connecting: "Connecting",
+  down: "Down",
+  auth_failed: "Wrong password",
+};
+
+/** A node counts as connected unless /health says it is down (details or not). */
+const isUp = (node) => node.up ?? node.state !== "down";
 
 export class HealthPanel {
-  /** `nodesChanged(downNodes: Set)` is told whenever the set of unconnected nodes changes. */
-  constructor(root, foot, base, nodesChanged) {
+  /** `nodesChanged(downNodes: Set)` is told whenever the set of unconnected nodes changes;
+   * `authHeaders()` gives the session's token header (a superduper admin sees node details). */
+  constructor(root, foot, base, nodesChanged, authHeaders = () => ({})) {
     this.root = root;
     this.foot = foot;
     this.base = base;
     this.nodesChanged = nodesChanged;
+    this.authHeaders = authHeaders;
     this.cards = new Map();
     this.history = new Map(); // node -> events/s samples
     this.previous = null; // {at, received: {node: n}, sum, count}
@@ -40,7 +51,10 @@ export class HealthPanel {
     let metrics = null;
     try {
       const [healthResp, metricsResp] = await Promise.all([
-        fetch(`${this.base}health`, { cache: "no-store", headers: { Accept: "application/json" } }),
+        fetch(`${this.base}health`, {
+          cache: "no-store",
+          headers: { Accept: "application/json", ...this.authHeaders() },
+        }),
         fetch(`${this.base}metrics`, { cache: "no-store" }),
       ]);
       health = (await healthResp.json()).data; // 503 (no node up) still carries the nodes
@@ -59,6 +73,7 @@ export class HealthPanel {
   update(health, metrics, at) {
     const nodes = health && health.nodes ? health.nodes : {};
     const received = metrics ? sumBy(metrics, "eslchan_events_received_total", "node") : {};
+    const channels = metrics ? sumBy(metrics, "eslchan_channels", "node") : {};
     const dropped = metrics ? sumBy(metrics, "eslchan_events_dropped_total", "node") : {};
     const latencySum = metrics ? sumBy(metrics, "eslchan_esl_command_seconds_sum", "node") : {};
     const latencyCount = metrics ? sumBy(metrics, "eslchan_esl_command_seconds_count", "node") : {};
@@ -66,7 +81,7 @@ export class HealthPanel {
     const seconds = prev ? (at - prev.at) / 1000 : 0;
     const down = new Set();
     for (const [name, node] of Object.entries(nodes)) {
-      if (!node.up) down.add(name);
+      if (!isUp(node)) down.add(name);
       const count = received[name] ?? node.events_received;
       const rate = prev ? ratePerSecond(prev.received[name], count, seconds) : null;
       const samples = this.history.get(name) || [];
@@ -78,7 +93,8 @@ export class HealthPanel {
         const n = latencyCount[name] - (prev.count[name] ?? 0);
         if (n > 0) latency = ((latencySum[name] - (prev.sum[name] ?? 0)) / n) * 1000;
       }
-      this.render(name, node, samples, rate, dropped[name] ?? node.events_dropped, latency);
+      this.render(name, node, node.channels ?? channels[name], samples, rate, dropped[name] ?? node.events_dropped,
+        latency);
     }
     for (const [name, card] of this.cards) {
       if (!(name in nodes)) {
@@ -87,16 +103,17 @@ export class HealthPanel {
       }
     }
     this.previous = { at, received: { ...received }, sum: latencySum, count: latencyCount };
-    const up = Object.values(nodes).filter((n) => n.up).length;
+    const up = Object.values(nodes).filter(isUp).length;
     const total = Object.keys(nodes).length;
-    setText(this.foot, total ? `${up} of ${total} node${total === 1 ? "" : "s"} connected · ${health.channels} channels in all` : "No node is configured.");
+    const all = health.channels ?? Object.values(channels).reduce((a, b) => a + b, 0);
+    setText(this.foot, total ? `${up} of ${total} node${total === 1 ? "" : "s"} connected · ${all} channels in all` : "No node is configured.");
     if (down.size !== this.down.size || [...down].some((n) => !this.down.has(n))) {
       this.down = down;
       this.nodesChanged(new Set(down));
     }
   }
 
-  render(name, node, samples, rate, dropped, latency) {
+  render(name, node, channels, samples, rate, dropped, latency) {
     let card = this.cards.get(name);
     if (!card) {
       card = this.createCard(name);
@@ -104,14 +121,14 @@ export class HealthPanel {
       this.root.append(card);
     }
     const parts = card._parts;
-    card.dataset.state = node.state;
-    setText(parts.state, LINK_LABELS[node.state] || node.state);
-    setText(parts.channels, node.channels ?? 0);
+    card.dataset.state = node.link_state && node.state !== "degraded" ? node.link_state : node.state;
+    setText(parts.state, LINK_LABELS[card.dataset.state] || card.dataset.state);
+    setText(parts.channels, channels ?? 0);
     setText(parts.rate, rate === null ? "…" : formatRate(rate));
     setText(parts.dropped, dropped ?? 0);
     setText(parts.latency, latency === null ? "—" : `${latency < 10 ? latency.toFixed(1) : Math.round(latency)} ms`);
-    setText(parts.error, node.up ? "" : node.last_error || "");
-    parts.error.hidden = node.up || !node.last_error;
+    setText(parts.error, isUp(node) ? "" : node.last_error || "");
+    parts.error.hidden = isUp(node) || !node.last_error;
     const peak = Math.max(0, ...samples);
     const points = sparklinePoints(samples, CHART_W, CHART_H, SAMPLES);
     const line = points.map(([x, y]) => `${x},${y}`).join(" ");
