@@ -100,9 +100,9 @@ def test_originate_with_vars_and_origination_uuid_renames_the_channel(sim, esl):
     assert b_create["variable_account_id"] == "acct1"       # the b leg inherits {vars}
     assert b_create["Channel-Name"] == "loopback/esl_answer-b"
     esl.wait_event("CHANNEL_PARK", uuid=U1)
-    rows = json.loads(esl.api("show channels as json"))
-    assert rows["row_count"] == 2
-    assert all(not k.startswith("variable_") for k in rows["rows"][0])
+    rows = esl.wait_rows(lambda rows: len(rows) == 2)
+    assert {r["uuid"] for r in rows} == {U1, b_uuid}
+    assert all(not k.startswith("variable_") for k in rows[0])
     dump = json.loads(esl.api(f"uuid_dump {U1} json"))
     assert dump["variable_account_id"] == "acct1" and dump["Event-Name"] == "CHANNEL_DATA"
 
@@ -133,8 +133,8 @@ def test_loopback_b_leg_runs_its_dialplan_and_bridge_app_bridges(sim, esl):
     assert bridge["Bridge-A-Unique-ID"] == U1 and bridge["Bridge-B-Unique-ID"] == U2
     assert bridge["Other-Type"] == "originatee"
     assert esl.api(f"uuid_getvar {U1} bridge_uuid") == U2
-    calls = json.loads(esl.api("show calls as json"))
-    assert any(r["uuid"] == U1 and r["b_uuid"] == U2 for r in calls["rows"])
+    esl.wait_rows(lambda rows: any(r["uuid"] == U1 and r["b_uuid"] == U2 for r in rows),
+                  "calls")
     assert esl.api(f"uuid_kill {U1}") == "+OK\n"
     esl.wait_event("CHANNEL_UNBRIDGE", uuid=U1)
     sim.wait_until(lambda: not sim.channels())
@@ -336,6 +336,7 @@ def test_hupall_and_status(sim, esl):
     assert esl.api("hupall NORMAL_CLEARING") == \
         "+OK hangup all channels with cause NORMAL_CLEARING\n"
     assert sim.wait_until(lambda: not sim.channels())
+    esl.wait_rows(lambda rows: not rows)  # the destroyed rows go some 200 ms later
     assert esl.api("show channels as json") == '{"row_count": 0}\n'
     assert esl.api("show calls") == "\n0 total.\n"
 
@@ -354,6 +355,8 @@ def test_uuid_transfer_both_moves_both_legs(sim, esl):
 
 def test_show_channels_plain_lists_rows(sim, esl):
     call = sim.create_call()
+    esl.wait_event("CHANNEL_BRIDGE", uuid=call.a_uuid)
+    esl.wait_rows(lambda rows: any(r["b_uuid"] == call.b_uuid for r in rows), "calls")
     text = esl.api("show channels")
     header, *rows = text.split("\n\n")[0].split("\n")
     assert header.startswith("uuid,direction,created,created_epoch,name,state")

@@ -259,19 +259,22 @@ CALL_B_FIELDS = ["b_uuid", "b_direction", "b_created", "b_created_epoch", "b_nam
                  "call_created_epoch"]
 
 
-def call_row(a: SimChannel, b: SimChannel | None, hostname: str) -> dict[str, str]:
-    """A row of ``show calls``: the A leg's fields then the bridged B leg's (empty if none)."""
-    ra = a.show_row(hostname)
+def call_row(ra: dict[str, str], rb: dict[str, str] | None) -> dict[str, str]:
+    """A row of ``show calls`` from two ``channels`` rows: the A leg's fields, then the
+    bridged B leg's (empty if none)."""
     keys = ["uuid", "direction", "created", "created_epoch", "name", "state", "cid_name",
             "cid_num", "ip_addr", "dest", "presence_id", "presence_data", "accountcode",
             "callstate", "callee_name", "callee_num", "callee_direction", "call_uuid",
             "hostname", "sent_callee_name", "sent_callee_num"]
     row = {k: ra[k] for k in keys}
-    if b is None:
+    if rb is None:
         row.update({k: "" for k in CALL_B_FIELDS})
     else:
-        rb = b.show_row(hostname)
         for k in CALL_B_FIELDS[:-1]:
             row[k] = rb.get(k[2:], "")
         row["call_created_epoch"] = ra["created_epoch"]
     return row
+
+
+CALL_FIELDS = list(call_row(SimChannel(uuid="", name="", direction="", caller_id_name="",
+                                       caller_id_number="", destination="").show_row(""), None))

@@ -32,6 +32,7 @@ from eslchan.simulator.channels import (
     Unwind,
     new_uuid,
 )
+from eslchan.simulator.coredb import CoreDb, DbLag
 from eslchan.simulator.dialstring import Dialplan, default_dialplan
 from eslchan.simulator.wire import SimEvent, event_dates
 
@@ -90,7 +91,8 @@ class SwitchCore:
     transfer (``_after_bridge_request``, ``_after_transfer``) — and originate."""
 
     def __init__(self, *, hostname: str, core_uuid: str, speed: float,
-                 publish: Callable[[SimEvent], None]) -> None:
+                 publish: Callable[[SimEvent], None], db_lag: DbLag | None = None,
+                 seed: int | None = 0) -> None:
         self.hostname = hostname
         self.core_uuid = core_uuid
         self.speed = speed
@@ -112,6 +114,9 @@ class SwitchCore:
         self.peak = 0
         self._session_id = 0
         self.listeners: list[Callable[[SimEvent], None]] = []
+        # what `show channels` / `show calls` read: lags the events like FreeSWITCH's
+        self.coredb = CoreDb(self, DbLag() if db_lag is None else db_lag, seed)
+        self.listeners.append(self.coredb.on_event)
 
     # -- time ----------------------------------------------------------------------------
     def sleep(self, seconds: float) -> None:

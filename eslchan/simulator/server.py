@@ -17,6 +17,7 @@ from gevent.server import StreamServer
 
 from eslchan.simulator.channels import SimChannel
 from eslchan.simulator.commands import ApiCommands
+from eslchan.simulator.coredb import DbLag
 from eslchan.simulator.session import LOG_NAMES, Session, _raw_headers
 from eslchan.simulator.switch import Switch
 from eslchan.simulator.wire import SHUTDOWN_TEXT, SimEvent, disconnect_notice, log_data
@@ -48,13 +49,17 @@ class SimCall:
 class Simulator:
     """A FreeSWITCH event socket on loopback, modelling channels closely enough for eslchan.
 
-    All call timings (ringing, media, linger, heartbeat) run ``speed`` times faster than
-    real time; ``stall`` is in real seconds."""
+    All call timings (ringing, media, linger, heartbeat, the core database's lag) run
+    ``speed`` times faster than real time; ``stall`` is in real seconds. ``show channels``
+    and ``show calls`` lag the events as on the real switch unless ``db_lag`` says
+    otherwise (:class:`~eslchan.simulator.coredb.DbLag`; ``DbLag.off()`` for none), with
+    delays drawn from ``seed``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, password: str = "ClueCon", *,
                  speed: float = 1.0, heartbeat_interval: float = 20.0, hostname: str = "sim",
                  core_uuid: str | None = None, event_queue_max: int = 100_000,
-                 max_missed: int = 500, domain: str = "sim.local") -> None:
+                 max_missed: int = 500, domain: str = "sim.local",
+                 db_lag: DbLag | None = None, seed: int | None = 0) -> None:
         self.host = host
         self.port = port
         self.password = password
@@ -71,11 +76,12 @@ class Simulator:
         self.split = False
         self.stall_until = 0.0
         self._fail: list[str] = []
+        self._lose = 0
         self._sessions: set[Session] = set()
         self._server: StreamServer | None = None
         self._heartbeat: gevent.Greenlet | None = None
         self.switch = Switch(hostname=hostname, core_uuid=core_uuid or str(uuidlib.uuid4()),
-                             speed=speed, publish=self._publish)
+                             speed=speed, publish=self._publish, db_lag=db_lag, seed=seed)
         self.api_commands = ApiCommands(self.switch, on_shutdown=self._shutdown)
         self.switch.listeners.append(self._log_from_event)
 
@@ -100,6 +106,7 @@ class Simulator:
             if ch.greenlet is not None:
                 ch.greenlet.kill(block=False)
         self.switch.channels.clear()
+        self.switch.coredb.stop()
 
     def __enter__(self) -> Simulator:
         self.start()
@@ -121,6 +128,10 @@ class Simulator:
     # -- events --------------------------------------------------------------------------
     def _publish(self, ev: SimEvent) -> None:
         self.stats["events"] += 1
+        if self._lose > 0:  # lose_events: no listener gets it
+            self._lose -= 1
+            self.stats["lost_events"] += 1
+            return
         for s in list(self._sessions):
             if s.alive and s.wants(ev):
                 s.deliver(ev)
@@ -315,6 +326,7 @@ class Simulator:
                 if ch.greenlet is not None:
                     ch.greenlet.kill(block=False)
             self.switch.channels.clear()
+            self.switch.coredb.clear()
             self.switch.core_uuid = str(uuidlib.uuid4())
             self.switch.seq = 0
             self.switch.started = time.time()
@@ -326,6 +338,11 @@ class Simulator:
     def stall(self, seconds: float) -> None:
         """Commands received in the next ``seconds`` (real time) are answered late."""
         self.stall_until = time.monotonic() + seconds
+
+    def lose_events(self, count: int) -> None:
+        """The next ``count`` events reach no listener, and nothing says so: what a client
+        sees when FreeSWITCH drops events for it without (yet) killing it."""
+        self._lose += max(0, count)
 
     def fail_next(self, text: str = "-ERR simulated failure") -> None:
         """The next api/bgapi/sendmsg gets ``text`` instead of running."""
