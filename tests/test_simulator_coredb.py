@@ -1,9 +1,11 @@
 """The simulator is as inconvenient as FreeSWITCH: `show channels` and `show calls` read a
 core database that lags the events (SPEC §8, esl-captures 13), while uuid_exists and
-uuid_dump are exact."""
+uuid_dump are exact; the originate's own loopback leg flips its caller id once answered
+(captures 03–18)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -156,3 +158,102 @@ def test_eslchan_simulate_options_set_the_lag():
     with pytest.raises(SystemExit):
         parse_args(["--db-lag-insert", "10-5"])
     assert parse_args(["--seed", "12"]).seed == 12
+
+
+# --- the caller id flip ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def sim(quiet_simulator):
+    return quiet_simulator
+
+
+@pytest.fixture
+def esl_fast(sim):
+    c = EslClient(sim.port)
+    c.cmd("event json ALL")
+    yield c
+    c.close()
+
+
+def test_the_originates_own_loopback_leg_flips_its_caller_id_once_answered(sim, esl_fast):
+    esl = esl_fast
+    esl.api(f"originate {{origination_uuid={U1},origination_caller_id_name=Alice,"
+            f"origination_caller_id_number=5550100}}loopback/esl_answer/default &park")
+    create = esl.wait_event("CHANNEL_CREATE", uuid=U1)
+    assert (create["Caller-Caller-ID-Name"], create["Caller-Caller-ID-Number"]) == ("Alice", "5550100")
+    assert (create["Caller-Callee-ID-Name"], create["Caller-Callee-ID-Number"]) \
+        == ("Outbound Call", "default")
+    update = esl.wait_event("CALL_UPDATE", uuid=U1)
+    assert update["Direction"] == "RECV"
+    assert (update["Caller-Caller-ID-Name"], update["Caller-Caller-ID-Number"]) \
+        == ("Outbound Call", "default")
+    assert (update["Caller-Callee-ID-Name"], update["Caller-Callee-ID-Number"]) == ("Alice", "5550100")
+    assert update["Caller-Orig-Caller-ID-Name"] == "Alice"  # the original stays on record
+    assert update["variable_pre_transfer_caller_id_name"] == "Alice"
+    assert update["variable_pre_transfer_caller_id_number"] == "5550100"
+    assert update["variable_channel_cid_flipped"] == "yes"
+    # after the answer, before the -a leg runs its application (capture 14)
+    names = esl.names(U1)
+    assert names.index("CHANNEL_ANSWER") < names.index("CALL_UPDATE") < names.index("CHANNEL_PARK")
+    b_uuid = create["variable_other_loopback_leg_uuid"]
+    park_b = esl.wait_event("CHANNEL_PARK", uuid=b_uuid)  # the -b leg keeps the origination id
+    assert (park_b["Caller-Caller-ID-Name"], park_b["Caller-Caller-ID-Number"]) == ("Alice", "5550100")
+    assert "CALL_UPDATE" not in esl.names(b_uuid)
+    rows = {r["uuid"]: r for r in esl.wait_rows(
+        lambda rows: any(r["uuid"] == U1 and r["cid_name"] == "Outbound Call" for r in rows))}
+    assert (rows[U1]["callee_name"], rows[U1]["callee_num"]) == ("Alice", "5550100")
+    assert dumped(esl, U1)["Caller-Caller-ID-Number"] == "default"
+
+
+def dumped(esl: EslClient, uuid: str) -> dict:
+    return json.loads(esl.api(f"uuid_dump {uuid} json"))
+
+
+def test_without_an_origination_caller_id_the_name_is_empty(sim, esl_fast):
+    """FreeSWITCH's default caller id name is empty (the header is left out) and its number
+    0000000000 (captures 07, 14–18)."""
+    esl = esl_fast
+    esl.api(f"originate {{origination_uuid={U1}}}loopback/esl_answer &park")
+    create = esl.wait_event("CHANNEL_CREATE", uuid=U1)
+    assert "Caller-Caller-ID-Name" not in create and "Caller-Orig-Caller-ID-Name" not in create
+    assert create["Caller-Caller-ID-Number"] == "0000000000"
+    assert create["Caller-Callee-ID-Number"] == "esl_answer"  # no context: the extension
+    update = esl.wait_event("CALL_UPDATE", uuid=U1)
+    assert (update["Caller-Caller-ID-Name"], update["Caller-Caller-ID-Number"]) \
+        == ("Outbound Call", "esl_answer")
+    assert "Caller-Callee-ID-Name" not in update
+    assert update["Caller-Callee-ID-Number"] == "0000000000"
+    assert "variable_pre_transfer_caller_id_name" not in update
+
+
+def test_a_bridged_originatee_keeps_its_caller_id(sim, esl_fast):
+    """The leg the bridge application dials runs no application of its own: no flip
+    (capture 05 has one CALL_UPDATE, the originate's leg's). It is dialled with the
+    originator's caller id as it is by then: already flipped."""
+    esl = esl_fast
+    esl.api(f"originate {{origination_uuid={U1},origination_caller_id_number=1001}}"
+            f"loopback/esl_answer/default &bridge({{origination_uuid={U2}}}loopback/esl_answer_2/default)")
+    esl.wait_event("CHANNEL_BRIDGE", uuid=U1)
+    assert "CALL_UPDATE" in esl.names(U1)
+    assert "CALL_UPDATE" not in esl.names(U2)
+    dump = dumped(esl, U2)
+    assert (dump["Caller-Caller-ID-Name"], dump["Caller-Caller-ID-Number"]) \
+        == ("Outbound Call", "default")
+
+
+def test_an_outbound_leg_transferred_into_the_dialplan_flips_once(sim, esl_fast):
+    """A dialled leg (outbound, never routed) that is transferred runs a dialplan for the
+    first time: it becomes the caller, once (switch_channel_sort_cid)."""
+    esl = esl_fast
+    call = sim.create_call(caller_id_name="Alice", caller_id_number="1001", destination="2000")
+    esl.wait_event("CHANNEL_BRIDGE", uuid=call.a_uuid)
+    assert esl.api(f"uuid_transfer {call.b_uuid} 3000 XML default") == "+OK\n"
+    update = esl.wait_event("CALL_UPDATE", uuid=call.b_uuid)
+    assert (update["Caller-Caller-ID-Number"], update["Caller-Callee-ID-Number"]) == ("2000", "1001")
+    esl.wait_event("CHANNEL_PARK", uuid=call.b_uuid)
+    assert esl.api(f"uuid_transfer {call.b_uuid} 3001 XML default") == "+OK\n"
+    esl.wait_event(lambda e: e["Event-Name"] == "CHANNEL_PARK"
+                   and e["Caller-Destination-Number"] == "3001", uuid=call.b_uuid)
+    assert esl.names(call.b_uuid).count("CALL_UPDATE") == 1
+    assert "CALL_UPDATE" not in esl.names(call.a_uuid)  # the inbound caller never flips

@@ -142,6 +142,7 @@ class Bridging:
                 raise HangupUnwind(self._no_route(ch))
             apps = found
         ch.variables["transfer_history"] = f"{int(time.time())}:{new_uuid()}:uuid_br:{t.dest}"
+        self.sort_cid(ch)
         ch.hit_dialplan = True
         self.set_state(ch, "CS_ROUTING")
         self.set_state(ch, "CS_EXECUTE")

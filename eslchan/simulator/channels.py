@@ -115,6 +115,7 @@ class SimChannel:
         self.apps: list[tuple[str, str]] = []     # the extension being run, for show channels
         self.bridge_originator = False            # this side fires CHANNEL_BRIDGE/UNBRIDGE
         self.parked = False
+        self.cf_dialplan = False                  # caller id already sorted (sort_cid)
         self.unwind_pending: list[Unwind] = []
 
     # -- header blocks -------------------------------------------------------------------
@@ -163,11 +164,14 @@ class SimChannel:
             (f"{prefix}-Direction", self.direction),
             (f"{prefix}-Logical-Direction", logical),
             (f"{prefix}-Dialplan", self.dialplan.lower()),
-            (f"{prefix}-Caller-ID-Name", self.caller_id_name),
-            (f"{prefix}-Caller-ID-Number", self.caller_id_number),
-            (f"{prefix}-Orig-Caller-ID-Name", self.orig_caller_id_name),
-            (f"{prefix}-Orig-Caller-ID-Number", self.orig_caller_id_number),
         ]
+        # FreeSWITCH leaves an empty caller id name out (an originate without one)
+        if self.caller_id_name:
+            h.append((f"{prefix}-Caller-ID-Name", self.caller_id_name))
+        h.append((f"{prefix}-Caller-ID-Number", self.caller_id_number))
+        if self.orig_caller_id_name:
+            h.append((f"{prefix}-Orig-Caller-ID-Name", self.orig_caller_id_name))
+        h.append((f"{prefix}-Orig-Caller-ID-Number", self.orig_caller_id_number))
         if self.callee_id_name:
             h.append((f"{prefix}-Callee-ID-Name", self.callee_id_name))
         if self.callee_id_number:

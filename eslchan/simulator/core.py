@@ -337,6 +337,27 @@ class SwitchCore:
         finally:
             ch.hangup_cause = cause
 
+    def sort_cid(self, ch: SimChannel) -> None:
+        """switch_channel_sort_cid: an outbound channel about to run an extension (the
+        originate's application, or a dialplan after a transfer) becomes the caller of its
+        own dialplan, once: its caller and callee ids swap (SPEC §8; loopback ``-a`` legs
+        show ``Outbound Call``/``<context>`` from then on)."""
+        if ch.direction != "outbound" or ch.cf_dialplan:
+            return
+        ch.cf_dialplan = True
+        old_name, old_number = ch.caller_id_name, ch.caller_id_number
+        if old_name:
+            ch.variables["pre_transfer_caller_id_name"] = old_name
+        if old_number:
+            ch.variables["pre_transfer_caller_id_number"] = old_number
+        ch.caller_id_name, ch.caller_id_number = ch.callee_id_name, ch.callee_id_number
+        ch.callee_id_name, ch.callee_id_number = old_name, old_number
+        ch.variables["channel_cid_flipped"] = "yes"
+        before = [("Direction", "RECV")]
+        if ch.other_leg:
+            before.append(("Bridged-To", ch.other_leg))
+        self.chan_event(ch, "CALL_UPDATE", before=before)
+
     # -- answer / hold / dtmf ------------------------------------------------------------
     def answer(self, ch: SimChannel) -> None:
         if ch.answered or ch.hangup_cause:
