@@ -391,3 +391,49 @@ def test_digit_collection_and_endless_playback(sim, esl):
     assert sim.channel(U1).recordings
     sim.hangup(U1)
     esl.wait_event("RECORD_STOP", uuid=U1)      # recordings end with the call
+
+
+ENDLESS_TONE = "tone_stream://%(1000,4000,440);loops=-1"
+
+
+def _play_forever(esl: EslClient, uuid: str) -> None:
+    esl.cmd(f"sendmsg {uuid}", {"call-command": "execute", "execute-app-name": "playback",
+                                "execute-app-arg": ENDLESS_TONE})
+    esl.wait_event("PLAYBACK_START", uuid=uuid)
+
+
+@pytest.mark.parametrize("who_hangs_up", ["a", "b"])
+def test_a_demo_call_ends_when_one_side_hangs_up_even_while_media_plays(sim, esl, who_hangs_up):
+    """A demo-style call (the caller's leg has hangup_after_bridge, as Kazoo sets it) with
+    endless media on both legs inside the bridge: when either side hangs up, the other leg
+    goes too instead of playing on forever."""
+    call = sim.create_call(variables={"hangup_after_bridge": "true"})
+    esl.wait_event("CHANNEL_BRIDGE", uuid=call.a_uuid)
+    for uuid in call.uuids:
+        _play_forever(esl, uuid)
+    gone, other = (call.a_uuid, call.b_uuid) if who_hangs_up == "a" else (call.b_uuid, call.a_uuid)
+    sim.hangup(gone)
+    esl.wait_event("CHANNEL_DESTROY", uuid=other)
+    names = esl.names(other)
+    assert names.index("PLAYBACK_STOP") < names.index("CHANNEL_DESTROY")  # the media ended
+    assert sim.channels() == []
+
+
+def test_without_hangup_after_bridge_the_caller_plays_its_media_to_the_end(sim, esl):
+    """The flow says otherwise: a caller's leg without hangup_after_bridge keeps playing its
+    media after the callee hung up, then leaves the bridge (and, its extension done, hangs
+    up); the callee's leg never outlives the bridge."""
+    call = sim.create_call()
+    esl.wait_event("CHANNEL_BRIDGE", uuid=call.a_uuid)
+    sim.switch.media_durations["tone_stream://short"] = 2.0
+    esl.cmd(f"sendmsg {call.a_uuid}", {"call-command": "execute", "execute-app-name": "playback",
+                                       "execute-app-arg": "tone_stream://short"})
+    esl.wait_event("PLAYBACK_START", uuid=call.a_uuid)
+    _play_forever(esl, call.b_uuid)
+    sim.hangup(call.b_uuid)
+    esl.wait_event("CHANNEL_DESTROY", uuid=call.b_uuid)
+    assert sim.channel(call.a_uuid) is not None  # still playing
+    stop = esl.wait_event("PLAYBACK_STOP", uuid=call.a_uuid)
+    assert stop["Playback-Status"] == "done"
+    esl.wait_event("CHANNEL_UNBRIDGE", uuid=call.a_uuid)
+    esl.wait_event("CHANNEL_DESTROY", uuid=call.a_uuid)

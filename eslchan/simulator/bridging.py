@@ -86,12 +86,13 @@ class Bridging:
         self.set_callstate(a, "ACTIVE")
         ab = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
         self.chan_event(a, "CHANNEL_BRIDGE", before=ab)
+        outer, a.bridge_depth = a.bridge_depth, a.app_depth
         try:
-            while True:
-                msg = self.wait(a, None, idle=True)
-                if msg and msg[0] == "bridge_end" and msg[1] == b.uuid:
-                    break
+            while b.uuid not in a.bridge_ends:  # wait() notes the end, whoever reads it
+                self.wait(a, None, idle=True)
         finally:
+            a.bridge_depth = outer
+            a.bridge_ends.discard(b.uuid)
             self.chan_event(a, "CHANNEL_UNBRIDGE", before=ab)
             if a.other_leg == b.uuid:
                 a.other_leg, a.other_type = None, None
@@ -103,12 +104,13 @@ class Bridging:
         ch.other_leg, ch.other_type = other_uuid, "originator"
         if ch.state != "CS_EXCHANGE_MEDIA":
             self.set_state(ch, "CS_EXCHANGE_MEDIA")
+        outer, ch.bridge_depth = ch.bridge_depth, ch.app_depth
         try:
-            while True:
-                msg = self.wait(ch, None, idle=True)
-                if msg and msg[0] == "bridge_end":
-                    break
+            while other_uuid not in ch.bridge_ends:  # wait() notes the end, whoever reads it
+                self.wait(ch, None, idle=True)
         finally:
+            ch.bridge_depth = outer
+            ch.bridge_ends.discard(other_uuid)
             partner = self.channels.get(other_uuid)
             if partner is not None and partner.other_leg == ch.uuid:
                 self._send(partner, ("bridge_end", ch.uuid))

@@ -116,6 +116,8 @@ class SimChannel:
         self.bridge_originator = False            # this side fires CHANNEL_BRIDGE/UNBRIDGE
         self.parked = False
         self.cf_dialplan = False                  # caller id already sorted (sort_cid)
+        self.bridge_ends: set[str] = set()        # peers whose bridge with us has ended
+        self.bridge_depth: int | None = None      # app_depth of the bridge loop we are in
         self.unwind_pending: list[Unwind] = []
 
     # -- header blocks -------------------------------------------------------------------

@@ -118,10 +118,12 @@ class DemoCalls:
             call = self.sim.create_call(account_id=caller.account_id, user_id=caller.user_id,
                                         device_id=caller.device_id, caller_id_name=caller.name,
                                         caller_id_number=caller.number, destination=callee.number,
-                                        username=caller.name.lower())
+                                        username=caller.name.lower(),
+                                        variables={"hangup_after_bridge": "true"})
             gevent.sleep(rng.uniform(0.5, 1.5) * self.mean / self.sim.speed)
-            if self.sim.channel(call.a_uuid) is not None:
-                self.sim.hangup(call.a_uuid)
+            for uuid in call.uuids:
+                if self.sim.channel(uuid) is not None:
+                    self.sim.hangup(uuid)
             gevent.sleep(rng.uniform(0.5, 2.0) / self.sim.speed)
 
 

@@ -269,15 +269,38 @@ class SwitchCore:
                 continue
             if isinstance(msg, Unwind):
                 raise msg
+            if msg[0] == "bridge_end":
+                self._bridge_ended(ch, msg[1])
             if msg[0] == "execute":
                 if idle:
                     self._run_app(ch, msg[1], msg[2], msg[3] if len(msg) > 3 else None)
+                    if ch.bridge_ends:
+                        return None  # the bridge ended meanwhile: let its loop see it
                     continue
                 if not hasattr(ch, "_deferred"):
                     ch._deferred = []  # type: ignore[attr-defined]
                 ch._deferred.append(msg)  # type: ignore[attr-defined]
                 continue
             return msg
+
+    def _bridge_ended(self, ch: SimChannel, peer: str) -> None:
+        """The bridge with ``peer`` is over: the bridge's loop reads it from
+        ``ch.bridge_ends`` even when an application running inside the bridge (media from
+        uuid_broadcast or sendmsg) took the message. Such media does not keep the leg up:
+        the originatee is hung up with the bridge, as FreeSWITCH hangs up a bridge's B leg,
+        and so is the originator when hangup_after_bridge is set (Kazoo sets it on its
+        legs); park_after_bridge, or an originator without it, lets the media finish."""
+        ch.bridge_ends.add(peer)
+        if ch.bridge_depth is None or ch.app_depth <= ch.bridge_depth or ch.hangup_cause:
+            return  # the bridge loop itself got it
+        if ch.other_type == "originator":
+            hang_up = ch.variables.get("park_after_bridge") != "true"
+        else:
+            hang_up = ch.variables.get("hangup_after_bridge") == "true"
+        if hang_up:
+            other = self.channels.get(peer)
+            self.hangup(ch.uuid, (other.hangup_cause if other is not None else None)
+                        or "NORMAL_CLEARING")
 
     def _send(self, ch: SimChannel, msg: Any) -> None:
         ch.inbox.put(msg)
