@@ -52,8 +52,14 @@ class HttpServer(WSGIServer):
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
-        self.registry = ChannelRegistry(config.channels.mapping)
-        self.sync = NodeSync(self.registry, grace_seconds=config.channels.stale_grace_seconds)
+        channels = config.channels
+        self.registry = ChannelRegistry(channels.mapping)
+        self.sync = NodeSync(
+            self.registry,
+            grace_seconds=channels.stale_grace_seconds,
+            snapshot_lag=channels.snapshot_lag_seconds,
+            check_interval=channels.anti_entropy_seconds,
+        )
         self.links: dict[str, NodeLink] = {}
         for node in config.nodes:
             link = NodeLink(
@@ -103,6 +109,7 @@ class Daemon:
         for link in self.links.values():
             link.start()
         self._housekeeping = gevent.spawn(self._expire_stale)
+        self.sync.start()
         log.info("eslchan listening on %s with %d node(s)", self.url, len(self.links))
 
     def stop(self, drain_seconds: float | None = None) -> None:
@@ -113,6 +120,7 @@ class Daemon:
         self.interpreter.drain(timeout=drain)
         if self._housekeeping is not None:
             self._housekeeping.kill()
+        self.sync.stop()
         for link in self.links.values():
             link.stop()
         self._stopped.set()

@@ -126,3 +126,15 @@ def test_an_unreadable_file_is_a_config_error_naming_it(tmp_path):
             load_config(path)
         ((key, message),) = info.value.problems
         assert key == "--config" and reason in message and str(path) in message
+
+
+def test_snapshot_lag_and_anti_entropy_interval():
+    channels = parse_config(minimal(), env={}).channels
+    assert (channels.snapshot_lag_seconds, channels.anti_entropy_seconds) == (0.5, 30.0)
+    channels = parse_config(
+        minimal(channels={"snapshot_lag_seconds": 0.3, "anti_entropy_seconds": 0}), env={}
+    ).channels
+    assert (channels.snapshot_lag_seconds, channels.anti_entropy_seconds) == (0.3, 0.0)  # 0: off
+    found = problems_of(minimal(channels={"snapshot_lag_seconds": 0, "anti_entropy_seconds": -1}))
+    assert found["channels.snapshot_lag_seconds"] == "must be greater than 0"
+    assert found["channels.anti_entropy_seconds"] == "must be 0 (off) or more"
