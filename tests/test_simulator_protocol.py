@@ -336,3 +336,16 @@ def test_simulate_entry_point_serves_demo_calls():
         g.kill()
     with pytest.raises(SystemExit):
         simulate_main(["--listen", "nonsense"])
+
+
+def test_overlapping_outages_end_with_the_last(sim):
+    first = gevent.spawn(sim.restart, keep_channels=True, down_for=0.2)
+    gevent.sleep(0.05)
+    second = gevent.spawn(sim.restart, keep_channels=True, down_for=0.4)
+    first.join()
+    with pytest.raises(ConnectionRefusedError):  # the second outage still goes on
+        socket.create_connection(("127.0.0.1", sim.port), timeout=1)
+    second.join()
+    c = EslClient(sim.port)
+    assert c.api("version").startswith("FreeSWITCH Version")
+    c.close()

@@ -77,6 +77,8 @@ class Simulator:
         self.stall_until = 0.0
         self._fail: list[str] = []
         self._lose = 0
+        self._outages = 0  # restarts with down_for under way
+        self._running = False
         self._sessions: set[Session] = set()
         self._server: StreamServer | None = None
         self._heartbeat: gevent.Greenlet | None = None
@@ -87,6 +89,7 @@ class Simulator:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        self._running = True
         self._server = StreamServer((self.host, self.port), self._accept)
         self._server.start()
         self.port = self._server.server_port
@@ -94,6 +97,7 @@ class Simulator:
             self._heartbeat = gevent.spawn(self._heartbeat_loop)
 
     def stop(self) -> None:
+        self._running = False
         if self._heartbeat is not None:
             self._heartbeat.kill(block=False)
             self._heartbeat = None
@@ -315,10 +319,13 @@ class Simulator:
     def restart(self, *, keep_channels: bool = False, down_for: float = 0.0) -> None:
         """Every connection drops; without ``keep_channels`` FreeSWITCH comes back empty,
         with a new Core-UUID, as after a crash. With it, as after a network blip.
-        ``down_for`` (real seconds) keeps the port closed meanwhile, so connects are refused."""
-        if down_for > 0 and self._server is not None:
-            self._server.stop(timeout=0.1)
-            self._server = None
+        ``down_for`` (real seconds) keeps the port closed meanwhile, so connects are refused;
+        outages that overlap end with the last of them."""
+        if down_for > 0:
+            self._outages += 1
+            if self._server is not None:
+                self._server.stop(timeout=0.1)
+                self._server = None
         self.drop_connections()
         if not keep_channels:
             for ch in list(self.switch.channels.values()):
@@ -331,9 +338,13 @@ class Simulator:
             self.switch.seq = 0
             self.switch.started = time.time()
         if down_for > 0:
-            gevent.sleep(down_for)
-            self._server = StreamServer((self.host, self.port), self._accept)
-            self._server.start()
+            try:
+                gevent.sleep(down_for)
+            finally:
+                self._outages -= 1
+            if self._outages == 0 and self._server is None and self._running:
+                self._server = StreamServer((self.host, self.port), self._accept)
+                self._server.start()
 
     def stall(self, seconds: float) -> None:
         """Commands received in the next ``seconds`` (real time) are answered late."""
