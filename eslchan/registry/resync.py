@@ -103,6 +103,7 @@ class ResyncResult:
     removed: list[str] = field(default_factory=list)  # uuids FreeSWITCH no longer had
     deferred: int = 0  # unlisted, but too new to judge: a later check looks again
     seconds: float = 0.0
+    asked_at: float = 0.0  # time.monotonic() when the snapshot was asked for
 
 
 def uuid_exists_command(uuid: str) -> Command:
@@ -147,6 +148,7 @@ class Resyncer:
         pool = Pool(self.concurrency)
         answers = None
         try:
+            result.asked_at = time.monotonic()
             rows = parse_show_channels(self.link.api(show_channels_command(), self.timeout))
             result.channels = len(rows)
             listed = {row["uuid"]: row for row in rows}
@@ -348,7 +350,7 @@ class NodeSync:
                 if kind == "resync":
                     delay = self.retry_initial
                     self._synced_once.add(node)
-                    self._follow_up(node)
+                    self._follow_up(node, result.asked_at)
                 if self._want.get(node) != "resync" and not self.registry.is_down(node):
                     self._synced_event(node).set()
         finally:
@@ -361,13 +363,15 @@ class NodeSync:
         if confirm is not None:
             self._confirm_after[node] = max(confirm, self._confirm_after.get(node, confirm))
 
-    def _follow_up(self, node: str) -> None:
-        """A check once the lag window has passed: channels created during a link cut that
-        the resync's snapshot was too early to list, and the ones it was too new to judge."""
+    def _follow_up(self, node: str, asked_at: float) -> None:
+        """A check once the lag window has passed since the resync's snapshot: channels
+        created during a link cut that it was too early to list, and the ones it was too
+        new to judge."""
         timer = self._followup.pop(node, None)
         if timer is not None:
             timer.kill(block=False)
-        self._followup[node] = gevent.spawn_later(self.registry.snapshot_lag, self.check, node)
+        wait = max(0.0, asked_at + self.registry.snapshot_lag - time.monotonic())
+        self._followup[node] = gevent.spawn_later(wait, self.check, node)
 
     def start(self) -> None:
         """Start the periodic checks (every ``check_interval`` seconds, if any)."""
