@@ -27,7 +27,6 @@ within a bounded time. What they repair is counted in ``registry.repairs``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ import gevent
 from gevent.event import Event as GEvent
 from gevent.pool import Pool
 
+from eslchan import jsoncodec
 from eslchan.esl import commands
 from eslchan.esl.commands import Command
 from eslchan.esl.errors import CommandRejected, CommandTimeout, EslError, LinkDown
@@ -75,7 +75,7 @@ def uuid_dump_command(uuid: str) -> Command:
 def parse_show_channels(body: str) -> list[dict[str, str]]:
     """Rows of ``show channels as json``: ``{"row_count": 0}`` (no rows key) when empty."""
     try:
-        data = json.loads(body)
+        data = jsoncodec.loads(body)  # a big switch lists megabytes, every check: orjson
     except ValueError as exc:
         raise ValueError(f"show channels: not JSON: {body[:80]!r}") from exc
     if not isinstance(data, dict):
@@ -87,7 +87,7 @@ def parse_show_channels(body: str) -> list[dict[str, str]]:
 
 
 def parse_dump(body: str) -> Event:
-    data = json.loads(body)
+    data = jsoncodec.loads(body)
     if not isinstance(data, dict) or not data.get("Unique-ID"):
         raise ValueError("uuid_dump: not a channel")
     return flat_event(data)  # multi-valued variables come as arrays, as in json events
