@@ -598,3 +598,20 @@ def test_node_sync_checks_periodically_and_repairs_drift_without_a_link_fault(ca
         assert reg.repairs["fs1"] == {"added": 2, "removed": 2}
     finally:
         sync.stop()
+
+
+def test_new_channels_of_a_restarted_freeswitch_are_not_waited_for(capture05):
+    """A snapshot may predate a new channel, so one learned within the lag window is not
+    judged by it: unless FreeSWITCH has restarted since it was last heard of (a restart ends
+    every call). It is still asked about before it goes."""
+    before, show, dumps, _ = capture05
+    reg = fed(before)  # learned just now
+    restarted = dict(before[-1], **{"Core-UUID": "f83c6190-0000-4000-8000-000000000000",
+                                    "Event-Sequence": "3", "Event-Name": "CHANNEL_CREATE",
+                                    "Unique-ID": "12345678-1234-4234-8234-123456789012"})
+    reg.apply("fs1", restarted)  # the new process's first call
+    fs = RecordedFreeSwitch(EMPTY, {})
+    result = Resyncer(reg, fs).run()
+    assert sorted(result.removed) == sorted([U1, U1B, U2, U2B])
+    assert result.deferred == 1  # the new process's call, too new for the snapshot
+    assert {c.uuid for c in reg.all()} == {restarted["Unique-ID"]}

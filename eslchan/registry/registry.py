@@ -729,16 +729,18 @@ class ChannelRegistry:
 
     def missing(self, mark: ResyncMark, listed: Collection[str]) -> tuple[list[str], int]:
         """Known channels a snapshot does not list: those to ask FreeSWITCH about (untouched
-        since the mark and learned before the snapshot's lag window), and how many are too
-        new to judge (the snapshot may predate them; a later comparison looks again)."""
+        since the mark and learned before the snapshot's lag window, or last heard of from a
+        FreeSWITCH process that has since restarted), and how many are too new to judge (the
+        snapshot may predate them; a later comparison looks again)."""
         node = mark.node
         horizon = mark.started - self.snapshot_lag
+        current = self._current_gen.get(node, 0) << _GEN_SHIFT  # the live process's first key
         ask: list[str] = []
         young = 0
-        for uuid in self._nodes.get(node, {}):
+        for uuid, ch in self._nodes.get(node, {}).items():
             if uuid in listed or uuid in mark.touched:
                 continue
-            if self.learned_after(node, uuid, horizon):
+            if self.learned_after(node, uuid, horizon) and not 0 <= ch.seq < current:
                 young += 1
             else:
                 ask.append(uuid)

@@ -152,16 +152,18 @@ class Resyncer:
             rows = parse_show_channels(self.link.api(show_channels_command(), self.timeout))
             result.channels = len(rows)
             listed = {row["uuid"]: row for row in rows}
-            asks: list[tuple[str, dict[str, str]]] = [
-                ("dump", row) for row in rows if reg.needs_dump(node, row["uuid"], self.confirm_after)
-            ]
-            unlisted, result.deferred = reg.missing(mark, listed)
-            asks += [("exists", {"uuid": uuid}) for uuid in unlisted]
-            answers = pool.imap_unordered(self._ask, asks)
-            for kind, row, answer in answers:
-                if isinstance(answer, LinkDown):
-                    raise answer
-                self._settle(kind, row, answer, mark, result)
+            # the listed first: their dumps may show that FreeSWITCH restarted, which settles
+            # the unlisted ones of its former process however new they are
+            dumps = [("dump", row) for row in rows if reg.needs_dump(node, row["uuid"], self.confirm_after)]
+            for batch in (dumps, None):
+                if batch is None:
+                    unlisted, result.deferred = reg.missing(mark, listed)
+                    batch = [("exists", {"uuid": uuid}) for uuid in unlisted]
+                answers = pool.imap_unordered(self._ask, batch)
+                for kind, row, answer in answers:
+                    if isinstance(answer, LinkDown):
+                        raise answer
+                    self._settle(kind, row, answer, mark, result)
             reg.end_resync(
                 mark,
                 added=len(result.added) if self.count_repairs else 0,
