@@ -293,7 +293,7 @@ class ChannelRegistry:
                 return None
             if event.get("Channel-State") == "CS_DESTROY":
                 return None  # a dying channel's last word: its CHANNEL_DESTROY removes it
-            if self._marked_gone(node, uuid, confirmed):
+            if self._removed_gone and self._marked_gone(node, uuid, confirmed):
                 self.stats["ignored_removed"] += 1
                 return None
             ch = self._create(node, nodemap, uuid, _created(event, self.clock))
