@@ -42,9 +42,15 @@ class Daemon:
     def __init__(self, config: Config):
         self.config = config
         policies = PolicyBook.from_config(config)
+        channels = config.channels
         # what tenants may set shows in custom_channel_vars, whatever the mapping's prefix
-        self.registry = ChannelRegistry(config.channels.mapping, extra_prefixes=policies.variable_prefixes())
-        self.sync = NodeSync(self.registry, grace_seconds=config.channels.stale_grace_seconds)
+        self.registry = ChannelRegistry(channels.mapping, extra_prefixes=policies.variable_prefixes())
+        self.sync = NodeSync(
+            self.registry,
+            grace_seconds=channels.stale_grace_seconds,
+            snapshot_lag=channels.snapshot_lag_seconds,
+            check_interval=channels.anti_entropy_seconds,
+        )
         self.links: dict[str, NodeLink] = {}
         for node in config.nodes:
             link = NodeLink(
@@ -113,6 +119,7 @@ class Daemon:
         for link in self.links.values():
             link.start()
         self._housekeeping = gevent.spawn(self._expire_stale)
+        self.sync.start()
         log.info("eslchan listening on %s with %d node(s)", self.url, len(self.links))
 
     def stop(self, drain_seconds: float | None = None) -> None:
@@ -123,6 +130,7 @@ class Daemon:
         self.interpreter.drain(timeout=drain)
         if self._housekeeping is not None:
             self._housekeeping.kill()
+        self.sync.stop()
         for link in self.links.values():
             link.stop()
         if self.webhooks is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -80,6 +81,23 @@ class EslClient:
         f = self.cmd("api " + text)
         assert f.content_type == "api/response"
         return f.body
+
+    def rows(self, what: str = "channels") -> list[dict]:
+        """The rows of ``show <what> as json``."""
+        return json.loads(self.api(f"show {what} as json")).get("rows", [])
+
+    def wait_rows(self, predicate: Callable[[list[dict]], bool], what: str = "channels",
+                  timeout: float = 10.0) -> list[dict]:
+        """Poll ``show <what> as json`` until ``predicate(rows)``: FreeSWITCH's core database
+        lags its events, so a client waits for the table as it must with a real switch."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.rows(what)
+            if predicate(rows):
+                return rows
+            if time.monotonic() > deadline:
+                raise AssertionError(f"show {what}: never matched; last rows {rows}")
+            gevent.sleep(0.005)
 
     def wait_event(self, pred: Callable[[dict], bool] | str, timeout: float = 10.0,
                    uuid: str | None = None) -> dict:

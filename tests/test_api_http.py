@@ -468,6 +468,9 @@ def test_health_and_metrics(simulator, daemon, http):
     assert re.search(
         r'eslchan_esl_command_seconds_count\{command="[^"]+",node="fs1",outcome="ok"\} [1-9]', text
     )
+    assert re.search(r'eslchan_registry_checks_total\{node="fs1"\} [1-9]', text)  # the resync
+    for kind in ("added", "removed"):  # nothing drifted
+        assert f'eslchan_registry_repairs_total{{kind="{kind}",node="fs1"}} 0.0' in text
 
 
 # --- the Kazoo documentation's curl examples, verbatim -------------------------------------

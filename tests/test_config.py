@@ -163,3 +163,15 @@ def test_check_config_command_names_a_bad_policy(tmp_path, change, key):
     )
     assert proc.returncode == 1
     assert f"{key}: " in proc.stderr, proc.stderr
+
+
+def test_snapshot_lag_and_anti_entropy_interval():
+    channels = parse_config(minimal(), env={}).channels
+    assert (channels.snapshot_lag_seconds, channels.anti_entropy_seconds) == (0.5, 30.0)
+    channels = parse_config(
+        minimal(channels={"snapshot_lag_seconds": 0.3, "anti_entropy_seconds": 0}), env={}
+    ).channels
+    assert (channels.snapshot_lag_seconds, channels.anti_entropy_seconds) == (0.3, 0.0)  # 0: off
+    found = problems_of(minimal(channels={"snapshot_lag_seconds": 0, "anti_entropy_seconds": -1}))
+    assert found["channels.snapshot_lag_seconds"] == "must be greater than 0"
+    assert found["channels.anti_entropy_seconds"] == "must be 0 (off) or more"

@@ -9,13 +9,19 @@ Without ESLCHAN_TEST_FREESWITCH every test here is skipped, with the reason show
 Calls are made with a plain ESL socket (not eslchan's code), the same way the recorded captures
 were: `originate {…}loopback/esl_answer/default &park` makes an answered, parked call of two
 legs; the originate's leg (…-a) has the uuid we choose. FreeSWITCH itself is the witness of
-what really happened to a call: `show channels`, `uuid_getvar`, `uuid_dump`, and the events a
-second plain socket subscribed to (`event json ALL`) receives.
+what really happened to a call: `uuid_exists`, which asks the live session, `uuid_getvar`,
+`uuid_dump`, and the events a second plain socket subscribed to (`event json ALL`) receives. Its
+`show channels` lags its events (a new call shows some 20–180 ms late, a dead one stays ~200 ms:
+SPEC §8), so a test that reads it waits for it, as any client of the switch must.
 
 Each metaflow module has a test that asserts its effect on the switch. Where the module needs
 something a switch may lack (a TTS engine, mod_soundtouch, say's sound files), the test asks
-the switch (`module_exists`) and expects either the effect or eslchan's refusal. The same
-tests run against `eslchan simulate --calls 0` (ESLCHAN_TEST_FREESWITCH=127.0.0.1:PORT:ClueCon).
+the switch (`module_exists`) and expects either the effect or eslchan's refusal.
+
+These tests also run against the simulator, which lags and flips caller ids the same way:
+`eslchan simulate --listen 127.0.0.1:8022 --password ClueCon --calls 0` in one shell and
+`ESLCHAN_TEST_FREESWITCH=127.0.0.1:8022:ClueCon pytest -m freeswitch` in another (the
+directory-user dialplan test needs conf/freeswitch/ and is FreeSWITCH-only).
 """
 
 from __future__ import annotations
@@ -103,9 +109,14 @@ class PlainEsl:
             if headers.get("Content-Type") == "api/response":
                 return body
 
-    def channel_uuids(self) -> set[str]:
+    def channel_rows(self) -> dict[str, dict]:
+        """FreeSWITCH's `show channels` (its core database: it lags the events)."""
         data = json.loads(self.api("show channels as json"))
-        return {row["uuid"] for row in data.get("rows", [])}
+        return {row["uuid"]: row for row in data.get("rows", [])}
+
+    def exists(self, uuid: str) -> bool:
+        """Whether the live session exists: exact, unlike `show channels`."""
+        return self.api(f"uuid_exists {uuid}").strip() == "true"
 
     def close(self) -> None:
         try:
@@ -227,7 +238,7 @@ class Call:
         assert reply == f"+OK {self.uuid}", reply
 
     def alive(self) -> bool:
-        return self.uuid in self.fs.channel_uuids()
+        return self.fs.exists(self.uuid)
 
     def kill(self) -> None:
         if self.alive():
@@ -274,6 +285,16 @@ def _row(api: HttpClient, path: str, uuid: str, account: str = ACME) -> dict | N
     return next((r for r in _rows(api, path, account) if r["uuid"] == uuid), None)
 
 
+def _legs(api: HttpClient, call: Call) -> dict[str, dict]:
+    """The call's legs eslchan lists: its caller id is the caller's on one leg and, once the
+    originate's own leg has flipped its caller id, the callee's on the other."""
+    return {
+        r["uuid"]: r
+        for r in _rows(api, f"/v2/accounts/{ACME}/channels")
+        if call.number in (r["caller_id_number"], r["callee_id_number"])
+    }
+
+
 # --- tests --------------------------------------------------------------------------------------
 
 
@@ -283,24 +304,44 @@ def test_health_reports_the_real_node_connected(api):
     assert NODE in resp.body.decode()
 
 
-def test_account_listing_shows_a_real_call(api, acme_call):
+def test_account_listing_shows_a_real_call(api, fs, acme_call):
     row = eventually(lambda: _row(api, f"/v2/accounts/{ACME}/channels", acme_call.uuid), timeout=10)
     assert row["owner_id"] == ALICE_USER
     assert row["authorizing_id"] == ALICE_DEVICE
     assert row["authorizing_type"] == "device"
     assert row["destination"] == "esl_answer"
     assert row["direction"] == "outbound"  # the originate's own leg
-    assert row["caller_id_number"] == acme_call.number
     assert row["username"] == "alice"
     assert row["node"] == NODE
     assert row["timestamp"] > 62167219200  # Gregorian seconds
-    eventually(lambda: _row(api, f"/v2/accounts/{ACME}/channels", acme_call.uuid)["answered"], timeout=10)
 
-    # the loopback's other leg carries the same variables, so it is Acme's too
-    legs = [
-        r for r in _rows(api, f"/v2/accounts/{ACME}/channels") if r["caller_id_number"] == acme_call.number
-    ]
+    # once answered, FreeSWITCH flips the caller id of the originate's own leg (SPEC §8): it
+    # becomes the caller of its own dialplan, and the origination caller id its callee
+    def flipped():
+        row = _row(api, f"/v2/accounts/{ACME}/channels", acme_call.uuid)
+        return row if row["answered"] and row["caller_id_name"] == "Outbound Call" else None
+
+    row = eventually(flipped, timeout=10)
+    assert row["caller_id_number"] == "default"  # the dialled context
+    assert (row["callee_id_name"], row["callee_id_number"]) == ("Alice", acme_call.number)
+
+    # the loopback's other leg carries the same variables, so it is Acme's too, and keeps the
+    # origination caller id
+    legs = _legs(api, acme_call)
     assert len(legs) == 2, legs
+    (b_leg,) = (r for u, r in legs.items() if u != acme_call.uuid)
+    assert b_leg["direction"] == "inbound"
+    assert (b_leg["caller_id_name"], b_leg["caller_id_number"]) == ("Alice", acme_call.number)
+
+    # FreeSWITCH's own table says the same once it has caught up with its events
+    def table_caught_up():
+        rows = fs.channel_rows()
+        a_row = rows.get(acme_call.uuid, {})
+        return rows if b_leg["uuid"] in rows and a_row.get("cid_name") == "Outbound Call" else None
+
+    table = eventually(table_caught_up, timeout=10)
+    assert table[acme_call.uuid]["cid_num"] == "default"
+    assert table[b_leg["uuid"]]["cid_num"] == acme_call.number
 
     # the same call through the user's and the device's view, and not through another tenant's
     assert _row(api, f"/v2/accounts/{ACME}/users/{ALICE_USER}/channels", acme_call.uuid)
@@ -331,6 +372,7 @@ def test_channel_details_of_a_real_call(api, acme_call):
 def test_post_hangup_ends_the_real_call(api, fs, acme_call):
     eventually(lambda: _row(api, f"/v2/accounts/{ACME}/channels", acme_call.uuid), timeout=10)
     assert acme_call.alive()
+    legs = eventually(lambda: _legs(api, acme_call) if len(_legs(api, acme_call)) == 2 else None, timeout=10)
 
     resp = api.request(
         "POST",
@@ -342,17 +384,12 @@ def test_post_hangup_ends_the_real_call(api, fs, acme_call):
     assert resp.json["status"] == "success"
 
     # FreeSWITCH itself no longer has the call (neither leg), and the listing follows
-    eventually(lambda: not acme_call.alive(), timeout=10)
-    eventually(
-        lambda: (
-            not any(
-                r["caller_id_number"] == acme_call.number for r in _rows(api, f"/v2/accounts/{ACME}/channels")
-            )
-        ),
-        timeout=10,
-    )
+    eventually(lambda: not any(fs.exists(uuid) for uuid in legs), timeout=10)
+    eventually(lambda: not _legs(api, acme_call), timeout=10)
     resp = api.get(f"/v2/accounts/{ACME}/channels/{acme_call.uuid}", token=api.token(ACME))
     assert resp.status == 404, resp.body
+    # its lagging table forgets them too, a little later
+    eventually(lambda: not fs.channel_rows().keys() & set(legs), timeout=10)
 
 
 def test_put_metaflow_sets_a_variable_on_the_real_call(api, fs, acme_call):

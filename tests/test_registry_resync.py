@@ -17,7 +17,7 @@ from eslchan.config import VariableMapping
 from eslchan.esl.errors import CommandRejected, CommandTimeout, LinkDown
 from eslchan.esl.parser import FrameParser, decode_event
 from eslchan.registry import ChannelGone, ChannelRegistry, NodeSync, Resyncer
-from eslchan.registry.resync import parse_show_channels
+from eslchan.registry.resync import parse_dump, parse_show_channels
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -37,12 +37,14 @@ class Clock:
 
 class RecordedFreeSwitch:
     """Answers `api show channels as json` and `api uuid_dump <u> json` as FreeSWITCH did in
-    capture 05; `during` runs inside a command, as events arriving meanwhile would."""
+    capture 05 (and `api uuid_exists <u>`: true for the channels it can dump); `during`
+    runs inside a command, as events arriving meanwhile would."""
 
     def __init__(self, show: str, dumps: dict[str, str], name: str = "fs1"):
         self.name = name
         self.is_up = True
         self.show = show
+        self.shows: list[str] = []  # answers for the next `show channels`, before `show`
         self.dumps = dict(dumps)
         self.sent: list[str] = []
         self.during: dict[str, object] = {}  # command text -> callable run before answering
@@ -59,12 +61,14 @@ class RecordedFreeSwitch:
         if not self.is_up:
             raise LinkDown("down")
         if cmd.text == "api show channels as json":
-            return self.show
+            return self.shows.pop(0) if self.shows else self.show
         if cmd.text.startswith("api uuid_dump "):
             uuid = cmd.text.split()[2]
             if uuid in self.dumps:
                 return self.dumps[uuid]
-            raise CommandRejected("-ERR No such channel!\n", "uuid_dump")
+            raise CommandRejected("-ERR No such channel!", "uuid_dump")
+        if cmd.text.startswith("api uuid_exists "):  # the live sessions are the dumpable ones
+            return "true" if cmd.text.split()[2] in self.dumps else "false"
         raise AssertionError(f"unexpected command {cmd.text}")
 
 
@@ -148,17 +152,21 @@ def test_resync_dumps_only_channels_it_does_not_know(capture05):
 
 def test_channels_freeswitch_no_longer_has_are_removed(capture05):
     before, show, dumps, _ = capture05
-    reg = fed(before)
+    clock = Clock()
+    reg = fed(before, clock=clock)
     removed: list[str] = []
     reg.listen(lambda node, ch, ev: ev.get("Eslchan-Removed") and removed.append(ch.uuid))
     waiter = reg.expect("fs1", U2, {"CHANNEL_ANSWER"})
+    clock.now += 1  # older than the snapshot's lag window
     fs = RecordedFreeSwitch('{"row_count": 0}\n', {})  # FreeSWITCH restarted meanwhile
     result = Resyncer(reg, fs).run()
     assert len(reg) == 0 and sorted(result.removed) == sorted([U1, U1B, U2, U2B])
     assert sorted(removed) == sorted(result.removed)
+    # each confirmed gone by the live session, not taken from the snapshot's word
+    assert sorted(fs.sent[1:]) == sorted(f"api uuid_exists {u}" for u in (U1, U1B, U2, U2B))
     with pytest.raises(ChannelGone) as info:
         waiter.wait(1)
-    assert info.value.reason == "resync"
+    assert info.value.reason == "gone"
 
 
 def test_no_event_during_a_resync_is_lost(capture05):
@@ -300,10 +308,11 @@ def test_reconnect_within_the_grace_settles_the_stale_channels(capture05):
     clock.now += 10
     # meanwhile (events lost) U2B went away; FreeSWITCH lists the other three
     rows = [r for r in json.loads(show)["rows"] if r["uuid"] != U2B]
-    fs = RecordedFreeSwitch(json.dumps({"row_count": len(rows), "rows": rows}), dumps)
+    alive = {u: d for u, d in dumps.items() if u != U2B}
+    fs = RecordedFreeSwitch(json.dumps({"row_count": len(rows), "rows": rows}), alive)
     reg.node_up("fs1")
     assert all(c.stale for c in reg.all())  # until the resync has settled them
-    Resyncer(reg, fs).run()
+    Resyncer(reg, fs, confirm_after=reg.confirm_point("fs1")).run()
     assert {c.uuid for c in reg.all()} == {U1, U1B, U2}
     assert not any(c.stale for c in reg.all())
     clock.now += 60
@@ -390,3 +399,219 @@ def test_node_sync_expires_a_dead_node_after_the_grace(capture05):
     gevent.sleep(0.2)  # the grace timer fires by itself
     assert len(reg) == 0
     sync.stop()
+
+
+# --- snapshots lag the events (SPEC §8): no snapshot is trusted on its own -------------------
+
+EMPTY = '{"row_count": 0}\n'
+
+
+def listing(show: str, *, without: tuple[str, ...] = ()) -> str:
+    rows = [r for r in json.loads(show)["rows"] if r["uuid"] not in without]
+    return json.dumps({"row_count": len(rows), "rows": rows}) if rows else EMPTY
+
+
+def only(dumps: dict[str, str], *, without: tuple[str, ...]) -> dict[str, str]:
+    return {u: d for u, d in dumps.items() if u not in without}
+
+
+def test_a_lagging_row_of_a_channel_whose_destroy_was_lost_is_not_trusted(capture05):
+    """The link was cut while U2B ended: its CHANNEL_DESTROY never came, and FreeSWITCH's
+    lagging snapshot still lists it. The resync asks the live session, which no longer has
+    it: it goes. The others are confirmed (dumped) and stay."""
+    before, show, dumps, _ = capture05
+    clock = Clock()
+    reg = fed(before, clock=clock)
+    clock.now += 5
+    fs = RecordedFreeSwitch(show, only(dumps, without=(U2B,)))
+    result = Resyncer(reg, fs, confirm_after=reg.confirm_point("fs1")).run()
+    assert {c.uuid for c in reg.all()} == {U1, U1B, U2}
+    assert result.removed == [U2B] and result.vanished == 1
+    assert sorted(fs.sent[1:]) == sorted(f"api uuid_dump {u} json" for u in (U1, U1B, U2, U2B))
+    assert reg.repairs["fs1"] == {"added": 0, "removed": 1}
+    assert not reg.is_destroyed("fs1", U2B)  # no tombstone: no CHANNEL_DESTROY was seen
+
+
+def test_without_a_link_fault_a_check_trusts_events_for_listed_channels(capture05):
+    before, show, dumps, _ = capture05
+    reg = fed(before)
+    fs = RecordedFreeSwitch(show, only(dumps, without=(U2B,)))
+    Resyncer(reg, fs).run()
+    assert fs.sent == ["api show channels as json"] and len(reg) == 4
+
+
+def test_a_row_whose_dump_answers_no_such_channel_is_not_added(capture05):
+    _, show, dumps, _ = capture05
+    reg = ChannelRegistry(VariableMapping(), clock=Clock())
+    result = Resyncer(reg, RecordedFreeSwitch(show, only(dumps, without=(U2B,)))).run()
+    assert {c.uuid for c in reg.all()} == {U1, U1B, U2}
+    assert result.vanished == 1 and sorted(result.added) == sorted([U1, U1B, U2])
+
+
+def test_a_destroyed_channels_lagging_row_is_neither_dumped_nor_added(capture05):
+    before, show, dumps, later = capture05
+    reg = fed(before)
+    for ev in later:
+        if ev.get("Unique-ID") == U2B:
+            reg.apply("fs1", ev)
+    assert reg.get("fs1", U2B) is None and reg.is_destroyed("fs1", U2B)
+    fs = RecordedFreeSwitch(show, dumps)  # the table still lists it some 200 ms on
+    Resyncer(reg, fs, confirm_after=reg.confirm_point("fs1")).run()
+    assert reg.get("fs1", U2B) is None
+    assert f"api uuid_dump {U2B} json" not in fs.sent
+
+
+def test_a_channel_too_new_for_the_snapshot_stays_until_freeswitch_says_it_is_gone(capture05):
+    before, show, dumps, _ = capture05
+    clock = Clock()
+    reg = fed([e for e in before if e.get("Unique-ID") in (U1, U1B)], clock=clock)
+    fs = RecordedFreeSwitch(EMPTY, dumps)  # the table has not caught up with the new call
+    result = Resyncer(reg, fs).run()
+    assert {c.uuid for c in reg.all()} == {U1, U1B} and result.deferred == 2
+    assert fs.sent == ["api show channels as json"]  # too new to judge: nothing asked
+    clock.now += 1  # past the lag window, still unlisted: asked, and alive
+    result = Resyncer(reg, fs).run()
+    assert {c.uuid for c in reg.all()} == {U1, U1B} and result.removed == []
+    assert sorted(fs.sent[2:]) == [f"api uuid_exists {u}" for u in sorted((U1, U1B))]
+    fs.dumps = {}  # now really gone (their CHANNEL_DESTROY lost)
+    result = Resyncer(reg, fs).run()
+    assert len(reg) == 0 and sorted(result.removed) == sorted([U1, U1B])
+
+
+def test_an_unlisted_channel_an_event_shows_meanwhile_is_kept(capture05):
+    before, show, dumps, _ = capture05
+    clock = Clock()
+    reg = fed(before, clock=clock)
+    clock.now += 1
+    fs = RecordedFreeSwitch(EMPTY, {})
+    last = max((e for e in before if e.get("Unique-ID") == U1), key=lambda e: int(e["Event-Sequence"]))
+    fs.during["api show channels as json"] = lambda: reg.apply(
+        "fs1", dict(last, **{"Event-Sequence": "5000", "Event-Name": "CHANNEL_STATE"}))
+    result = Resyncer(reg, fs).run()
+    assert {c.uuid for c in reg.all()} == {U1} and U1 not in result.removed
+    assert f"api uuid_exists {U1}" not in fs.sent
+
+
+def test_a_channel_removed_as_gone_keeps_its_stray_events_out_but_not_its_dump(capture05):
+    before, show, dumps, _ = capture05
+    clock = Clock()
+    reg = fed(before, clock=clock)
+    clock.now += 1
+    Resyncer(reg, RecordedFreeSwitch(listing(show, without=(U1,)), only(dumps, without=(U1,)))).run()
+    assert reg.get("fs1", U1) is None
+    stray = max((e for e in before if e.get("Unique-ID") == U1), key=lambda e: int(e["Event-Sequence"]))
+    reg.apply("fs1", stray)
+    assert reg.get("fs1", U1) is None and reg.stats["ignored_removed"] == 1
+    reg.apply_dump("fs1", parse_dump(dumps[U1]))  # FreeSWITCH says it is there after all
+    assert reg.get("fs1", U1) is not None
+    reg.apply("fs1", stray)  # and from then on its events count again
+    assert reg.stats["ignored_removed"] == 1
+
+
+def test_a_call_expired_during_a_long_outage_comes_back_with_the_link(capture05):
+    """FreeSWITCH keeps its calls through an outage longer than the grace: the registry
+    drops them at the grace, and the resync after the outage lists them again, with
+    their events applying as before (no tombstone from the expiry)."""
+    before, show, dumps, _ = capture05
+    clock = Clock()
+    reg = fed(before, clock=clock, stale_grace=30)
+    waiter = reg.expect("fs1", U1, {"CHANNEL_ANSWER"})
+    reg.node_down("fs1")
+    clock.now += 31
+    assert len(reg.expire_stale()) == 4 and len(reg) == 0
+    with pytest.raises(ChannelGone) as info:
+        waiter.wait(1)
+    assert info.value.reason == "node down"
+    assert not any(reg.is_destroyed("fs1", u) for u in (U1, U1B, U2, U2B))
+    reg.node_up("fs1")
+    fs = RecordedFreeSwitch(show, dumps)
+    result = Resyncer(reg, fs, confirm_after=reg.confirm_point("fs1")).run()
+    assert {c.uuid for c in reg.all()} == {U1, U1B, U2, U2B} and sorted(result.added) == sorted(
+        [U1, U1B, U2, U2B])
+    assert reg.get("fs1", U1).account_id == "acct1" and not reg.get("fs1", U1).stale
+    assert reg.expect("fs1", U1, {"CHANNEL_HANGUP"})  # actions can wait on it again
+
+
+def test_node_sync_confirms_what_it_knew_before_the_link_came_back(capture05):
+    """Channels an event shows after the link came back need no dump; the others do."""
+    before, show, dumps, _ = capture05
+    reg = fed(before)
+    fs = RecordedFreeSwitch(show, dumps)
+    sync = NodeSync(reg, links={"fs1": fs}, snapshot_lag=0.05)
+    try:
+        sync.on_up("fs1")  # in event order: before any event of the new connection
+        last = max((e for e in before if e.get("Unique-ID") == U1), key=lambda e: int(e["Event-Sequence"]))
+        reg.apply("fs1", dict(last, **{"Event-Sequence": "5000", "Event-Name": "CHANNEL_STATE"}))
+        assert sync.wait_synced("fs1", timeout=5)
+        dumped = {t.split()[2] for t in fs.sent if t.startswith("api uuid_dump")}
+        assert dumped == {U1B, U2, U2B}
+    finally:
+        sync.stop()
+
+
+def test_node_sync_follows_a_resync_with_a_check_once_the_lag_has_passed(capture05):
+    """Calls created while the link was cut that the resync's snapshot was too early to
+    list appear with the check that follows it, and count as repairs."""
+    _, show, dumps, _ = capture05
+    reg = ChannelRegistry(VariableMapping())
+    fs = RecordedFreeSwitch(show, dumps)
+    fs.shows = [listing(show, without=(U2, U2B))]  # U2's call is newer than the table
+    sync = NodeSync(reg, links={"fs1": fs}, snapshot_lag=0.05)
+    try:
+        sync.on_up("fs1")
+        assert sync.wait_synced("fs1", timeout=5)
+        assert {c.uuid for c in reg.all()} == {U1, U1B}
+        assert reg.repairs["fs1"] == {"added": 0, "removed": 0}  # first sync: learning
+        deadline = gevent.get_hub().loop.now() + 5
+        while len(reg) < 4 and gevent.get_hub().loop.now() < deadline:
+            gevent.sleep(0.01)
+        assert {c.uuid for c in reg.all()} == {U1, U1B, U2, U2B}
+        assert reg.repairs["fs1"] == {"added": 2, "removed": 0} and reg.checks["fs1"] == 2
+    finally:
+        sync.stop()
+
+
+def test_node_sync_checks_periodically_and_repairs_drift_without_a_link_fault(capture05):
+    """Events lost without the link noticing (FreeSWITCH dropping them for a slow
+    listener): the periodic check finds and repairs the difference both ways."""
+    before, show, dumps, _ = capture05
+    clock = Clock()
+    reg = fed([e for e in before if e.get("Unique-ID") in (U1, U1B)], clock=clock)
+    fs = RecordedFreeSwitch(listing(show, without=(U2, U2B)), only(dumps, without=(U2, U2B)))
+    sync = NodeSync(reg, links={"fs1": fs}, check_interval=0.05)
+    try:
+        sync.on_up("fs1")
+        assert sync.wait_synced("fs1", timeout=5) and {c.uuid for c in reg.all()} == {U1, U1B}
+        deadline = gevent.get_hub().loop.now() + 5
+        while reg.checks.get("fs1", 0) < 2 and gevent.get_hub().loop.now() < deadline:
+            gevent.sleep(0.01)  # the check that follows the resync is done: no other comes
+        assert reg.checks["fs1"] == 2
+        clock.now += 1
+        # then, with the link up all along, FreeSWITCH has U2's call (its events were
+        # lost) and no longer U1's (so was its hangup)
+        fs.show, fs.dumps = listing(show, without=(U1, U1B)), only(dumps, without=(U1, U1B))
+        sync.start()
+        deadline = gevent.get_hub().loop.now() + 5
+        while {c.uuid for c in reg.all()} != {U2, U2B} and gevent.get_hub().loop.now() < deadline:
+            gevent.sleep(0.01)
+        assert {c.uuid for c in reg.all()} == {U2, U2B}
+        assert reg.repairs["fs1"] == {"added": 2, "removed": 2}
+    finally:
+        sync.stop()
+
+
+def test_new_channels_of_a_restarted_freeswitch_are_not_waited_for(capture05):
+    """A snapshot may predate a new channel, so one learned within the lag window is not
+    judged by it: unless FreeSWITCH has restarted since it was last heard of (a restart ends
+    every call). It is still asked about before it goes."""
+    before, show, dumps, _ = capture05
+    reg = fed(before)  # learned just now
+    restarted = dict(before[-1], **{"Core-UUID": "f83c6190-0000-4000-8000-000000000000",
+                                    "Event-Sequence": "3", "Event-Name": "CHANNEL_CREATE",
+                                    "Unique-ID": "12345678-1234-4234-8234-123456789012"})
+    reg.apply("fs1", restarted)  # the new process's first call
+    fs = RecordedFreeSwitch(EMPTY, {})
+    result = Resyncer(reg, fs).run()
+    assert sorted(result.removed) == sorted([U1, U1B, U2, U2B])
+    assert result.deferred == 1  # the new process's call, too new for the snapshot
+    assert {c.uuid for c in reg.all()} == {restarted["Unique-ID"]}

@@ -100,9 +100,9 @@ def test_originate_with_vars_and_origination_uuid_renames_the_channel(sim, esl):
     assert b_create["variable_account_id"] == "acct1"       # the b leg inherits {vars}
     assert b_create["Channel-Name"] == "loopback/esl_answer-b"
     esl.wait_event("CHANNEL_PARK", uuid=U1)
-    rows = json.loads(esl.api("show channels as json"))
-    assert rows["row_count"] == 2
-    assert all(not k.startswith("variable_") for k in rows["rows"][0])
+    rows = esl.wait_rows(lambda rows: len(rows) == 2)
+    assert {r["uuid"] for r in rows} == {U1, b_uuid}
+    assert all(not k.startswith("variable_") for k in rows[0])
     dump = json.loads(esl.api(f"uuid_dump {U1} json"))
     assert dump["variable_account_id"] == "acct1" and dump["Event-Name"] == "CHANNEL_DATA"
 
@@ -133,8 +133,8 @@ def test_loopback_b_leg_runs_its_dialplan_and_bridge_app_bridges(sim, esl):
     assert bridge["Bridge-A-Unique-ID"] == U1 and bridge["Bridge-B-Unique-ID"] == U2
     assert bridge["Other-Type"] == "originatee"
     assert esl.api(f"uuid_getvar {U1} bridge_uuid") == U2
-    calls = json.loads(esl.api("show calls as json"))
-    assert any(r["uuid"] == U1 and r["b_uuid"] == U2 for r in calls["rows"])
+    esl.wait_rows(lambda rows: any(r["uuid"] == U1 and r["b_uuid"] == U2 for r in rows),
+                  "calls")
     assert esl.api(f"uuid_kill {U1}") == "+OK\n"
     esl.wait_event("CHANNEL_UNBRIDGE", uuid=U1)
     sim.wait_until(lambda: not sim.channels())
@@ -331,6 +331,7 @@ def test_hupall_and_status(sim, esl):
     assert esl.api("hupall NORMAL_CLEARING") == \
         "+OK hangup all channels with cause NORMAL_CLEARING\n"
     assert sim.wait_until(lambda: not sim.channels())
+    esl.wait_rows(lambda rows: not rows)  # the destroyed rows go some 200 ms later
     assert esl.api("show channels as json") == '{"row_count": 0}\n'
     assert esl.api("show calls") == "\n0 total.\n"
 
@@ -349,6 +350,8 @@ def test_uuid_transfer_both_moves_both_legs(sim, esl):
 
 def test_show_channels_plain_lists_rows(sim, esl):
     call = sim.create_call()
+    esl.wait_event("CHANNEL_BRIDGE", uuid=call.a_uuid)
+    esl.wait_rows(lambda rows: any(r["b_uuid"] == call.b_uuid for r in rows), "calls")
     text = esl.api("show channels")
     header, *rows = text.split("\n\n")[0].split("\n")
     assert header.startswith("uuid,direction,created,created_epoch,name,state")
@@ -389,3 +392,49 @@ def test_digit_collection_and_endless_playback(sim, esl):
     assert sim.channel(U1).recordings
     sim.hangup(U1)
     esl.wait_event("RECORD_STOP", uuid=U1)      # recordings end with the call
+
+
+ENDLESS_TONE = "tone_stream://%(1000,4000,440);loops=-1"
+
+
+def _play_forever(esl: EslClient, uuid: str) -> None:
+    esl.cmd(f"sendmsg {uuid}", {"call-command": "execute", "execute-app-name": "playback",
+                                "execute-app-arg": ENDLESS_TONE})
+    esl.wait_event("PLAYBACK_START", uuid=uuid)
+
+
+@pytest.mark.parametrize("who_hangs_up", ["a", "b"])
+def test_a_demo_call_ends_when_one_side_hangs_up_even_while_media_plays(sim, esl, who_hangs_up):
+    """A demo-style call (the caller's leg has hangup_after_bridge, as Kazoo sets it) with
+    endless media on both legs inside the bridge: when either side hangs up, the other leg
+    goes too instead of playing on forever."""
+    call = sim.create_call(variables={"hangup_after_bridge": "true"})
+    esl.wait_event("CHANNEL_BRIDGE", uuid=call.a_uuid)
+    for uuid in call.uuids:
+        _play_forever(esl, uuid)
+    gone, other = (call.a_uuid, call.b_uuid) if who_hangs_up == "a" else (call.b_uuid, call.a_uuid)
+    sim.hangup(gone)
+    esl.wait_event("CHANNEL_DESTROY", uuid=other)
+    names = esl.names(other)
+    assert names.index("PLAYBACK_STOP") < names.index("CHANNEL_DESTROY")  # the media ended
+    assert sim.channels() == []
+
+
+def test_without_hangup_after_bridge_the_caller_plays_its_media_to_the_end(sim, esl):
+    """The flow says otherwise: a caller's leg without hangup_after_bridge keeps playing its
+    media after the callee hung up, then leaves the bridge (and, its extension done, hangs
+    up); the callee's leg never outlives the bridge."""
+    call = sim.create_call()
+    esl.wait_event("CHANNEL_BRIDGE", uuid=call.a_uuid)
+    sim.switch.media_durations["tone_stream://short"] = 10.0  # 0.5 s of real time
+    esl.cmd(f"sendmsg {call.a_uuid}", {"call-command": "execute", "execute-app-name": "playback",
+                                       "execute-app-arg": "tone_stream://short"})
+    esl.wait_event("PLAYBACK_START", uuid=call.a_uuid)
+    _play_forever(esl, call.b_uuid)
+    sim.hangup(call.b_uuid)
+    esl.wait_event("CHANNEL_DESTROY", uuid=call.b_uuid)
+    assert sim.channel(call.a_uuid) is not None  # still playing
+    stop = esl.wait_event("PLAYBACK_STOP", uuid=call.a_uuid)
+    assert stop["Playback-Status"] == "done"
+    esl.wait_event("CHANNEL_UNBRIDGE", uuid=call.a_uuid)
+    esl.wait_event("CHANNEL_DESTROY", uuid=call.a_uuid)

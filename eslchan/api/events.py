@@ -124,7 +124,7 @@ def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple
         data["old_uuid"] = event["Old-Unique-ID"]  # renamed: the client's row under it is this one
     removed = event.get("Eslchan-Removed")
     if removed:
-        data["removed"] = removed  # eslchan dropped it (resync, node gone) without a FreeSWITCH event
+        data["removed"] = removed  # eslchan dropped it (gone, node down) without a FreeSWITCH event
     return _UNSAFE_NAME.sub("_", name.lower()), json.dumps(data, separators=(",", ":"))
 
 

@@ -76,6 +76,24 @@ class _LiveCollector(Collector):
         queue = GaugeMetricFamily(
             "eslchan_event_queue", "Events received but not yet applied", labels=["node"]
         )
+        repairs = CounterMetricFamily(
+            "eslchan_registry_repairs",
+            "Channels a snapshot comparison repaired, after FreeSWITCH confirmed the difference: "
+            "added (FreeSWITCH had them, the registry did not) or removed (the other way round)",
+            labels=["node", "kind"],
+        )
+        checks = CounterMetricFamily(
+            "eslchan_registry_checks", "Snapshot comparisons completed (resyncs and checks)", labels=["node"]
+        )
+        done = getattr(self._registry, "checks", {})
+        repaired = getattr(self._registry, "repairs", {})
+        for node in sorted(set(self._links) | set(done)):
+            checks.add_metric([node], float(done.get(node, 0)))
+            for kind in ("added", "removed"):
+                repairs.add_metric([node, kind], float(repaired.get(node, {}).get(kind, 0)))
+        yield repairs
+        yield checks
+
         for name, link in sorted(self._links.items()):
             up.add_metric([name], 1 if link.is_up else 0)
             degraded.add_metric([name], 1 if getattr(link, "degraded", False) else 0)

@@ -42,13 +42,24 @@ class ChannelsConfig:
     preset: str = "eslchan"
     system_wide_channels_list: bool = False
     stale_grace_seconds: float = 30.0
+    # how far FreeSWITCH's `show channels` may lag its events (real switch: up to ~0.2 s)
+    snapshot_lag_seconds: float = 0.5
+    # a snapshot comparison repairs any drift this often, per node; 0 = never
+    anti_entropy_seconds: float = 30.0
 
 
 def parse_channels(r: Reader, data: Any) -> ChannelsConfig:
     t = r.table(
         data,
         "channels",
-        {"preset", "variables", "system_wide_channels_list", "stale_grace_seconds"},
+        {
+            "preset",
+            "variables",
+            "system_wide_channels_list",
+            "stale_grace_seconds",
+            "snapshot_lag_seconds",
+            "anti_entropy_seconds",
+        },
     )
     preset = r.get(t, "channels", "preset", str, "eslchan")
     try:
@@ -75,4 +86,14 @@ def parse_channels(r: Reader, data: Any) -> ChannelsConfig:
         preset=preset,
         system_wide_channels_list=r.get(t, "channels", "system_wide_channels_list", bool, False),
         stale_grace_seconds=r.positive(t, "channels", "stale_grace_seconds", 30.0),
+        snapshot_lag_seconds=r.positive(t, "channels", "snapshot_lag_seconds", 0.5),
+        anti_entropy_seconds=_not_negative(r, t, "anti_entropy_seconds", 30.0),
     )
+
+
+def _not_negative(r: Reader, t: dict, name: str, default: float) -> float:
+    value = r.get(t, "channels", name, float, default)
+    if value < 0:
+        r.problems.append((f"channels.{name}", "must be 0 (off) or more"))
+        return default
+    return value

@@ -8,7 +8,12 @@ Event-Sequence restarts when FreeSWITCH restarts, and the restarted process has 
 Core-UUID, which gets the next generation for that node.
 
 A channel is created from whichever of its events arrives first; CHANNEL_DESTROY removes it
-and leaves a tombstone for a while, so a late event cannot bring it back.
+and leaves a tombstone for a while, so a late event cannot bring it back. Tombstones come
+only from CHANNEL_DESTROY (and the temporary uuid a CHANNEL_UUID retires): a channel a
+resync or check removes because FreeSWITCH said it is gone gets a softer mark, which keeps
+its late stray events out but gives way to a ``uuid_dump`` of it; one removed because its
+node stayed down past the grace gets none, so the resync after the outage brings back a
+call the switch still has.
 """
 
 from __future__ import annotations
@@ -44,13 +49,15 @@ CHANNEL_EVENTS = frozenset(
 
 
 class ResyncMark:
-    """What happened on a node while its resync runs: the uuids events touched."""
+    """What happened on a node while a snapshot is compared: the uuids events (and dumps)
+    touched, from ``started`` (the registry's clock) on."""
 
-    __slots__ = ("node", "touched")
+    __slots__ = ("node", "touched", "started")
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, started: float) -> None:
         self.node = node
         self.touched: set[str] = set()
+        self.started = started
 
 
 class ChannelRegistry:
@@ -62,6 +69,7 @@ class ChannelRegistry:
         *,
         clock: Callable[[], float] = time.time,
         stale_grace: float = 30.0,
+        snapshot_lag: float = 0.5,
         tombstone_ttl: float = 300.0,
         tombstone_max: int = 200_000,
         extra_prefixes: Iterable[str] = (),
@@ -69,6 +77,9 @@ class ChannelRegistry:
         self.mapping = mapping or VariableMapping()
         self.clock = clock
         self.stale_grace = stale_grace
+        # how far `show channels` may lag the events: a channel learned this recently may
+        # be missing from a snapshot without being gone
+        self.snapshot_lag = snapshot_lag
         self.tombstone_ttl = tombstone_ttl
         self.tombstone_max = tombstone_max
         m = self.mapping
@@ -106,6 +117,10 @@ class ChannelRegistry:
         self._by_owner: dict[tuple[str, str], set[Channel]] = {}
         self._by_device: dict[tuple[str, str], set[Channel]] = {}
         self._tombstones: dict[str, OrderedDict[str, float]] = {}
+        # removed because FreeSWITCH said so (uuid_exists/uuid_dump): uuid -> expiry
+        self._removed_gone: dict[str, OrderedDict[str, float]] = {}
+        # channels learned within the last snapshot_lag: uuid -> when (registry clock)
+        self._learned: dict[str, OrderedDict[str, float]] = {}
         self._gens: dict[str, dict[str, int]] = {}
         self._current_gen: dict[str, int] = {}
         self._pending_legs: dict[str, dict[str, tuple[str | None, int, float]]] = {}
@@ -113,8 +128,13 @@ class ChannelRegistry:
         self._listeners: list[Listener] = []
         self._resyncs: dict[str, list[ResyncMark]] = {}
         self._down_since: dict[str, float] = {}
-        self.stats = {"events": 0, "ignored_old": 0, "ignored_destroyed": 0, "created": 0,
-                      "destroyed": 0, "removed": 0, "restarts": 0}
+        self.stats = {"events": 0, "ignored_old": 0, "ignored_destroyed": 0,
+                      "ignored_removed": 0, "created": 0, "destroyed": 0, "removed": 0,
+                      "restarts": 0}
+        #: per node: channels a snapshot comparison added (FreeSWITCH had them, the
+        #: registry did not) and removed (the other way round); comparisons completed
+        self.repairs: dict[str, dict[str, int]] = {}
+        self.checks: dict[str, int] = {}
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -197,9 +217,10 @@ class ChannelRegistry:
 
     def listen(self, callback: Listener) -> Callable[[], None]:
         """Call ``callback(node, channel, event)`` after every applied channel event, and
-        with a synthetic CHANNEL_DESTROY (``Eslchan-Removed``: reason) when a resync or an
-        expired node removes a channel. The channel passed with a destroy is the removed one
-        (its account still tells whose it was). Runs inside apply(): must not block."""
+        with a synthetic CHANNEL_DESTROY (``Eslchan-Removed``: reason) when a snapshot
+        comparison ("gone") or an expired node ("node down") removes a channel. The channel
+        passed with a destroy is the removed one (its account still tells whose it was).
+        Runs inside apply(): must not block."""
         self._listeners.append(callback)
 
         def unsubscribe() -> None:
@@ -297,7 +318,7 @@ class ChannelRegistry:
         """Apply one event from ``node``; returns the channel it concerns (None if none)."""
         return self._apply(node, event, wake=True)
 
-    def _apply(self, node: str, event: Event, *, wake: bool) -> Channel | None:
+    def _apply(self, node: str, event: Event, *, wake: bool, confirmed: bool = False) -> Channel | None:
         self.stats["events"] += 1
         key = self._order_key(node, event)
         if key == _DEAD:
@@ -330,6 +351,9 @@ class ChannelRegistry:
                 return None
             if event.get("Channel-State") == "CS_DESTROY":
                 return None  # a dying channel's last word: its CHANNEL_DESTROY removes it
+            if self._removed_gone and self._marked_gone(node, uuid, confirmed):
+                self.stats["ignored_removed"] += 1
+                return None
             ch = self._create(node, nodemap, uuid, _created(event, self.clock))
         self._update(ch, event, name, key)
         if wake:
@@ -366,6 +390,7 @@ class ChannelRegistry:
         ch = Channel(node, uuid, created)
         nodemap[uuid] = ch
         self.stats["created"] += 1
+        self._note_learned(node, uuid)
         if node in self._down_since:  # learned late (a dump answered as the link fell)
             ch.stale = True
         pending = self._pending_legs.get(node)
@@ -577,14 +602,17 @@ class ChannelRegistry:
         self._gone(node, uuid, "destroyed")
         self._notify(node, ch, event)
 
-    def _remove(self, ch: Channel, reason: str) -> None:
-        """Drop a channel that FreeSWITCH no longer has, without an event for it."""
+    def _remove(self, ch: Channel, reason: str, *, confirmed: bool = False) -> None:
+        """Drop a channel without an event for it. ``confirmed``: FreeSWITCH said it is gone
+        (uuid_exists/uuid_dump), so its late stray events are kept out; otherwise (its node
+        stayed down) nothing stops a later resync from bringing it back."""
         nodemap = self._nodes.get(ch.node)
         if nodemap is None or nodemap.get(ch.uuid) is not ch:
             return
         del nodemap[ch.uuid]
         self._unindex(ch)
-        self._tombstone(ch.node, ch.uuid)
+        if confirmed:
+            self._mark(self._removed_gone, ch.node, ch.uuid)
         self.stats["removed"] += 1
         self._gone(ch.node, ch.uuid, reason)
         event: Event = {
@@ -597,17 +625,10 @@ class ChannelRegistry:
     # -- tombstones ------------------------------------------------------------------------
 
     def _tombstone(self, node: str, uuid: str) -> None:
-        stones = self._tombstones.get(node)
-        if stones is None:
-            stones = self._tombstones[node] = OrderedDict()
-        now = self.clock()
-        stones[uuid] = now + self.tombstone_ttl
-        stones.move_to_end(uuid)
-        while stones:
-            first_uuid, expiry = next(iter(stones.items()))
-            if expiry > now and len(stones) <= self.tombstone_max:
-                break
-            stones.popitem(last=False)
+        now = self._mark(self._tombstones, node, uuid)
+        gone = self._removed_gone.get(node)
+        if gone:
+            gone.pop(uuid, None)  # the tombstone says it better
         pending = self._pending_legs.get(node)
         if pending:
             pending.pop(uuid, None)  # a tombstoned leg is never created to take it
@@ -619,12 +640,56 @@ class ChannelRegistry:
                     break
                 del pending[leg_uuid]
 
+    def _mark(self, marks: dict[str, OrderedDict[str, float]], node: str, uuid: str) -> float:
+        """Mark ``uuid`` for tombstone_ttl (bounded by tombstone_max); returns the time."""
+        stones = marks.get(node)
+        if stones is None:
+            stones = marks[node] = OrderedDict()
+        now = self.clock()
+        stones[uuid] = now + self.tombstone_ttl
+        stones.move_to_end(uuid)
+        while stones:
+            expiry = next(iter(stones.values()))
+            if expiry > now and len(stones) <= self.tombstone_max:
+                break
+            stones.popitem(last=False)
+        return now
+
     def _tombstoned(self, node: str, uuid: str) -> bool:
         stones = self._tombstones.get(node)
         if not stones:
             return False
         expiry = stones.get(uuid)
         return expiry is not None and expiry > self.clock()
+
+    def _marked_gone(self, node: str, uuid: str, confirmed: bool) -> bool:
+        """Removed as gone and not seen alive since; a dump (``confirmed``) lifts the mark."""
+        gone = self._removed_gone.get(node)
+        if not gone or uuid not in gone:
+            return False
+        if confirmed or gone[uuid] <= self.clock():
+            del gone[uuid]
+            return False
+        return True
+
+    def _note_learned(self, node: str, uuid: str) -> None:
+        learned = self._learned.get(node)
+        if learned is None:
+            learned = self._learned[node] = OrderedDict()
+        now = self.clock()
+        learned[uuid] = now
+        learned.move_to_end(uuid)
+        horizon = now - self.snapshot_lag
+        while learned:
+            if next(iter(learned.values())) > horizon:
+                break
+            learned.popitem(last=False)
+
+    def learned_after(self, node: str, uuid: str, when: float) -> bool:
+        """Was the channel learned after ``when`` (registry clock; within snapshot_lag)?"""
+        learned = self._learned.get(node)
+        at = learned.get(uuid) if learned else None
+        return at is not None and at > when
 
     # -- indexes ---------------------------------------------------------------------------
 
@@ -648,11 +713,11 @@ class ChannelRegistry:
         if ch.authorizing_id is not None:
             _discard(self._by_device, (account, ch.authorizing_id), ch)
 
-    # -- resync and node life ---------------------------------------------------------------
+    # -- snapshots: resyncs and checks ------------------------------------------------------
 
     def begin_resync(self, node: str) -> ResyncMark:
         """Start recording which channels events touch while a snapshot is being taken."""
-        mark = ResyncMark(node)
+        mark = ResyncMark(node, self.clock())
         self._resyncs.setdefault(node, []).append(mark)
         return mark
 
@@ -661,26 +726,41 @@ class ChannelRegistry:
         if marks and mark in marks:
             marks.remove(mark)
 
-    def needs_dump(self, node: str, uuid: str) -> bool:
-        """Should a resync fetch this channel's variables (uuid_dump)?"""
+    def confirm_point(self, node: str) -> int:
+        """An ordering key that every update applied so far is at or below: a channel whose
+        last update is above it has been heard of (event or dump) since this call."""
+        return max((ch.seq for ch in self._nodes.get(node, {}).values()), default=-1)
+
+    def needs_dump(self, node: str, uuid: str, confirm_after: int | None = None) -> bool:
+        """Should a snapshot comparison ask FreeSWITCH for this listed channel (uuid_dump)?
+        When the registry lacks it (unless destroyed: a lagging row), lacks its variables,
+        or has heard nothing of it since ``confirm_after`` (after a link cut or lost events:
+        the row may be a dead channel's, and its state may have changed)."""
         ch = self.get(node, uuid)
         if ch is None:
             return not self._tombstoned(node, uuid)
-        return not ch.has_variables
+        if not ch.has_variables:
+            return True
+        return confirm_after is not None and ch.seq <= confirm_after
 
     def apply_dump(self, node: str, dump: Event) -> Channel | None:
         """Apply a ``uuid_dump <uuid> json`` result: like an event (it carries Core-UUID and
-        Event-Sequence, so it is ordered against real events), but it wakes no waiter."""
-        return self._apply(node, dump, wake=False)
+        Event-Sequence, so it is ordered against real events), but it wakes no waiter, and
+        it is exact: it brings back a channel a comparison had removed as gone."""
+        return self._apply(node, dump, wake=False, confirmed=True)
 
     def apply_row(self, node: str, row: Mapping[str, str], mark: ResyncMark) -> Channel | None:
-        """Refresh (or, failing a dump, create) a channel from a ``show channels`` row. A
-        channel an event touched during the resync keeps the event's newer state."""
+        """Failing a dump, create a channel from its ``show channels`` row (or refresh one
+        known only from rows). Events are above snapshots: a row never overwrites what an
+        event or a dump said, and a channel destroyed or removed as gone stays so."""
         uuid = row.get("uuid")
-        if not uuid or uuid in mark.touched or self._tombstoned(node, uuid):
+        if (not uuid or uuid in mark.touched or self._tombstoned(node, uuid)
+                or self._marked_gone(node, uuid, False)):
             return self.get(node, uuid) if uuid else None
         nodemap = self._nodes.setdefault(node, {})
         ch = nodemap.get(uuid)
+        if ch is not None and ch.seq >= 0:
+            return ch
         if ch is None:
             try:
                 created = float(row.get("created_epoch") or 0) or self.clock()
@@ -708,25 +788,45 @@ class ChannelRegistry:
             ch.application = intern(row["application"])
         return ch
 
-    def end_resync(self, mark: ResyncMark, present: Collection[str]) -> list[Channel]:
-        """Finish a resync: drop what FreeSWITCH no longer has (unless an event showed it
-        during the resync), and the node's channels are no longer stale. Returns the
-        removed channels."""
+    def missing(self, mark: ResyncMark, listed: Collection[str]) -> tuple[list[str], int]:
+        """Known channels a snapshot does not list: those to ask FreeSWITCH about (untouched
+        since the mark and learned before the snapshot's lag window, or last heard of from a
+        FreeSWITCH process that has since restarted), and how many are too new to judge (the
+        snapshot may predate them; a later comparison looks again)."""
+        node = mark.node
+        horizon = mark.started - self.snapshot_lag
+        current = self._current_gen.get(node, 0) << _GEN_SHIFT  # the live process's first key
+        ask: list[str] = []
+        young = 0
+        for uuid, ch in self._nodes.get(node, {}).items():
+            if uuid in listed or uuid in mark.touched:
+                continue
+            if self.learned_after(node, uuid, horizon) and not 0 <= ch.seq < current:
+                young += 1
+            else:
+                ask.append(uuid)
+        return ask, young
+
+    def confirm_gone(self, node: str, uuid: str) -> Channel | None:
+        """FreeSWITCH said the channel does not exist (uuid_exists, uuid_dump: both exact):
+        remove it, and keep its late stray events out. Returns the removed channel."""
+        ch = self.get(node, uuid)
+        if ch is not None:
+            self._remove(ch, "gone", confirmed=True)
+        return ch
+
+    def end_resync(self, mark: ResyncMark, *, added: int = 0, removed: int = 0) -> None:
+        """A comparison is over: count what it repaired; a node whose link is up has no stale
+        channels left."""
         self.abort_resync(mark)
         node = mark.node
-        nodemap = self._nodes.get(node, {})
-        present = present if isinstance(present, (set, frozenset)) else set(present)
-        removed = [
-            ch
-            for uuid, ch in nodemap.items()
-            if uuid not in present and uuid not in mark.touched
-        ]
-        for ch in removed:
-            self._remove(ch, "resync")
+        self.checks[node] = self.checks.get(node, 0) + 1
+        repairs = self.repairs.setdefault(node, {"added": 0, "removed": 0})
+        repairs["added"] += added
+        repairs["removed"] += removed
         if node not in self._down_since:  # a link lost again meanwhile keeps them stale
-            for ch in nodemap.values():
+            for ch in self._nodes.get(node, {}).values():
                 ch.stale = False
-        return removed
 
     def node_down(self, node: str, now: float | None = None) -> None:
         """The node's link is lost: its channels stay listed, marked stale, for the grace."""

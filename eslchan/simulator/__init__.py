@@ -11,16 +11,22 @@ run its real code against it (checked against the recorded conversations in
     sim.commands                         # every command received: "api uuid_kill <u>"
     sim.hooks                            # every hook variable FreeSWITCH would have run
     sim.fail_next("-ERR boom"); sim.stall(2); sim.split_writes(); sim.restart()
+    sim.lose_events(20)                  # events no listener gets, and nothing says so
+
+As inconvenient as FreeSWITCH: ``show channels`` and ``show calls`` read a core database
+that lags the events like the real one (``coredb``; ``Simulator(db_lag=DbLag.off())`` for
+none), and the originate's own leg flips its caller id once answered.
 
 Modules: ``wire`` (frames and plain/json/xml events with FreeSWITCH's URL encoding),
 ``channels`` (the channel and its header blocks), ``dialstring`` (dial strings, inline and
 default dialplans), ``switch`` (the switch, composed from ``core`` — events, channel life,
 event order, running applications — and the mixins ``apps`` (dialplan applications),
-``bridging`` (bridge and transfer) and ``originate``), ``commands`` (api commands and their
-reply texts), ``session`` (one connection: commands, subscriptions, myevents/linger),
-``server`` (:class:`Simulator`: the listener, faults, calls from Python), ``media`` (how
-long media plays), ``hooks`` (the variables FreeSWITCH runs or routes by, and the log of when
-it would have) and ``cli`` (``eslchan simulate``). Outbound socket mode is not
+``bridging`` (bridge and transfer) and ``originate``), ``coredb`` (the lagging table
+``show`` reads), ``commands`` (api commands and their reply texts), ``session`` (one
+connection: commands, subscriptions, myevents/linger), ``server`` (:class:`Simulator`: the
+listener, faults, calls from Python), ``media`` (how long media plays), ``hooks`` (the
+variables FreeSWITCH runs or routes by, and the log of when it would have), ``churn`` (calls
+coming and going at a rate) and ``cli`` (``eslchan simulate``). Outbound socket mode is not
 simulated.
 """
 

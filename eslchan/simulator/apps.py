@@ -147,9 +147,13 @@ class Applications:
                                 dtmf=reads)
                 if msg is None and left is not None:
                     break
+                if msg and msg[0] == "bridge_end":
+                    # wait() noted it for the bridge's loop (and hung the leg up if the bridge
+                    # takes it down): the media plays on to its end, as FreeSWITCH's does
+                    continue
                 if msg and msg[0] != "dtmf":
-                    # the bridge ended or the call was answered: the thread leaves the media
-                    # for the loop it runs in, which gets the message
+                    # the call was answered: the thread leaves the media for the loop it runs
+                    # in, which gets the message
                     self._send(ch, msg)
                     break
                 if msg and msg[0] == "dtmf":

@@ -97,14 +97,15 @@ class Bridging:
         self.fire_hooks(b, "bridge")
         ab = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
         self.chan_event(a, "CHANNEL_BRIDGE", before=ab)
+        outer, a.bridge_depth = a.bridge_depth, a.app_depth
         try:
-            while True:
+            while b.uuid not in a.bridge_ends:  # wait() notes the end, whoever reads it
                 msg = self.wait(a, None, idle=True, dtmf=lambda: self._bridge_reads(a, b))
-                if msg and msg[0] == "bridge_end" and msg[1] == b.uuid:
-                    break
                 if msg and msg[0] == "dtmf":
                     self._pass_digit(b, msg[1])
         finally:
+            a.bridge_depth = outer
+            a.bridge_ends.discard(b.uuid)
             self.chan_event(a, "CHANNEL_UNBRIDGE", before=ab)
             if a.other_leg == b.uuid:
                 a.other_leg, a.other_type = None, None
@@ -116,15 +117,16 @@ class Bridging:
         ch.other_leg, ch.other_type = other_uuid, "originator"
         if ch.state != "CS_EXCHANGE_MEDIA":
             self.set_state(ch, "CS_EXCHANGE_MEDIA")
+        outer, ch.bridge_depth = ch.bridge_depth, ch.app_depth
         try:
-            while True:
+            while other_uuid not in ch.bridge_ends:  # wait() notes the end, whoever reads it
                 msg = self.wait(ch, None, idle=True,
                                 dtmf=lambda: self._bridge_reads(ch, self.channels.get(other_uuid)))
-                if msg and msg[0] == "bridge_end":
-                    break
                 if msg and msg[0] == "dtmf":
                     self._pass_digit(self.channels.get(other_uuid), msg[1])
         finally:
+            ch.bridge_depth = outer
+            ch.bridge_ends.discard(other_uuid)
             partner = self.channels.get(other_uuid)
             if partner is not None and partner.other_leg == ch.uuid:
                 self._send(partner, ("bridge_end", ch.uuid))
@@ -181,10 +183,14 @@ class Bridging:
                 raise HangupUnwind(self._no_route(ch))
             apps = found
         ch.variables["transfer_history"] = f"{int(time.time())}:{new_uuid()}:uuid_br:{t.dest}"
+        flipped_before = ch.cf_dialplan
+        self.sort_cid(ch)
         ch.hit_dialplan = True
         self.set_state(ch, "CS_ROUTING")
-        if was_originatee:
-            self.chan_event(ch, "CALL_UPDATE", before=[("Direction", "RECV")])
+        if was_originatee and flipped_before:
+            # a leg that had become the caller of its own dialplan, then was bridged to as the
+            # originatee, flips back when transferred away (esl-captures 18)
+            self.flip_cid(ch)
         self.set_state(ch, "CS_EXECUTE")
         return lambda: self.run_apps(ch, apps)
 

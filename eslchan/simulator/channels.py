@@ -144,6 +144,9 @@ class SimChannel:
         self.apps: list[tuple[str, str]] = []     # the extension being run, for show channels
         self.bridge_originator = False            # this side fires CHANNEL_BRIDGE/UNBRIDGE
         self.parked = False
+        self.cf_dialplan = False                  # caller id already sorted (sort_cid)
+        self.bridge_ends: set[str] = set()        # peers whose bridge with us has ended
+        self.bridge_depth: int | None = None      # app_depth of the bridge loop we are in
         self.unwind_pending: list[Unwind] = []
         self.private: deque[Exec] = deque()       # queued private commands (sendmsg execute)
         self.event_lock = 0                       # an event-locked private command is running
@@ -202,11 +205,14 @@ class SimChannel:
             (f"{prefix}-Direction", self.direction),
             (f"{prefix}-Logical-Direction", logical),
             (f"{prefix}-Dialplan", self.dialplan.lower()),
-            (f"{prefix}-Caller-ID-Name", self.caller_id_name),
-            (f"{prefix}-Caller-ID-Number", self.caller_id_number),
-            (f"{prefix}-Orig-Caller-ID-Name", self.orig_caller_id_name),
-            (f"{prefix}-Orig-Caller-ID-Number", self.orig_caller_id_number),
         ]
+        # FreeSWITCH leaves an empty caller id name out (an originate without one)
+        if self.caller_id_name:
+            h.append((f"{prefix}-Caller-ID-Name", self.caller_id_name))
+        h.append((f"{prefix}-Caller-ID-Number", self.caller_id_number))
+        if self.orig_caller_id_name:
+            h.append((f"{prefix}-Orig-Caller-ID-Name", self.orig_caller_id_name))
+        h.append((f"{prefix}-Orig-Caller-ID-Number", self.orig_caller_id_number))
         if self.callee_id_name:
             h.append((f"{prefix}-Callee-ID-Name", self.callee_id_name))
         if self.callee_id_number:
@@ -298,19 +304,22 @@ CALL_B_FIELDS = ["b_uuid", "b_direction", "b_created", "b_created_epoch", "b_nam
                  "call_created_epoch"]
 
 
-def call_row(a: SimChannel, b: SimChannel | None, hostname: str) -> dict[str, str]:
-    """A row of ``show calls``: the A leg's fields then the bridged B leg's (empty if none)."""
-    ra = a.show_row(hostname)
+def call_row(ra: dict[str, str], rb: dict[str, str] | None) -> dict[str, str]:
+    """A row of ``show calls`` from two ``channels`` rows: the A leg's fields, then the
+    bridged B leg's (empty if none)."""
     keys = ["uuid", "direction", "created", "created_epoch", "name", "state", "cid_name",
             "cid_num", "ip_addr", "dest", "presence_id", "presence_data", "accountcode",
             "callstate", "callee_name", "callee_num", "callee_direction", "call_uuid",
             "hostname", "sent_callee_name", "sent_callee_num"]
     row = {k: ra[k] for k in keys}
-    if b is None:
+    if rb is None:
         row.update({k: "" for k in CALL_B_FIELDS})
     else:
-        rb = b.show_row(hostname)
         for k in CALL_B_FIELDS[:-1]:
             row[k] = rb.get(k[2:], "")
         row["call_created_epoch"] = ra["created_epoch"]
     return row
+
+
+CALL_FIELDS = list(call_row(SimChannel(uuid="", name="", direction="", caller_id_name="",
+                                       caller_id_number="", destination="").show_row(""), None))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import gevent
 import gevent.event
 
+from eslchan.simulator.coredb import DbLag
 from eslchan.simulator.interfaces import CATALOGUE, DEFAULT_MODULES
 from eslchan.simulator.server import Simulator
 
@@ -43,6 +44,26 @@ def _listen(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _ms_range(value: str) -> tuple[float, float]:
+    """``MIN-MAX`` (or one number) in milliseconds -> seconds."""
+    low, sep, high = value.partition("-")
+    try:
+        lo = float(low)
+        hi = float(high) if sep else lo
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX milliseconds, got {value!r}") from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, got {value!r}")
+    return lo / 1000.0, hi / 1000.0
+
+
+def db_lag(args: argparse.Namespace) -> DbLag:
+    """The core database's lag the options ask for (the real switch's by default)."""
+    if args.no_db_lag:
+        return DbLag.off()
+    return DbLag(insert=args.db_lag_insert, delete=args.db_lag_delete)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="eslchan simulate",
                                 description="Run the FreeSWITCH event socket simulator.")
@@ -64,6 +85,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "default set is the recorded server's, with no TTS engine")
     p.add_argument("--sound-files", action="store_true",
                    help="the say engine finds its sound files (the recorded server had none)")
+    lag = DbLag()
+    p.add_argument("--db-lag-insert", type=_ms_range, default=lag.insert, metavar="MIN-MAX",
+                   help="ms before `show channels`/`show calls` list a new or changed channel "
+                        "(default 20-180, as FreeSWITCH's core database; simulated time)")
+    p.add_argument("--db-lag-delete", type=_ms_range, default=lag.delete, metavar="MIN-MAX",
+                   help="ms they keep listing a destroyed channel (default 170-200)")
+    p.add_argument("--no-db-lag", action="store_true",
+                   help="`show channels`/`show calls` exact at once (kinder than FreeSWITCH)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated delays (default 0)")
     return p.parse_args(list(argv))
 
 
@@ -71,7 +101,10 @@ class DemoCalls:
     """Keeps ``count`` calls up; each lasts a random while around ``mean_seconds`` (simulated
     time) and is replaced when it ends. Line ``i`` calls from ``parties[i]`` to another party.
     Like calls on a real PBX, each rings a few seconds before it is answered, and about one in
-    three is put on hold for a while, so a live board shows every state."""
+    three is put on hold for a while, so a live board shows every state. The calls end like
+    real ones: the caller's leg has hangup_after_bridge set (as Kazoo sets it), so when either
+    side hangs up, by a flow or by the phone, the other goes too; when the call's time is up
+    both phones hang up whatever a flow did with the legs."""
 
     def __init__(self, sim: Simulator, count: int, mean_seconds: float, parties: Sequence[Party]) -> None:
         self.sim, self.count, self.mean, self.parties = sim, count, mean_seconds, list(parties)
@@ -93,7 +126,8 @@ class DemoCalls:
             call = self.sim.create_call(account_id=caller.account_id, user_id=caller.user_id,
                                         device_id=caller.device_id, caller_id_name=caller.name,
                                         caller_id_number=caller.number, destination=callee.number,
-                                        username=caller.name.lower(), answered=False)
+                                        username=caller.name.lower(), answered=False,
+                                        variables={"hangup_after_bridge": "true"})
             gevent.sleep(rng.uniform(1.0, 4.0) / self.sim.speed)
             if call.b_uuid is not None and self.sim.channel(call.b_uuid) is not None:
                 self.sim.answer_call(call.b_uuid)
@@ -106,8 +140,9 @@ class DemoCalls:
                 gevent.sleep(talk / 3)
             else:
                 gevent.sleep(talk)
-            if self.sim.channel(call.a_uuid) is not None:
-                self.sim.hangup(call.a_uuid)
+            for uuid in call.uuids:
+                if self.sim.channel(uuid) is not None:
+                    self.sim.hangup(uuid)
             gevent.sleep(rng.uniform(0.5, 2.0) / self.sim.speed)
 
 
@@ -117,7 +152,8 @@ def main(argv: Sequence[str]) -> int:
     host, port = args.listen
     sim = Simulator(host, port, args.password, speed=args.speed,
                     heartbeat_interval=args.heartbeat, hostname=args.hostname,
-                    modules=DEFAULT_MODULES | set(args.load), sound_files=args.sound_files)
+                    modules=DEFAULT_MODULES | set(args.load), sound_files=args.sound_files,
+                    db_lag=db_lag(args), seed=args.seed)
     try:
         sim.start()
     except OSError as exc:

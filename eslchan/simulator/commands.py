@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import gevent
 
-from eslchan.simulator.channels import SHOW_CHANNEL_FIELDS, SimChannel, call_row
+from eslchan.simulator.channels import CALL_FIELDS, SHOW_CHANNEL_FIELDS, SimChannel, call_row
 from eslchan.simulator.core import VERSION
 from eslchan.simulator.dialstring import split_vars
 from eslchan.simulator.switch import Switch
@@ -129,27 +129,14 @@ class ApiCommands:
         words = arg.split()
         as_json = len(words) >= 3 and words[-2] == "as" and words[-1] == "json"
         what = words[0] if words else ""
-        chans = [c for c in self.sw.channels.values() if not c.gone]
-        chans.sort(key=lambda c: c.created)
         rows: list[dict[str, str]]
+        # channels and calls are read from the core database, which lags the events (coredb)
         if what == "channels":
-            rows = [c.show_row(self.sw.hostname) for c in chans]
+            rows = self.sw.coredb.channel_rows()
             fields = SHOW_CHANNEL_FIELDS
         elif what == "calls":
-            rows = []
-            seen: set[str] = set()
-            for c in chans:
-                if c.uuid in seen:
-                    continue
-                other = self.sw.channels.get(c.other_leg) if c.other_leg else None
-                if other is not None and c.other_type == "originatee":
-                    seen.add(other.uuid)
-                    rows.append(call_row(c, other, self.sw.hostname))
-                elif other is not None:
-                    continue
-                else:
-                    rows.append(call_row(c, None, self.sw.hostname))
-            fields = list(rows[0]) if rows else list(call_row(chans[0], None, "")) if chans else []
+            rows = [call_row(a, b) for a, b in self.sw.coredb.call_rows()]
+            fields = CALL_FIELDS
         elif what in ("application", "api"):
             # show application|api [<name>] [as json]: name, description, syntax, ikey
             name = words[1] if len(words) > 1 and words[1] != "as" else None
@@ -174,8 +161,6 @@ class ApiCommands:
                 return '{"row_count": 0}\n'
             return json.dumps({"row_count": len(rows), "rows": rows}, ensure_ascii=False,
                               separators=(",", ":")) + "\n"
-        if not fields:
-            fields = SHOW_CHANNEL_FIELDS
         lines = [",".join(fields)]
         lines += [",".join(r.get(f, "") for f in fields) for r in rows]
         return "\n".join(lines) + f"\n\n{len(rows)} total.\n" if rows else f"\n{len(rows)} total.\n"

@@ -34,6 +34,7 @@ from eslchan.simulator.channels import (
     Unwind,
     new_uuid,
 )
+from eslchan.simulator.coredb import CoreDb, DbLag
 from eslchan.simulator.dialstring import Dialplan, default_dialplan
 from eslchan.simulator.hooks import HookRun, due
 from eslchan.simulator.interfaces import DEFAULT_MODULES, Interfaces
@@ -104,7 +105,8 @@ class SwitchCore:
 
     def __init__(self, *, hostname: str, core_uuid: str, speed: float,
                  publish: Callable[[SimEvent], None], modules: set[str] | frozenset[str] = DEFAULT_MODULES,
-                 sound_files: bool = False, execute_pickup: float = 0.01, core_db: bool = True) -> None:
+                 sound_files: bool = False, execute_pickup: float = 0.01, core_db: bool = True,
+                 db_lag: DbLag | None = None, seed: int | None = 0) -> None:
         self.hostname = hostname
         # FreeSWITCH's core database (switch.conf core-db): without it `show` answers -ERR
         self.core_db = core_db
@@ -140,6 +142,9 @@ class SwitchCore:
         self.peak = 0
         self._session_id = 0
         self.listeners: list[Callable[[SimEvent], None]] = []
+        # what `show channels` / `show calls` read: lags the events like FreeSWITCH's
+        self.coredb = CoreDb(self, DbLag() if db_lag is None else db_lag, seed)
+        self.listeners.append(self.coredb.on_event)
         self.hooks: list[HookRun] = []  # every time FreeSWITCH would act on a hook variable
 
     def fire_hooks(self, ch: SimChannel, *moments: str) -> None:
@@ -304,6 +309,8 @@ class SwitchCore:
                     if head.due <= now:
                         ch.private.popleft()
                         self._run_private(ch, head)
+                        if idle and ch.bridge_ends:
+                            return None  # the bridge ended meanwhile: let its loop see it
                         continue
                     wake_at = head.due if wake_at is None else min(wake_at, head.due)
                 remaining = None if wake_at is None else wake_at - time.monotonic()
@@ -321,7 +328,28 @@ class SwitchCore:
                 raise msg
             if msg == NUDGE:
                 continue
+            if msg[0] == "bridge_end":
+                self._bridge_ended(ch, msg[1])
             return msg
+
+    def _bridge_ended(self, ch: SimChannel, peer: str) -> None:
+        """The bridge with ``peer`` is over: the bridge's loop reads it from
+        ``ch.bridge_ends`` even when an application running inside the bridge (media from
+        uuid_broadcast or sendmsg) took the message. Such media does not keep the leg up:
+        the originatee is hung up with the bridge, as FreeSWITCH hangs up a bridge's B leg,
+        and so is the originator when hangup_after_bridge is set (Kazoo sets it on its
+        legs); park_after_bridge, or an originator without it, lets the media finish."""
+        ch.bridge_ends.add(peer)
+        if ch.bridge_depth is None or ch.app_depth <= ch.bridge_depth or ch.hangup_cause:
+            return  # the bridge loop itself got it
+        if ch.other_type == "originator":
+            hang_up = ch.variables.get("park_after_bridge") != "true"
+        else:
+            hang_up = ch.variables.get("hangup_after_bridge") == "true"
+        if hang_up:
+            other = self.channels.get(peer)
+            self.hangup(ch.uuid, (other.hangup_cause if other is not None else None)
+                        or "NORMAL_CLEARING")
 
     def _send(self, ch: SimChannel, msg: Any) -> None:
         ch.inbox.put(msg)
@@ -434,6 +462,31 @@ class SwitchCore:
             self.chan_event(ch, "CHANNEL_HANGUP_COMPLETE", before=[("Hangup-Cause", cause)])
         finally:
             ch.hangup_cause = cause
+
+    def sort_cid(self, ch: SimChannel) -> None:
+        """switch_channel_sort_cid: an outbound channel about to run an extension (the
+        originate's application, or a dialplan after a transfer) becomes the caller of its
+        own dialplan, once: its caller and callee ids swap (SPEC §8; loopback ``-a`` legs
+        show ``Outbound Call``/``<context>`` from then on)."""
+        if ch.direction != "outbound" or ch.cf_dialplan:
+            return
+        ch.cf_dialplan = True
+        if ch.caller_id_name:
+            ch.variables["pre_transfer_caller_id_name"] = ch.caller_id_name
+        if ch.caller_id_number:
+            ch.variables["pre_transfer_caller_id_number"] = ch.caller_id_number
+        ch.variables["channel_cid_flipped"] = "yes"
+        self.flip_cid(ch)
+
+    def flip_cid(self, ch: SimChannel) -> None:
+        """switch_channel_flip_cid: caller and callee ids swap, told by a CALL_UPDATE."""
+        old_name, old_number = ch.caller_id_name, ch.caller_id_number
+        ch.caller_id_name, ch.caller_id_number = ch.callee_id_name, ch.callee_id_number
+        ch.callee_id_name, ch.callee_id_number = old_name, old_number
+        before = [("Direction", "RECV")]
+        if ch.other_leg:
+            before.append(("Bridged-To", ch.other_leg))
+        self.chan_event(ch, "CALL_UPDATE", before=before)
 
     # -- answer / hold / dtmf ------------------------------------------------------------
     def answer(self, ch: SimChannel) -> None:

@@ -35,7 +35,7 @@ class Originating:
             cid = cid or (originator.caller_id_name, originator.caller_id_number)
         name_v = variables.get("origination_caller_id_name")
         num_v = variables.get("origination_caller_id_number")
-        cid_name = name_v or (cid[0] if cid else "Outbound Call")
+        cid_name = name_v or (cid[0] if cid else "")  # FreeSWITCH's default name is empty
         cid_num = num_v or (cid[1] if cid else "0000000000")
         want_uuid = variables.get("origination_uuid")
         if want_uuid and want_uuid in self.channels:
@@ -54,13 +54,14 @@ class Originating:
 
     def _outbound(self, name: str, tmp_name: str, variables: dict[str, str], cid_name: str,
                   cid_num: str, dest: str, context: str, want_uuid: str | None,
-                  originator: SimChannel | None, sip: bool, source: str) -> SimChannel:
+                  originator: SimChannel | None, sip: bool, source: str,
+                  callee: str | None = None) -> SimChannel:
         ch = self._new_channel(uuid=new_uuid(), name=tmp_name, direction="outbound",
                                caller_id_name=cid_name, caller_id_number=cid_num,
                                destination=dest, context=context, source=source,
                                variables={}, sip=sip)
         ch.answer_result = gevent.event.AsyncResult()  # type: ignore[attr-defined]
-        ch.callee_id_name, ch.callee_id_number = "Outbound Call", dest
+        ch.callee_id_name, ch.callee_id_number = "Outbound Call", callee or dest
         if originator is not None:
             ch.other_leg, ch.other_type = originator.uuid, "originator"
         ch.state = "CS_NONE"
@@ -83,13 +84,16 @@ class Originating:
         parts = rest.split("/")
         ext = parts[0]
         context = parts[1] if len(parts) > 1 and parts[1] else "default"
+        # the callee number is the sanitized dialled string: "esl_answer/default" -> "default"
+        callee = rest.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1]
         a = self._outbound(f"loopback/{ext}-a", f"loopback/{rest}-a", variables, cid_name,
-                           cid_num, ext, context, want_uuid, originator, False, "mod_loopback")
+                           cid_num, ext, context, want_uuid, originator, False, "mod_loopback",
+                           callee)
         a.variables.update({"originate_early_media": "true", "originate_endpoint": "loopback"})
         b = self._new_channel(uuid=new_uuid(), name=f"loopback/{ext}-b", direction="inbound",
                               caller_id_name=cid_name, caller_id_number=cid_num,
                               destination=ext, context=context, variables={})
-        b.callee_id_name, b.callee_id_number = "Outbound Call", ext
+        b.callee_id_name, b.callee_id_number = "Outbound Call", callee
         b.variables.update(variables)
         if want_uuid:
             b.variables["origination_uuid"] = want_uuid
@@ -196,12 +200,12 @@ class Originating:
                            app: list[tuple[str, str]] | None) -> SimChannel:
         ch.variables["endpoint_disposition"] = "ANSWER"
         self.fire_hooks(ch, "originate")
-        self.chan_event(ch, "CALL_UPDATE", before=[("Direction", "RECV")])
         if originator is not None:
             self.start(ch, lambda: self._exchange(ch, originator.uuid))
             return ch
         ch.hit_dialplan = True
         apps = app or [("park", "")]
+        self.sort_cid(ch)
 
         def run() -> None:
             self.set_state(ch, "CS_EXECUTE")

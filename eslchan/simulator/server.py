@@ -17,6 +17,7 @@ from gevent.server import StreamServer
 
 from eslchan.simulator.channels import Exec, SimChannel
 from eslchan.simulator.commands import ApiCommands
+from eslchan.simulator.coredb import DbLag
 from eslchan.simulator.hooks import HookRun
 from eslchan.simulator.interfaces import DEFAULT_MODULES
 from eslchan.simulator.session import LOG_NAMES, Session, _raw_headers
@@ -50,20 +51,24 @@ class SimCall:
 class Simulator:
     """A FreeSWITCH event socket on loopback, modelling channels closely enough for eslchan.
 
-    All call timings (ringing, media, linger, heartbeat) run ``speed`` times faster than
-    real time; ``stall`` is in real seconds. ``modules`` are the FreeSWITCH modules loaded
-    (default: the recorded server's, with no TTS engine and no mod_soundtouch) and
-    ``sound_files`` whether the say engine finds its prompts (the recorded server had none);
-    ``execute_pickup`` is how long (real seconds) a queued sendmsg execute waits for the
-    channel's thread to pick it up; without ``core_db`` `show` answers -ERR, as a switch
-    running with its core database off does."""
+    All call timings (ringing, media, linger, heartbeat, the core database's lag) run
+    ``speed`` times faster than real time; ``stall`` is in real seconds. ``show channels``
+    and ``show calls`` lag the events as on the real switch unless ``db_lag`` says
+    otherwise (:class:`~eslchan.simulator.coredb.DbLag`; ``DbLag.off()`` for none), with
+    delays drawn from ``seed``. ``modules`` are the FreeSWITCH modules loaded (default: the
+    recorded server's, with no TTS engine and no mod_soundtouch) and ``sound_files`` whether
+    the say engine finds its prompts (the recorded server had none); ``execute_pickup`` is how
+    long (real seconds) a queued sendmsg execute waits for the channel's thread to pick it up;
+    without ``core_db`` `show` answers -ERR, as a switch running with its core database off
+    does."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, password: str = "ClueCon", *,
                  speed: float = 1.0, heartbeat_interval: float = 20.0, hostname: str = "sim",
                  core_uuid: str | None = None, event_queue_max: int = 100_000,
                  max_missed: int = 500, domain: str = "sim.local",
                  modules: set[str] | frozenset[str] = DEFAULT_MODULES, sound_files: bool = False,
-                 execute_pickup: float = 0.01, core_db: bool = True) -> None:
+                 execute_pickup: float = 0.01, core_db: bool = True,
+                 db_lag: DbLag | None = None, seed: int | None = 0) -> None:
         self.host = host
         self.port = port
         self.password = password
@@ -80,19 +85,23 @@ class Simulator:
         self.split = False
         self.stall_until = 0.0
         self._fail: list[str] = []
+        self._lose = 0
+        self._outages = 0  # restarts with down_for under way
+        self._running = False
         self._sessions: set[Session] = set()
         self._server: StreamServer | None = None
         self._heartbeat: gevent.Greenlet | None = None
         self.switch = Switch(hostname=hostname, core_uuid=core_uuid or str(uuidlib.uuid4()),
                              speed=speed, publish=self._publish, modules=modules,
                              sound_files=sound_files, execute_pickup=execute_pickup,
-                             core_db=core_db)
+                             core_db=core_db, db_lag=db_lag, seed=seed)
         self.api_commands = ApiCommands(self.switch, on_shutdown=self._shutdown)
         self.switch.run_api = self._api
         self.switch.listeners.append(self._log_from_event)
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        self._running = True
         self._server = StreamServer((self.host, self.port), self._accept)
         self._server.start()
         self.port = self._server.server_port
@@ -100,6 +109,7 @@ class Simulator:
             self._heartbeat = gevent.spawn(self._heartbeat_loop)
 
     def stop(self) -> None:
+        self._running = False
         if self._heartbeat is not None:
             self._heartbeat.kill(block=False)
             self._heartbeat = None
@@ -112,6 +122,7 @@ class Simulator:
             if ch.greenlet is not None:
                 ch.greenlet.kill(block=False)
         self.switch.channels.clear()
+        self.switch.coredb.stop()
 
     def __enter__(self) -> Simulator:
         self.start()
@@ -133,6 +144,10 @@ class Simulator:
     # -- events --------------------------------------------------------------------------
     def _publish(self, ev: SimEvent) -> None:
         self.stats["events"] += 1
+        if self._lose > 0:  # lose_events: no listener gets it
+            self._lose -= 1
+            self.stats["lost_events"] += 1
+            return
         for s in list(self._sessions):
             if s.alive and s.wants(ev):
                 s.deliver(ev)
@@ -321,10 +336,13 @@ class Simulator:
     def restart(self, *, keep_channels: bool = False, down_for: float = 0.0) -> None:
         """Every connection drops; without ``keep_channels`` FreeSWITCH comes back empty,
         with a new Core-UUID, as after a crash. With it, as after a network blip.
-        ``down_for`` (real seconds) keeps the port closed meanwhile, so connects are refused."""
-        if down_for > 0 and self._server is not None:
-            self._server.stop(timeout=0.1)
-            self._server = None
+        ``down_for`` (real seconds) keeps the port closed meanwhile, so connects are refused;
+        outages that overlap end with the last of them."""
+        if down_for > 0:
+            self._outages += 1
+            if self._server is not None:
+                self._server.stop(timeout=0.1)
+                self._server = None
         self.drop_connections()
         if not keep_channels:
             for ch in list(self.switch.channels.values()):
@@ -332,17 +350,27 @@ class Simulator:
                 if ch.greenlet is not None:
                     ch.greenlet.kill(block=False)
             self.switch.channels.clear()
+            self.switch.coredb.clear()
             self.switch.core_uuid = str(uuidlib.uuid4())
             self.switch.seq = 0
             self.switch.started = time.time()
         if down_for > 0:
-            gevent.sleep(down_for)
-            self._server = StreamServer((self.host, self.port), self._accept)
-            self._server.start()
+            try:
+                gevent.sleep(down_for)
+            finally:
+                self._outages -= 1
+            if self._outages == 0 and self._server is None and self._running:
+                self._server = StreamServer((self.host, self.port), self._accept)
+                self._server.start()
 
     def stall(self, seconds: float) -> None:
         """Commands received in the next ``seconds`` (real time) are answered late."""
         self.stall_until = time.monotonic() + seconds
+
+    def lose_events(self, count: int) -> None:
+        """The next ``count`` events reach no listener, and nothing says so: what a client
+        sees when FreeSWITCH drops events for it without (yet) killing it."""
+        self._lose += max(0, count)
 
     def fail_next(self, text: str = "-ERR simulated failure") -> None:
         """The next api/bgapi/sendmsg gets ``text`` instead of running."""

@@ -70,7 +70,9 @@ def schemas() -> dict[str, Any]:
                 "removed": {
                     "type": "string",
                     "description": "only on a channel_destroy eslchan made itself: why the channel was "
-                    "dropped without a FreeSWITCH event (resync, node gone)",
+                    "dropped without a FreeSWITCH event: gone (a snapshot comparison found FreeSWITCH no "
+                    "longer has it) or node down (its node stayed unreachable past the stale grace)",
+                    "enum": ["gone", "node down"],
                 },
             },
         },

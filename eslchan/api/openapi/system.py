@@ -113,7 +113,8 @@ def paths() -> dict[str, Any]:
             "get": {
                 "operationId": "metrics",
                 "summary": "Prometheus metrics: channels per node, link state, events received/dropped, "
-                "API requests by route and status, ESL command latency",
+                "API requests by route and status, ESL command latency, snapshot comparisons and the "
+                "channels they repaired",
                 "tags": ["system"],
                 "security": [],
                 "responses": {
@@ -122,7 +123,8 @@ def paths() -> dict[str, Any]:
                         "content": {
                             "text/plain": {
                                 "schema": {"type": "string"},
-                                "example": 'eslchan_channels{node="fs1"} 2.0\n',
+                                "example": 'eslchan_channels{node="fs1"} 2.0\n'
+                                'eslchan_registry_repairs_total{kind="removed",node="fs1"} 1.0\n',
                             }
                         },
                     },
