@@ -19,6 +19,7 @@ from typing import Any
 from eslchan.config.accounts import ACCOUNT_ID, Account, hash_api_key, parse_accounts
 from eslchan.config.auth import AuthConfig, parse_auth
 from eslchan.config.channels import ChannelsConfig, VariableMapping, parse_channels
+from eslchan.config.cluster import ClusterConfig, parse_cluster
 from eslchan.config.http import HttpConfig, parse_http
 from eslchan.config.link import DEFAULT_EVENTS, LinkOptions, parse_link
 from eslchan.config.logging import LoggingConfig, parse_logging
@@ -37,6 +38,7 @@ __all__ = [
     "Account",
     "AuthConfig",
     "ChannelsConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "HttpConfig",
@@ -66,6 +68,8 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     #: None: webhooks are off (no ``[webhooks]`` table)
     webhooks: WebhooksConfig | None = None
+    #: None: the embedded single process (no ``[cluster]`` table)
+    cluster: ClusterConfig | None = None
     source: Path | None = None
 
     def account(self, account_id: str) -> Account | None:
@@ -103,7 +107,7 @@ def parse_config(
         raw,
         "",
         {"http", "nodes", "link", "channels", "accounts", "auth", "metaflow", "logging", "webhooks",
-         "policy"},
+         "policy", "cluster"},
     )
     # tables are read in this order so that problems are reported in it
     http = parse_http(r, top.get("http"))
@@ -120,6 +124,7 @@ def parse_config(
     for i, acc in enumerate(accounts):
         check_policy(r, f"accounts[{i}].policy", dict(acc.policy), channels.mapping, channels.preset)
     webhooks = parse_webhooks(r, top.get("webhooks"), source)
+    cluster = parse_cluster(r, top.get("cluster"))
 
     if problems:
         raise ConfigError(problems)
@@ -133,6 +138,7 @@ def parse_config(
         metaflow=metaflow,
         logging=logging_cfg,
         webhooks=webhooks,
+        cluster=cluster,
         policy=PolicyConfig(**policy),
         source=source,
     )

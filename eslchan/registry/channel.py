@@ -19,6 +19,16 @@ def intern(value: str | None) -> str | None:
     return None if value is None else _intern(value)
 
 
+#: The fields of :meth:`Channel.shared_state`, in order (the tenancy fields are set apart: changing
+#: them moves the channel between indexes).
+STATE_SLOTS = (
+    "name", "direction", "destination", "context", "username", "presence_id", "other_leg",
+    "authorizing_type", "created", "caller_id_name", "caller_id_number", "callee_id_name",
+    "callee_id_number", "is_onhold", "answered", "state", "callstate", "hangup_cause",
+    "application", "custom", "stale", "account_id", "owner_id", "authorizing_id",
+)
+
+
 class Channel:
     """A FreeSWITCH session on one node. Mutated only by :class:`ChannelRegistry`."""
 
@@ -149,6 +159,52 @@ class Channel:
             stale=self.stale,
         )
         return out
+
+    # -- variables eslchan set -------------------------------------------------------------
+
+    def record_variable(self, label: str, value: str | None, until: float) -> None:
+        """Show a variable eslchan set (``None``: unset) under ``label`` at once, and keep it
+        over events that still show the value from before until ``until``."""
+        custom = dict(self.custom or {})
+        if value is None:
+            custom.pop(label, None)
+        else:
+            custom[label] = value
+        self.custom = custom or None
+        pending = self.var_pending or {}
+        pending[label] = (value, until)
+        self.var_pending = pending
+
+    def overlay_recorded(self, custom: dict[str, str], now: float) -> None:
+        """Keep what eslchan set over new ``custom`` variables that still show the value
+        from before (``custom`` is changed in place)."""
+        pending = self.var_pending
+        if not pending:
+            return
+        for label, (value, until) in list(pending.items()):
+            if custom.get(label) == value:
+                del pending[label]  # the switch's events show it now
+            elif now < until:
+                if value is None:
+                    custom.pop(label, None)
+                else:
+                    custom[label] = value
+            else:
+                del pending[label]
+        if not pending:
+            self.var_pending = None
+
+    # -- the shared state of a cluster -----------------------------------------------------
+
+    def shared_state(self) -> list:
+        """What a cluster's mirrors need of the channel (listing, detail, tenancy, staleness),
+        as a list in :data:`STATE_SLOTS` order: compact and fast to encode."""
+        return [getattr(self, slot) for slot in STATE_SLOTS]
+
+    def take_shared_state(self, state: list) -> None:
+        """Set the fields :meth:`shared_state` gave (a mirror's copy of the owner's channel)."""
+        for slot, value in zip(STATE_SLOTS, state, strict=False):
+            setattr(self, slot, value)
 
     def __repr__(self) -> str:
         return f"<Channel {self.node}/{self.uuid} {self.state} {self.callstate}>"

@@ -26,11 +26,9 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from eslchan.config import VariableMapping
 from eslchan.esl.message import Event
 from eslchan.registry.channel import Channel, intern
-from eslchan.registry.waiting import ChannelGone, Waiter
+from eslchan.registry.table import ChannelTable
 
 log = logging.getLogger("eslchan.registry")
-
-Listener = Callable[[str, Channel | None, Event], None]
 
 _GEN_SHIFT = 48
 _DEAD = -2  # ordering key of an event from a FreeSWITCH process that has since restarted
@@ -60,7 +58,7 @@ class ResyncMark:
         self.started = started
 
 
-class ChannelRegistry:
+class ChannelRegistry(ChannelTable):
     """In-memory channels of all nodes, keyed by (node, uuid), with tenancy indexes."""
 
     def __init__(
@@ -112,10 +110,7 @@ class ChannelRegistry:
             "variable_" + p for p in dict.fromkeys(extra_prefixes)
             if p and not (prefix is not None and ("variable_" + p).startswith(prefix))
         )
-        self._nodes: dict[str, dict[str, Channel]] = {}
-        self._by_account: dict[str, set[Channel]] = {}
-        self._by_owner: dict[tuple[str, str], set[Channel]] = {}
-        self._by_device: dict[tuple[str, str], set[Channel]] = {}
+        super().__init__()
         self._tombstones: dict[str, OrderedDict[str, float]] = {}
         # removed because FreeSWITCH said so (uuid_exists/uuid_dump): uuid -> expiry
         self._removed_gone: dict[str, OrderedDict[str, float]] = {}
@@ -124,8 +119,6 @@ class ChannelRegistry:
         self._gens: dict[str, dict[str, int]] = {}
         self._current_gen: dict[str, int] = {}
         self._pending_legs: dict[str, dict[str, tuple[str | None, int, float]]] = {}
-        self._waiters: dict[tuple[str, str], list[Waiter]] = {}
-        self._listeners: list[Listener] = []
         self._resyncs: dict[str, list[ResyncMark]] = {}
         self._down_since: dict[str, float] = {}
         self.stats = {"events": 0, "ignored_old": 0, "ignored_destroyed": 0,
@@ -138,131 +131,12 @@ class ChannelRegistry:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def __len__(self) -> int:
-        return sum(map(len, self._nodes.values()))
-
-    def get(self, node: str, uuid: str) -> Channel | None:
-        nodemap = self._nodes.get(node)
-        return None if nodemap is None else nodemap.get(uuid)
-
-    def find(self, uuid: str) -> Channel | None:
-        """The channel with that uuid on any node (uuids are globally unique in practice)."""
-        for nodemap in self._nodes.values():
-            ch = nodemap.get(uuid)
-            if ch is not None:
-                return ch
-        return None
-
-    def all(self) -> list[Channel]:
-        return _sorted(ch for nodemap in self._nodes.values() for ch in nodemap.values())
-
-    def for_node(self, node: str) -> list[Channel]:
-        return _sorted(self._nodes.get(node, {}).values())
-
-    def for_account(self, account_id: str) -> list[Channel]:
-        return _sorted(self._by_account.get(account_id, ()))
-
-    def for_owner(self, account_id: str, owner_id: str) -> list[Channel]:
-        return _sorted(self._by_owner.get((account_id, owner_id), ()))
-
-    def for_device(self, account_id: str, device_id: str) -> list[Channel]:
-        """Channels whose authorizing_id is the device."""
-        return _sorted(self._by_device.get((account_id, device_id), ()))
-
-    def nodes(self) -> list[str]:
-        return list(self._nodes)
-
     def is_destroyed(self, node: str, uuid: str) -> bool:
         """True if the channel was destroyed recently (late events for it are ignored)."""
         return self._tombstoned(node, uuid)
 
-    # -- subscriptions ---------------------------------------------------------------------
-
-    def expect(
-        self,
-        node: str,
-        uuid: str,
-        names: Collection[str],
-        predicate: Callable[[Event], bool] | None = None,
-    ) -> Waiter:
-        """Register now for the channel's next matching event; ``.wait(timeout)`` later.
-
-        Use it around a command so the event cannot slip by while the command is in flight::
-
-            with registry.expect(node, uuid, {"CHANNEL_EXECUTE_COMPLETE"}) as w:
-                link.send(cmd)
-                event = w.wait(10)
-
-        Raises ChannelGone at once if the channel is not (or no longer) known.
-        """
-        if self.get(node, uuid) is None:
-            reason = "destroyed" if self._tombstoned(node, uuid) else "unknown"
-            raise ChannelGone(node, uuid, reason)
-        waiter = Waiter(node, uuid, names, predicate, self._cancel_waiter)
-        self._waiters.setdefault((node, uuid), []).append(waiter)
-        return waiter
-
-    def wait_for(
-        self,
-        node: str,
-        uuid: str,
-        names: Collection[str],
-        timeout: float | None,
-        predicate: Callable[[Event], bool] | None = None,
-    ) -> Event | None:
-        """The channel's next event named in ``names`` (None on timeout); raises ChannelGone
-        when the channel is destroyed or removed first. Waiting for CHANNEL_DESTROY itself
-        returns that event."""
-        return self.expect(node, uuid, names, predicate).wait(timeout)
-
-    def listen(self, callback: Listener) -> Callable[[], None]:
-        """Call ``callback(node, channel, event)`` after every applied channel event, and
-        with a synthetic CHANNEL_DESTROY (``Eslchan-Removed``: reason) when a snapshot
-        comparison ("gone") or an expired node ("node down") removes a channel. The channel
-        passed with a destroy is the removed one (its account still tells whose it was).
-        Runs inside apply(): must not block."""
-        self._listeners.append(callback)
-
-        def unsubscribe() -> None:
-            try:
-                self._listeners.remove(callback)
-            except ValueError:
-                pass
-
-        return unsubscribe
-
-    def _cancel_waiter(self, waiter: Waiter) -> None:
-        key = (waiter.node, waiter.uuid)
-        lst = self._waiters.get(key)
-        if lst is None:
-            return
-        try:
-            lst.remove(waiter)
-        except ValueError:
-            return
-        if not lst:
-            del self._waiters[key]
-
-    def _wake(self, node: str, uuid: str, event: Event) -> None:
-        lst = self._waiters.get((node, uuid))
-        if not lst:
-            return
-        keep = [w for w in lst if not w.offer(event)]
-        if keep:
-            self._waiters[(node, uuid)] = keep
-        else:
-            del self._waiters[(node, uuid)]
-
-    def _gone(self, node: str, uuid: str, reason: str) -> None:
-        for w in self._waiters.pop((node, uuid), ()):
-            w.gone(reason)
-
-    def _notify(self, node: str, ch: Channel | None, event: Event) -> None:
-        for cb in list(self._listeners):
-            try:
-                cb(node, ch, event)
-            except Exception:  # one broken subscriber must not stop the registry
-                log.exception("channel listener failed")
+    def _unknown_reason(self, node: str, uuid: str) -> str:
+        return "destroyed" if self._tombstoned(node, uuid) else "unknown"
 
     # -- variables eslchan set -------------------------------------------------------------
 
@@ -272,45 +146,19 @@ class ChannelRegistry:
         the same value, or for RECORDED_VARIABLE_SECONDS, an event showing another value is
         taken as older than the set; after that, events decide again."""
         ch = self.get(node, uuid)
-        label = self._custom_label(name)
+        label = self.custom_label(name)
         if ch is None or label is None:
             return
-        custom = dict(ch.custom or {})
-        if value is None:
-            custom.pop(label, None)
-        else:
-            custom[label] = _share(value)
-        ch.custom = custom or None
-        pending = ch.var_pending or {}
-        pending[label] = (value, self.clock() + RECORDED_VARIABLE_SECONDS)
-        ch.var_pending = pending
+        ch.record_variable(label, None if value is None else _share(value),
+                           self.clock() + RECORDED_VARIABLE_SECONDS)
 
-    def _custom_label(self, name: str) -> str | None:
+    def custom_label(self, name: str) -> str | None:
         """The key a channel variable has in custom_channel_vars, if it is shown there."""
         full = "variable_" + name
         prefix = self._v_prefix
         if prefix is not None and full.startswith(prefix):
             return intern(full[len(prefix):])
         return self._mapped_outside.get(full)
-
-    @staticmethod
-    def _overlay_recorded(ch: Channel, custom: dict[str, str], now: float) -> None:
-        """Keep what eslchan set over an event that still shows the value from before."""
-        pending = ch.var_pending
-        if not pending:
-            return
-        for label, (value, until) in list(pending.items()):
-            if custom.get(label) == value:
-                del pending[label]  # the switch's events show it now
-            elif now < until:
-                if value is None:
-                    custom.pop(label, None)
-                else:
-                    custom[label] = value
-            else:
-                del pending[label]
-        if not pending:
-            ch.var_pending = None
 
     # -- applying events -------------------------------------------------------------------
 
@@ -493,7 +341,7 @@ class ChannelRegistry:
             if value is not None:
                 custom[label] = _share(value)
         if ch.var_pending:
-            self._overlay_recorded(ch, custom, self.clock())
+            ch.overlay_recorded(custom, self.clock())
         if key is not None:
             ch.var_seq = key
         elif ch.var_seq < 0:
@@ -693,26 +541,6 @@ class ChannelRegistry:
 
     # -- indexes ---------------------------------------------------------------------------
 
-    def _index(self, ch: Channel) -> None:
-        account = ch.account_id
-        if account is None:
-            return
-        self._by_account.setdefault(account, set()).add(ch)
-        if ch.owner_id is not None:
-            self._by_owner.setdefault((account, ch.owner_id), set()).add(ch)
-        if ch.authorizing_id is not None:
-            self._by_device.setdefault((account, ch.authorizing_id), set()).add(ch)
-
-    def _unindex(self, ch: Channel) -> None:
-        account = ch.account_id
-        if account is None:
-            return
-        _discard(self._by_account, account, ch)
-        if ch.owner_id is not None:
-            _discard(self._by_owner, (account, ch.owner_id), ch)
-        if ch.authorizing_id is not None:
-            _discard(self._by_device, (account, ch.authorizing_id), ch)
-
     # -- snapshots: resyncs and checks ------------------------------------------------------
 
     def begin_resync(self, node: str) -> ResyncMark:
@@ -904,15 +732,3 @@ def _created(event: Event, clock: Callable[[], float]) -> float:
             except ValueError:
                 pass
     return clock()
-
-
-def _discard(index: dict, key: object, ch: Channel) -> None:
-    bucket = index.get(key)
-    if bucket is not None:
-        bucket.discard(ch)
-        if not bucket:
-            del index[key]
-
-
-def _sorted(channels: Iterable[Channel]) -> list[Channel]:
-    return sorted(channels, key=lambda c: (c.created, c.uuid))
