@@ -3,6 +3,10 @@
 Each layer only knows the one below it: links deliver events to the registry's node
 synchroniser, the interpreter waits on the registry and sends through the links, and the
 Flask app reads the registry and hands actions to the interpreter.
+
+With a ``[cluster]`` table the instance holds the event links of the nodes it leases only,
+and the API, the interpreter and webhooks read the cluster's mirror instead of the registry
+and send through command-only links to every node (eslchan/cluster).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import re
 import signal
 from dataclasses import replace
+from typing import Any
 
 import gevent
 from gevent.event import Event as GEvent
@@ -52,7 +57,19 @@ class Daemon:
             check_interval=channels.anti_entropy_seconds,
         )
         self.links: dict[str, NodeLink] = {}
-        for node in config.nodes:
+        self.cluster = None
+        view: Any = self.registry  # what the API, the interpreter and webhooks read
+        book = None
+        if config.cluster is not None:
+            from eslchan.cluster import ClusterInstance  # only here: the single process needs no Redis
+
+            self.cluster = ClusterInstance(
+                config, self.registry, self.sync,
+                on_node_up=lambda node: gevent.spawn(self.interpreter.node_up, node),
+            )  # fmt: skip
+            self.links = self.cluster.command_links
+            view, book = self.cluster.mirror, self.cluster.runs
+        for node in config.nodes if self.cluster is None else ():
             link = NodeLink(
                 node,
                 config.link,
@@ -62,13 +79,14 @@ class Daemon:
                 on_lost_events=self._on_lost_events,
             )
             self.links[node.name] = link
-        self.interpreter = Interpreter(self.registry, self.links, config.metaflow, policies=policies)
+        self.interpreter = Interpreter(view, self.links, config.metaflow, policies=policies, book=book)
         # opens (or creates) the webhooks database now: a directory in use or unwritable
         # stops the start-up before anything listens
         self.webhooks: WebhookService | None = None
         if config.webhooks is not None:
-            self.webhooks = WebhookService(config.webhooks, self.registry, config.accounts)
-        self.app = create_app(config, self.registry, self.links, self.interpreter, webhooks=self.webhooks)
+            self.webhooks = WebhookService(config.webhooks, view, config.accounts)
+        self.app = create_app(config, view, self.links, self.interpreter, webhooks=self.webhooks,
+                              cluster=self.cluster)
         self.app.config[WRITE_TIMEOUT] = config.http.stream_write_timeout
         self.http = HttpServer(
             (config.http.host, config.http.port), self.app, log=_AccessLog(), error_log=log
@@ -116,8 +134,11 @@ class Daemon:
         self._started = True
         if self.webhooks is not None:
             self.webhooks.start()  # listening before the links deliver their first event
-        for link in self.links.values():
-            link.start()
+        if self.cluster is not None:
+            self.cluster.start()
+        else:
+            for link in self.links.values():
+                link.start()
         self._housekeeping = gevent.spawn(self._expire_stale)
         self.sync.start()
         log.info("eslchan listening on %s with %d node(s)", self.url, len(self.links))
@@ -131,8 +152,11 @@ class Daemon:
         if self._housekeeping is not None:
             self._housekeeping.kill()
         self.sync.stop()
-        for link in self.links.values():
-            link.stop()
+        if self.cluster is not None:
+            self.cluster.stop()  # the last changes written, the nodes given up for the others
+        else:
+            for link in self.links.values():
+                link.stop()
         if self.webhooks is not None:
             self.webhooks.stop()  # no event comes any more: persist what is still in memory
         self._stopped.set()

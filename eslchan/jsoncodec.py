@@ -34,3 +34,13 @@ def dumps_canonical(data: Any) -> str:
         except TypeError:  # e.g. non-string keys or huge integers: the slow path copes
             pass
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def dumps_bytes(data: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes (a lone surrogate in a string is escaped, never an error)."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(data)
+        except TypeError:  # a lone surrogate or an odd type: the slow path copes
+            pass
+    return json.dumps(data, separators=(",", ":"), default=str).encode("ascii")

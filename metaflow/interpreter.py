@@ -79,6 +79,7 @@ class Run:
         self.notes: dict[str, Any] = {}
         self.trail: deque[dict[str, Any]] = deque(maxlen=MAX_TRAIL)
         self.trail_dropped = 0
+        self.instance: str | None = None  # in a cluster: the instance executing it
         self.first = AsyncResult()  # first command accepted (or the run waits, or ends)
         self.greenlet: gevent.Greenlet | None = None
 
@@ -123,7 +124,8 @@ class Run:
                 "state": self.state, "waiting": self.waiting, "notes": self.notes,
                 "started": self.started, "ended": self.ended, "error": self.error,
                 "error_details": self.error_details,
-                "trail": [dict(step) for step in self.trail], "trail_dropped": self.trail_dropped}
+                "trail": [dict(step) for step in self.trail], "trail_dropped": self.trail_dropped,
+                **({"instance": self.instance} if self.instance else {})}
 
 
 class RunHistory:
@@ -175,14 +177,27 @@ class RunHistory:
         return len(self._runs)
 
 
+class RunAborted(Exception):
+    """Ends a run as failed, for a reason outside it (its instance lost the cluster)."""
+
+
 class Interpreter:
     """Runs metaflows. Every run is bounded by its account's policy (``policies``; without one,
     the default policy of every account under ``config``): its tree is judged before it
-    starts, its commands by the guard, its number by the run limits."""
+    starts, its commands by the guard, its number by the run limits.
+
+    ``book`` (a cluster's :class:`~eslchan.cluster.runs.ClusterRuns`) shares the runs with
+    the other instances: it counts them against cluster-wide limits, records them where every
+    instance lists them, stops them on request from anywhere, and holds what the runs on a
+    channel share; without it all of that stays in this process."""
 
     def __init__(self, registry: Any, links: Mapping[str, Any], config: Any, *,
-                 modules: ModuleRegistry | None = None, policies: PolicyBook | None = None):
+                 modules: ModuleRegistry | None = None, policies: PolicyBook | None = None,
+                 book: Any = None):
         self.registry = registry
+        self.book = book
+        if book is not None:
+            book.stop_local = self.stop
         self.links = links
         self.modules = modules if modules is not None else ModuleRegistry()
         self.capabilities = Capabilities(links)
@@ -271,6 +286,8 @@ class Interpreter:
         tree = self.validate(tree, policy)
         self.check_requirements(channel.node, tree)
         run = Run(channel, tree, account_id, policy, kind)
+        if self.book is not None:
+            self.book.admit(run)  # the cluster's limits (LimitExceeded), then the run is listed
         self._runs[run.id] = run
         run.greenlet = gevent.spawn(self._execute, run)
         return run
@@ -291,26 +308,46 @@ class Interpreter:
                 "state": run.state, "reply": (reply or "").strip() or None, "data": run.tree["data"],
                 "result": dict(run.notes)}
 
-    def runs(self, channel_uuid: str) -> list[Run]:
+    def runs(self, channel_uuid: str) -> list[Any]:
         """The channel's runs: those running, then those over that are still remembered."""
         live = [r for r in self._runs.values() if r.channel_uuid == channel_uuid]
-        return live + [r for r in self.history if r.channel_uuid == channel_uuid and r not in live]
+        over = [r for r in self.history if r.channel_uuid == channel_uuid and r not in live]
+        if self.book is not None:  # the cluster's, with ours as this process knows them
+            ours = {r.id for r in live} | {r.id for r in over}
+            others = [r for r in self.book.runs_of_channel(channel_uuid) if r.id not in ours]
+            live += [r for r in others if r.state == "running"]
+            over += [r for r in others if r.state != "running"]
+        return live + over
 
-    def account_runs(self, account_id: str) -> list[Run]:
+    def account_runs(self, account_id: str) -> list[Any]:
         """The account's runs, running and remembered, newest first."""
-        runs = {r.id: r for r in self.history if r.account_id == account_id}
+        runs: dict[str, Any] = {}
+        if self.book is not None:
+            runs.update((r.id, r) for r in self.book.runs_of_account(account_id))
+        runs.update((r.id, r) for r in self.history if r.account_id == account_id)
         runs.update((r.id, r) for r in self._runs.values() if r.account_id == account_id)
         return sorted(runs.values(), key=lambda r: r.started, reverse=True)
 
-    def get(self, run_id: str) -> Run | None:
-        return self._runs.get(run_id) or self.history.get(run_id)
+    def get(self, run_id: str) -> Any:
+        run = self._runs.get(run_id) or self.history.get(run_id)
+        if run is None and self.book is not None:
+            run = self.book.get(run_id)
+        return run
 
-    def stop(self, run_id: str) -> bool:
-        """Stop a running run (its media stops too); False if it is not running."""
+    def stop(self, run_id: str, reason: str | None = None) -> bool:
+        """Stop a running run (its media stops too); False if it is not running. With a
+        ``reason`` the run ends as failed, saying why. In a cluster, a run another instance
+        executes is stopped there (this waits until its record shows it over)."""
         run = self._runs.get(run_id)
+        if run is None and self.book is not None:
+            other = self.book.stop_run(run_id)
+            return other is not None and other.state != "running"
         if run is None or run.greenlet is None:
             return False
-        run.greenlet.kill(block=True, timeout=5)
+        if reason is not None:
+            run.greenlet.kill(RunAborted(reason), block=True, timeout=5)
+        else:
+            run.greenlet.kill(block=True, timeout=5)
         if run.state == "running":  # killed before it ever ran
             run.finish("stopped")
             self._end(run)
@@ -336,6 +373,8 @@ class Interpreter:
         destroy that frees it has already passed, so an entry made now would stay forever)."""
         if self.registry.get(node, uuid) is None:
             raise ChannelGone(node, uuid, "destroyed")
+        if self.book is not None:  # shared with the runs of the other instances
+            return self.book.channel_memory(node, uuid)
         return self._state.setdefault((node, uuid), {})
 
     def subscribe(self, stream: EventStream) -> Callable[[], None]:
@@ -401,11 +440,13 @@ class Interpreter:
             if spec is None:
                 raise StateError(f"module {node['module']} is no longer registered")
             step = run.enter(path, node["module"])
+            self._changed(run)
             outcome = spec.handler(ctx, node.get("data") or {})
             following, following_path, taken = NEXT[outcome.kind](node, path, outcome)
             if outcome.kind == "goto" and following is not None:
                 self.check_requirements(run.node, following)  # the stored flow, before it runs
             run.leave(step, outcome, taken)
+            self._changed(run)
             node, path = following, following_path
 
     def _execute(self, run: Run) -> None:
@@ -430,10 +471,16 @@ class Interpreter:
             ctx.close()
             self._end(run)
 
+    def _changed(self, run: Run) -> None:
+        if self.book is not None:
+            self.book.changed(run)
+
     def _end(self, run: Run) -> None:
         if self._runs.pop(run.id, None) is not None:
             run.greenlet = None  # over: nothing left to stop, and the dead greenlet need not stay
             self.history.add(run)
+            if self.book is not None:
+                self.book.ended(run)
 
     def _on_event(self, node: str, channel: Any, event: Event) -> None:
         """Per-channel memory follows the channel: forgotten when it is destroyed, and a

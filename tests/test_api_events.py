@@ -124,7 +124,7 @@ def test_a_call_streams_create_answer_bridge_destroy(simulator, daemon, http, ss
     assert created["json"]["channel"]["uuid"] == call.a_uuid
     answered = stream.until(is_event("channel_answer", call.a_uuid))
     assert answered["json"]["channel"]["answered"] is True
-    assert int(answered["id"]) > int(created["id"])
+    assert _number(answered) > _number(created)
     bridged = stream.until(is_event("channel_bridge", call.a_uuid))
     assert bridged["json"]["channel"]["other_leg"] == call.b_uuid
 
@@ -133,8 +133,10 @@ def test_a_call_streams_create_answer_bridge_destroy(simulator, daemon, http, ss
     assert destroyed["json"]["channel"]["owner_id"] == ALICE.user_id
     assert isinstance(destroyed["json"]["timestamp"], int)
     stream.until(is_event("channel_destroy", call.b_uuid))
-    ids = [int(m["id"]) for m in stream.seen]
-    assert ids == list(range(1, len(ids) + 1))
+    # ids are "<epoch>.<number>": one epoch, numbers rising (other accounts' events in between)
+    assert len({m["id"].split(".")[0] for m in stream.seen}) == 1
+    ids = [_number(m) for m in stream.seen]
+    assert ids == sorted(set(ids))
     # each message shows the channel as it was at that event, not as it is later
     assert created["json"]["channel"]["answered"] is False
 
@@ -242,8 +244,20 @@ def test_events_filter(simulator, daemon, http, sse):
     ]
 
 
+def _number(message: dict) -> int:
+    """The event number of a message id ("<epoch>.<number>")."""
+    return int(message["id"].split(".")[1])
+
+
+def _history_for(daemon, seconds: float, count: int = 10_000) -> None:
+    config = daemon.app.config["ESLCHAN"]
+    daemon.app.config["ESLCHAN"] = replace(
+        config, http=replace(config.http, event_history_seconds=seconds, event_history=count))
+
+
 def test_keepalive_comments_and_disconnect_unsubscribes(simulator, daemon, http, sse):
     daemon.app.config["EVENTS_KEEPALIVE_SECONDS"] = 0.05  # a gone client is noticed at the next write
+    _history_for(daemon, 0.2)  # the history outlives the last stream this long, then goes
     hub = hub_of(daemon.app)
     assert hub.streams == 0 and not hub.listening
     one = sse(f"/v2/accounts/{ACME}/events", token=http.token(ACME))
@@ -256,7 +270,7 @@ def test_keepalive_comments_and_disconnect_unsubscribes(simulator, daemon, http,
     eventually(lambda: hub.streams == 1)
     two.close()
     eventually(lambda: hub.streams == 0)
-    assert not hub.listening  # the registry has no listener left for streams
+    eventually(lambda: not hub.listening)  # the registry has no listener left for streams
     # the registry still works for the rest of the daemon, and a new stream starts afresh
     again = sse(f"/v2/accounts/{ACME}/events", token=http.token(ACME))
     call = place(simulator, daemon, ALICE)
@@ -327,7 +341,7 @@ def test_a_slow_client_is_told_overflow_and_closed(simulator, daemon, http):
         return False
 
     eventually(overflowed, timeout=60, interval=0.01)
-    assert hub.streams == 0 and not hub.listening  # dropped from the fan-out at once
+    assert hub.streams == 0  # dropped from the fan-out at once (the history listens on a while)
     client.settimeout(30)
     received = b""
     while chunk := client.recv(65536):
@@ -369,3 +383,61 @@ def test_stopping_the_daemon_ends_open_streams(simulator, keys):
     assert b"overflow" not in rest
     assert hub_of(daemon.app).streams == 0
     conn.close()
+
+
+# --- Last-Event-ID ---------------------------------------------------------------------------
+
+
+def test_a_client_back_with_last_event_id_gets_what_it_missed_then_goes_on(simulator, daemon, http, sse):
+    token = http.token(ACME)
+    first = sse(f"/v2/accounts/{ACME}/events", token=token)
+    call = place(simulator, daemon, ALICE)
+    last = first.until(is_event("channel_create", call.a_uuid))
+    first.close()
+    # while the client is away: its call hangs up, another tenant's call comes and goes
+    simulator.hangup(call.a_uuid)
+    other = place(simulator, daemon, DAVE)  # Globex
+    eventually(lambda: daemon.registry.find(call.a_uuid) is None)
+
+    again = sse(f"/v2/accounts/{ACME}/events", token=token, headers={"Last-Event-ID": last["id"]})
+    destroyed = again.until(is_event("channel_destroy", call.a_uuid))
+    missed = again.seen[: again.seen.index(destroyed) + 1]
+    assert all(m.get("event") != "reset" for m in again.seen)
+    # what came after the client's last event, in order, and its own account's only
+    assert [_number(m) for m in missed] == sorted(_number(m) for m in missed)
+    assert _number(missed[0]) > _number(last)
+    assert all(m["json"]["account_id"] == ACME for m in missed)
+    assert {m["json"]["uuid"] for m in missed} <= set(call.uuids)
+    assert not {m["json"]["uuid"] for m in missed} & set(other.uuids)
+    # nothing it already had is sent again: not its channel_create, not any id up to it
+    assert all(_number(m) > _number(last) for m in missed)
+    # and the stream goes on live
+    later = place(simulator, daemon, ALICE)
+    fresh = again.until(is_event("channel_create", later.a_uuid))
+    assert _number(fresh) > _number(destroyed)
+
+
+def test_a_client_further_behind_than_the_history_is_told_to_reset(simulator, daemon, http, sse):
+    _history_for(daemon, 300, count=3)
+    token = http.token(ACME)
+    first = sse(f"/v2/accounts/{ACME}/events", token=token)
+    call = place(simulator, daemon, ALICE)
+    last = first.until(is_event("channel_create", call.a_uuid))
+    first.close()
+    for _ in range(3):  # a dozen events or more: past the three kept
+        place(simulator, daemon, BOB)
+    again = sse(f"/v2/accounts/{ACME}/events", token=token, headers={"Last-Event-ID": last["id"]})
+    reset = again.next()
+    assert reset is not None and reset["event"] == "reset"
+    assert "no longer kept" in json.loads(reset["data"])["reason"]
+    later = place(simulator, daemon, ALICE)  # then it goes on live
+    again.until(is_event("channel_create", later.a_uuid))
+
+
+@pytest.mark.parametrize("last_event_id", ["0badc0de.5", "garbage", "1.2.3"])
+def test_an_id_from_another_process_or_malformed_is_a_reset(daemon, http, sse, last_event_id):
+    stream = sse(f"/v2/accounts/{ACME}/events", token=http.token(ACME),
+                 headers={"Last-Event-ID": last_event_id})
+    assert stream.status == 200
+    reset = stream.next()
+    assert reset is not None and reset["event"] == "reset"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app, request
 
 from eslchan.api import (
     accounts,
@@ -48,6 +48,7 @@ class ApiState:
         interpreter: Any,
         metrics: Metrics,
         webhooks: Any = None,
+        cluster: Any = None,
     ):
         self._app = app
         self.registry = registry
@@ -56,6 +57,8 @@ class ApiState:
         self.metrics = metrics
         #: the WebhookService, or None when webhooks are off
         self.webhooks = webhooks
+        #: the ClusterInstance, or None in the single process
+        self.cluster = cluster
         self.started = time.monotonic()
         self._for: Config | None = None
         self._tokens: TokenService | None = None
@@ -75,6 +78,9 @@ class ApiState:
             self._policies = PolicyBook.from_config(config)
             if self._limiter is None:
                 self._limiter = FailureLimiter(config.auth.failed_auth_per_minute)
+                if self.cluster is not None:  # counted across the instances
+                    self._limiter = self.cluster.failure_limiter(config.auth.failed_auth_per_minute,
+                                                                 self._limiter)
             else:  # keep counting failures across a reload
                 self._limiter.per_minute = config.auth.failed_auth_per_minute
             self._for = config
@@ -99,10 +105,29 @@ class ApiState:
         return self._policies
 
     @property
-    def limiter(self) -> FailureLimiter:
+    def limiter(self) -> Any:
         self._refresh()
         assert self._limiter is not None
         return self._limiter
+
+
+#: blueprints that read the channels or the runs (which a cut-off cluster instance must not serve)
+_CLUSTER_STATE_READERS = frozenset({"channels", "runs", "events"})
+
+
+def _cluster_state_served() -> None:
+    """A cluster instance that lost Redis does not serve what it can no longer know is true."""
+    if request.blueprint not in _CLUSTER_STATE_READERS:
+        return
+    cluster = current_app.extensions["eslchan"].cluster
+    if not cluster.fresh:
+        age = cluster.mirror.age
+        raise envelope.ApiError(
+            503, "cluster state unavailable",
+            {"reason": "this instance cannot reach the cluster's Redis: its channels may be stale",
+             "instance": cluster.name, "mirror_age_s": None if age is None else round(age, 1)},
+            headers={"Retry-After": "5"},
+        )  # fmt: skip
 
 
 def create_app(
@@ -113,12 +138,15 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     webhooks: Any = None,
+    cluster: Any = None,
 ) -> Flask:
     """Build the API app over the daemon's registry, links and interpreter.
 
     ``metrics`` lets the caller share one :class:`Metrics` (built with ``Metrics(registry, links)``,
     which subscribes to the links' command latencies); by default the app makes its own.
     ``webhooks`` is the daemon's WebhookService; without one the webhooks endpoints answer 404.
+    ``cluster`` is the daemon's ClusterInstance (``registry`` is then its mirror): channels,
+    runs and event streams answer 503 while its mirror is older than the lease bound.
     """
     app = Flask("eslchan.api", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.http.max_body_bytes
@@ -132,8 +160,11 @@ def create_app(
         interpreter,
         metrics if metrics is not None else Metrics(registry, links),
         webhooks,
+        cluster,
     )
     envelope.install(app)
+    if cluster is not None:
+        app.before_request(_cluster_state_served)
     system.install(app)
     events.install(app)
     webhooks_api.install(app)

@@ -12,20 +12,31 @@ Browsers' EventSource cannot set headers, so the token may also come as ``?auth_
 The token is checked again at every keepalive: a stream ends when its token expires or is
 revoked, or when the account is no longer reachable after a configuration reload.
 
-Streams are bounded per token's account (its policy's ``max_streams``, 429 beyond) and per
-instance (503 beyond). A client that stops reading cannot hold its greenlet, socket or queue:
-on overflow its queue is emptied at once, and a write it does not take within
-``http.stream_write_timeout`` ends the connection. A client that goes away frees its slot at
-once: a watcher on the socket (which the server puts in the WSGI environ) sees the end of the
-connection without waiting for the next write.
+Every message has an id, ``<epoch>.<number>``, numbers rising by one per event the instance
+heard (in a cluster: the cluster's stream numbers, the same on every instance). A client that
+reconnects with ``Last-Event-ID`` first gets what it missed, if the instance still has all of
+it: the single process keeps the last ``[http] event_history`` messages while streams are open
+and for ``event_history_seconds`` after the last one closed; a cluster instance reads them
+back from the shared stream (its retention). Otherwise the stream starts with
+``event: reset``: re-list the channels, then carry on. A cluster instance whose mirror had to
+start again from the snapshots sends ``event: reset`` on its open streams too.
+
+Streams are bounded per token's account (its policy's ``max_streams``, 429 beyond; in a
+cluster counted across the instances) and per instance (503 beyond). A client that stops
+reading cannot hold its greenlet, socket or queue: on overflow its queue is emptied at once,
+and a write it does not take within ``http.stream_write_timeout`` ends the connection. A
+client that goes away frees its slot at once: a watcher on the socket (which the server puts
+in the WSGI environ) sees the end of the connection without waiting for the next write.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -66,6 +77,9 @@ _BATCH = 64
 _RETRY_MS = 3000
 
 _CLOSE = object()
+_RESET = object()
+#: a Last-Event-ID: the epoch of the ids, a dot, the number of the last event the client had
+LAST_EVENT_ID = re.compile(r"^([0-9a-f]{1,16})\.([0-9]{1,18})$")
 
 
 class _Stream:
@@ -82,6 +96,9 @@ class _Stream:
         "overflowed",
         "closing",
         "watcher",
+        "slot",
+        "skip_upto",
+        "last_id",
     )
 
     def __init__(
@@ -104,6 +121,14 @@ class _Stream:
         self.overflowed = False
         self.closing = False
         self.watcher: gevent.Greenlet | None = None
+        self.slot: str | None = None  # its slot in the cluster's count of the account's streams
+        self.skip_upto = 0  # live messages up to this number were sent as the replay
+        self.last_id = ""
+
+    def wants(self, account: str, name: str, tenancy: Any) -> bool:
+        if self.names is not None and name not in self.names:
+            return False
+        return account == self.account_id or (self.descendants and tenancy.within(account, self.account_id))
 
 
 def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple[str, str]:
@@ -129,7 +154,8 @@ def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple
 
 
 class EventHub:
-    """The app's open streams and the one registry listener that feeds them."""
+    """The app's open streams and the one registry listener that feeds them; in the single
+    process also the recent messages, for clients that come back with Last-Event-ID."""
 
     def __init__(self, app: Flask):
         self._app = app
@@ -138,6 +164,23 @@ class EventHub:
         self.closed = False
         self.opened = 0
         self.overflows = 0
+        self.resets = 0
+        self._epoch = secrets.token_hex(4)
+        self._seq = 0
+        self._first_id = 1  # the first id of the current listening period
+        self._dropped_upto = 0  # the newest id no longer in the history
+        # (id, monotonic time, account, event name, (sse name, data))
+        self._history: deque[tuple[int, float, str, str, tuple[str, str]]] = deque()
+        self._linger: gevent.Greenlet | None = None
+
+    @property
+    def _cluster(self) -> Any:
+        return self._state.cluster
+
+    @property
+    def epoch(self) -> str:
+        cluster = self._cluster
+        return cluster.mirror.epoch if cluster is not None else self._epoch
 
     @property
     def _state(self) -> Any:
@@ -166,9 +209,21 @@ class EventHub:
         if held >= per_account:
             raise limit_error(LimitExceeded("max_streams", per_account,
                                             f"the account already holds {held} event streams"))
+        cluster = self._cluster
+        if cluster is not None:  # the account's streams on every instance
+            slot = f"{cluster.name}:{secrets.token_hex(8)}"
+            if cluster.streams.take(stream.actor.id, slot, per_account) is False:
+                raise limit_error(LimitExceeded("max_streams", per_account,
+                                                "the account already holds its event streams in the cluster"))
+            stream.slot = slot
         self._streams.append(stream)
         self.opened += 1
+        if self._linger is not None:
+            self._linger.kill(block=False)
+            self._linger = None
         if self._unlisten is None:
+            self._first_id = self._seq + 1
+            self._history.clear()
             self._unlisten = self._state.registry.listen(self._on_event)
 
     def close_stream(self, stream: _Stream) -> None:
@@ -179,9 +234,23 @@ class EventHub:
         watcher, stream.watcher = stream.watcher, None
         if watcher is not None and watcher is not gevent.getcurrent():
             watcher.kill(block=False)
+        slot, stream.slot = stream.slot, None
+        if slot is not None:
+            self._cluster.streams.release(slot)
+        if not self._streams and self._unlisten is not None and self._linger is None:
+            if self._cluster is not None:  # the shared stream is the history
+                self._stop_listening()
+            else:  # clients that come back soon get what they missed
+                seconds = float(self._app.config["ESLCHAN"].http.event_history_seconds)
+                self._linger = gevent.spawn_later(seconds, self._stop_listening)
+
+    def _stop_listening(self) -> None:
+        self._linger = None
         if not self._streams and self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
+            self._dropped_upto = self._seq
+            self._history.clear()
 
     def close(self) -> None:
         """End every stream and refuse new ones (the daemon is stopping)."""
@@ -193,24 +262,78 @@ class EventHub:
             except gevent.queue.Full:
                 pass  # its greenlet is busy draining and sees ``closing`` next
 
+    def reset_all(self) -> None:
+        """Every open stream tells its client to re-list (the cluster's mirror started again)."""
+        for stream in tuple(self._streams):
+            self._put(stream, _RESET)
+
     def _on_event(self, node: str, channel: Any, event: dict[str, str]) -> None:
         """Registry listener: match and put_nowait, nothing that blocks or scales with history."""
         account = getattr(channel, "account_id", None)
         if not account:
             return
         name = event.get("Event-Name", "")
-        message: tuple[str, str] | None = None
+        cluster = self._cluster
+        if cluster is not None:
+            seq = cluster.event_id(event) or self._seq
+        else:
+            self._seq += 1
+        seq = self._seq if cluster is None else seq
+        message: tuple[int, str, str] | None = None
+        if cluster is None:
+            message = (seq, *_message(node, channel, event, name))
+            self._remember(seq, account, name, message[1:])
+        tenancy = self._state.tenancy
         for stream in tuple(self._streams):
-            if stream.names is not None and name not in stream.names:
-                continue
-            if account != stream.account_id and not (
-                stream.descendants and self._state.tenancy.within(account, stream.account_id)
-            ):
+            if not stream.wants(account, name, tenancy):
                 continue
             if message is None:
-                message = _message(node, channel, event, name)
+                message = (seq, *_message(node, channel, event, name))
+            self._put(stream, message)
+
+    def _remember(self, seq: int, account: str, name: str, message: tuple[str, str]) -> None:
+        config = self._app.config["ESLCHAN"].http
+        history = self._history
+        now = time.monotonic()
+        history.append((seq, now, account, name, message))
+        horizon = now - config.event_history_seconds
+        while history and (len(history) > config.event_history or history[0][1] < horizon):
+            self._dropped_upto = history.popleft()[0]
+
+    def replay(self, stream: _Stream, last_event_id: str) -> tuple[list[tuple[int, str, str]], str | None]:
+        """What ``stream`` missed after ``last_event_id``: (messages, None), or ([], why not)
+        when the instance no longer has all of it (the client gets event: reset)."""
+        matched = LAST_EVENT_ID.fullmatch(last_event_id)
+        if matched is None or matched.group(1) != self.epoch:
+            return [], "unknown event id (eslchan restarted, or another cluster's)"
+        after = int(matched.group(2))
+        tenancy = self._state.tenancy
+        limit = stream.queue_max
+        cluster = self._cluster
+        if cluster is not None:
             try:
-                stream.queue.put_nowait(message)
+                entries = cluster.mirror.replay(after, limit)
+            except cluster.store.errors:
+                return [], "the cluster's stream cannot be read"
+            if entries is None:
+                return [], "the events missed are no longer kept"
+            out = [(seq, *_message(node, ch, event, event.get("Event-Name", "")))
+                   for seq, node, ch, event in entries
+                   if ch.account_id and stream.wants(ch.account_id, event.get("Event-Name", ""), tenancy)]
+            stream.skip_upto = max([after, *(seq for seq, *_ in entries)])
+            return out, None
+        if self._unlisten is None or after < max(self._first_id, self._dropped_upto) or after > self._seq:
+            return [], "the events missed are no longer kept"
+        out = [(seq, *message) for seq, _, account, name, message in self._history
+               if seq > after and stream.wants(account, name, tenancy)]
+        if len(out) > limit:
+            return [], "more events were missed than a stream holds"
+        return out, None
+
+    def _put(self, stream: _Stream, item: Any) -> None:
+        if True:
+            try:
+                stream.queue.put_nowait(item)
             except gevent.queue.Full:
                 stream.overflowed = True
                 self.overflows += 1
@@ -348,8 +471,12 @@ def _descendants() -> bool:
     return raw == "true"
 
 
-def _frame(seq: int, name: str, data: str) -> str:
-    return f"id: {seq}\nevent: {name}\ndata: {data}\n\n"
+def _frame(epoch: str, seq: int, name: str, data: str) -> str:
+    return f"id: {epoch}.{seq}\nevent: {name}\ndata: {data}\n\n"
+
+
+def _reset(reason: str) -> str:
+    return f"event: reset\ndata: {json.dumps({'reason': reason})}\n\n"
 
 
 def _still_allowed(app: Flask, stream: _Stream) -> bool:
@@ -362,16 +489,23 @@ def _still_allowed(app: Flask, stream: _Stream) -> bool:
     return bool(ext.tenancy.may_access(account, stream.account_id))
 
 
-def _run(app: Flask, hub: EventHub, stream: _Stream, keepalive: float) -> Iterator[str]:
-    seq = 0
+def _run(app: Flask, hub: EventHub, stream: _Stream, keepalive: float,
+         missed: list[tuple[int, str, str]], reset: str | None) -> Iterator[str]:
+    epoch = hub.epoch
     checked = time.monotonic()
     try:
         # the first bytes carry the headers: once the client has them, the stream is subscribed
-        yield f"retry: {_RETRY_MS}\n: eslchan events for account {stream.account_id}\n\n"
+        head = f"retry: {_RETRY_MS}\n: eslchan events for account {stream.account_id}\n\n"
+        if reset is not None:
+            head += _reset(reset)
+        yield head + "".join(_frame(epoch, *item) for item in missed)
+        if missed:
+            stream.last_id = f"{epoch}.{missed[-1][0]}"
         while True:
             if stream.overflowed:
                 detail = json.dumps(
-                    {"reason": "the client fell behind", "queue_max": stream.queue_max, "last_id": seq}
+                    {"reason": "the client fell behind", "queue_max": stream.queue_max,
+                     "last_id": stream.last_id}
                 )
                 yield f"event: overflow\ndata: {detail}\n\n"
                 return
@@ -391,8 +525,11 @@ def _run(app: Flask, hub: EventHub, stream: _Stream, keepalive: float) -> Iterat
                 continue  # the loop's head says why (overflow, closing)
             out: list[str] = []
             while item is not _CLOSE:
-                seq += 1
-                out.append(_frame(seq, *item))
+                if item is _RESET:
+                    out.append(_reset("eslchan's view of the channels started again: re-list them"))
+                elif item[0] > stream.skip_upto:  # not already sent as the replay
+                    out.append(_frame(epoch, *item))
+                    stream.last_id = f"{epoch}.{item[0]}"
                 if len(out) >= _BATCH or stream.overflowed:
                     break
                 try:
@@ -420,6 +557,12 @@ def account_events(account_id: str) -> Response:
     hub = hub_of(app)
     stream = _Stream(account_id, actor, token, descendants, names, int(app.config[QUEUE_MAX]))
     hub.open(stream, current_app.extensions["eslchan"].policies.for_account(actor.id).max_streams)
+    # registered first, then what the client missed: nothing between the two is lost
+    missed: list[tuple[int, str, str]] = []
+    reset: str | None = None
+    last_event_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_event_id:
+        missed, reset = hub.replay(stream, last_event_id[:64])
     sock = request.environ.get(SOCKET_KEY)
     if sock is not None:
         # a write the client does not take in time ends the connection (and the greenlet),
@@ -433,7 +576,7 @@ def account_events(account_id: str) -> Response:
     # the watcher reads the socket: no second request may follow on this connection
     headers["Connection"] = "close"
     response = Response(
-        _run(app, hub, stream, float(app.config[KEEPALIVE])),
+        _run(app, hub, stream, float(app.config[KEEPALIVE]), missed, reset),
         status=200,
         mimetype="text/event-stream",
         headers=headers,

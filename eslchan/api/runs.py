@@ -35,7 +35,8 @@ def stop_run(account_id: str, channel_uuid: str, run_id: str) -> Response:
     if run is None or run.channel_uuid != channel.uuid:
         raise ApiError(404, "bad identifier", [run_id])
     interpreter.stop(run_id)  # a run already over is answered as it ended
-    return respond(run.as_dict())
+    # another instance's run was stopped there: its record says how it ended
+    return respond((interpreter.get(run_id) or run).as_dict())
 
 
 @bp.route("/v2/accounts/<account_id>/metaflows", methods=["GET"])

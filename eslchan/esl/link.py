@@ -3,6 +3,7 @@
 Two inbound connections per node (SPEC §8): an *event* connection subscribed to the
 configured events, and a *command* connection that carries api/bgapi/sendmsg and only
 receives BACKGROUND_JOB results and heartbeats, so an event burst never delays a command.
+A command-only link (``events=False``) has the second connection alone.
 Either connection dying takes the link down; it is rebuilt forever with exponential backoff,
 jitter and a cap. The layers above hear about it through ``on_up``/``on_down`` and receive
 events through ``on_event``, all called from one dispatcher greenlet in arrival order.
@@ -69,6 +70,7 @@ class NodeLink:
         on_up: Callable[[str], None] = _noop,
         on_down: Callable[[str], None] = _noop,
         on_lost_events: Callable[[str], None] = _noop,
+        events: bool = True,
     ) -> None:
         if options.event_format not in ("json", "plain", "xml"):
             raise ValueError(f"event_format must be json, plain or xml, not {options.event_format!r}")
@@ -82,6 +84,9 @@ class NodeLink:
         self.on_up = on_up
         self.on_down = on_down
         self.on_lost_events = on_lost_events
+        #: False: a command-only link (a cluster instance that does not own the node sends
+        #: its commands there; the owner's link carries the events)
+        self.events = events
         self.state = "down"
         self.last_error: str | None = None
         # monotonic time of the last command FreeSWITCH did not answer in time, until one is
@@ -198,8 +203,9 @@ class NodeLink:
                 log.exception("node %s: connect failed unexpectedly", self.name, extra=extra)
             else:
                 up_since = time.monotonic()
-                gevent.wait([cmd.closed, evt.closed, self._stopping], count=1)
-                reason = cmd.close_reason or evt.close_reason or "stopped"
+                closed = [cmd.closed] if evt is None else [cmd.closed, evt.closed]
+                gevent.wait([*closed, self._stopping], count=1)
+                reason = cmd.close_reason or (evt.close_reason if evt is not None else None) or "stopped"
                 self._teardown(cmd, evt)
                 if self._stopping.is_set():
                     break
@@ -217,7 +223,7 @@ class NodeLink:
             if self._stopping.wait(delay):
                 break
 
-    def _connect_once(self) -> tuple[EslConnection, EslConnection]:
+    def _connect_once(self) -> tuple[EslConnection, EslConnection | None]:
         o, n = self.options, self.node
         timeout = o.connect_timeout
         cmd = EslConnection(
@@ -227,17 +233,20 @@ class NodeLink:
         evt = EslConnection(
             n.host, n.port, n.password, name=f"{n.name}/events", connect_timeout=timeout,
             watchdog=o.watchdog,
-        )  # fmt: skip
+        ) if self.events else None  # fmt: skip
         early: list[Frame] = []  # events that beat the subscription reply to the supervisor
-        evt.on_event = early.append
+        if evt is not None:
+            evt.on_event = early.append
         try:
             cmd.connect()
             self._subscribe(cmd, "json", ["BACKGROUND_JOB", "HEARTBEAT"], timeout)
-            evt.connect()
-            self._subscribe(evt, o.event_format, _with_heartbeat(o.events), timeout)
+            if evt is not None:
+                evt.connect()
+                self._subscribe(evt, o.event_format, _with_heartbeat(o.events), timeout)
         except BaseException:
             cmd.close("connect failed")
-            evt.close("connect failed")
+            if evt is not None:
+                evt.close("connect failed")
             raise
         # no yield from here on: "up" is announced before any event of this connection
         self._cmd, self._evt = cmd, evt
@@ -247,7 +256,8 @@ class NodeLink:
         self._put_marker(_UP)
         for frame in early:
             self._enqueue_event(frame)
-        evt.on_event = self._enqueue_event
+        if evt is not None:
+            evt.on_event = self._enqueue_event
         log.info("node %s: link up (%s:%s)", n.name, n.host, n.port, extra={"node": n.name})
         return cmd, evt
 
@@ -257,13 +267,14 @@ class NodeLink:
         if not reply.reply_text.startswith("+OK"):
             raise LinkDown(f"node {conn.name}: subscription refused: {reply.reply_text}")
 
-    def _teardown(self, cmd: EslConnection, evt: EslConnection) -> None:
+    def _teardown(self, cmd: EslConnection, evt: EslConnection | None) -> None:
         was_up = self._cmd is cmd
         if was_up:
             self._cmd = self._evt = None
             self.state = "down"
         cmd.close("link down")
-        evt.close("link down")
+        if evt is not None:
+            evt.close("link down")
         if was_up:
             self._put_marker(_DOWN)
 

@@ -678,6 +678,23 @@ class ChannelRegistry(ChannelTable):
                 removed.extend(self.remove_node(node, "node down"))
         return removed
 
+    def adopt(self, node: str, channels: Iterable[Channel]) -> int:
+        """Take channels another eslchan knew on ``node`` (a cluster instance taking the node
+        over): stale and unconfirmed, as after a link cut, so the next resync asks FreeSWITCH
+        about each. Returns how many were taken."""
+        nodemap = self._nodes.setdefault(node, {})
+        taken = 0
+        for other in channels:
+            if other.uuid in nodemap or self._tombstoned(node, other.uuid):
+                continue
+            ch = Channel(node, other.uuid, other.created)
+            ch.take_shared_state(other.shared_state())
+            ch.stale = True
+            nodemap[ch.uuid] = ch
+            self._index(ch)
+            taken += 1
+        return taken
+
     def remove_node(self, node: str, reason: str = "removed") -> list[Channel]:
         gone = list(self._nodes.get(node, {}).values())
         for ch in gone:

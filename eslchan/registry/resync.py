@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -241,8 +241,11 @@ class NodeSync:
         retry_max: float = 30.0,
         snapshot_lag: float | None = None,
         check_interval: float = 0.0,
+        on_synced: Callable[[str], None] | None = None,
     ) -> None:
         self.registry = registry
+        #: called with the node's name each time a resync of it completed
+        self.on_synced = on_synced
         if grace_seconds is not None:
             registry.stale_grace = grace_seconds
         if snapshot_lag is not None:
@@ -353,6 +356,11 @@ class NodeSync:
                     delay = self.retry_initial
                     self._synced_once.add(node)
                     self._follow_up(node, result.asked_at)
+                    if self.on_synced is not None:
+                        try:
+                            self.on_synced(node)
+                        except Exception:
+                            log.exception("on_synced of %s failed", node, extra={"node": node})
                 if self._want.get(node) != "resync" and not self.registry.is_down(node):
                     self._synced_event(node).set()
         finally:
@@ -410,6 +418,19 @@ class NodeSync:
     def expire_stale(self, now: float | None = None) -> int:
         """Remove channels of nodes down for longer than the grace; returns how many."""
         return len(self.registry.expire_stale(now))
+
+    def forget(self, node: str) -> None:
+        """Stop every comparison, timer and check of ``node`` (its link is no longer ours)."""
+        self.links.pop(node, None)
+        self._want.pop(node, None)
+        self._confirm_after.pop(node, None)
+        self._synced_once.discard(node)
+        self._cancel_expiry(node)
+        for timers in (self._running, self._followup):
+            greenlet = timers.pop(node, None)
+            if greenlet is not None:
+                greenlet.kill(block=False)
+        self._synced_event(node).clear()
 
     def stop(self) -> None:
         others = [self._checker] if self._checker is not None else []

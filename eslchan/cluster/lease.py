@@ -1,0 +1,277 @@
+"""Node ownership: which instance holds each FreeSWITCH node's event link.
+
+Every ``lease_seconds / 4`` an instance says it is alive (a member entry that expires after
+``lease_seconds``) and, in the same script, reads who is alive and who holds each node's
+lease. A lease is ``SET lease:<node> <instance>|<token> NX PX lease``, renewed only by a script
+that finds its own value; ``token`` comes from a counter per node incremented on every
+acquisition (the fencing token stamped on every write the owner makes, see store.py).
+
+An owner keeps a node only while its lease is surely valid on *its own* clock: a renewal sent
+at ``t`` and accepted keeps the node until ``t + lease - margin``, which comes before Redis can
+expire it. Past that without a renewal (Redis unreachable, stalled) the owner lets the node go
+by itself, so two instances never both think they own it.
+
+Nodes spread over the live instances by rendezvous hashing (each node goes to the live
+instance with the highest hash of instance and node): when an instance joins or leaves, only
+the nodes it wins or held move. A free node is taken at once by the instance it prefers, and by
+any instance once it has stayed free for two rounds (its preferred one may be unable to). An
+instance preferred for a node another holds asks for it (``want:<node>``); the holder, after
+holding it a little while, lets it go and the asker takes it on its next round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+
+from eslchan.cluster.store import Store
+
+log = logging.getLogger("eslchan.cluster")
+
+
+@dataclass
+class Lease:
+    node: str
+    value: str  # "<instance>|<token>": what the lease key holds while it is ours
+    token: int
+    valid_until: float  # monotonic: past it, we may no longer be the owner
+    acquired: float  # monotonic
+
+
+def preferred(node: str, instances: Sequence[str]) -> str | None:
+    """The live instance a node goes to (rendezvous hashing)."""
+    if not instances:
+        return None
+    return max(instances, key=lambda name: hashlib.sha1(f"{name}\0{node}".encode()).digest())
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Leases:
+    """This instance's side of node ownership. ``on_acquire(node, value)`` and
+    ``on_release(node, reason)`` are called (in their own greenlets' order) when a node
+    becomes ours and when it stops being ours; ``on_release`` runs before a lease we give up
+    is deleted, so the next owner never overlaps with us."""
+
+    def __init__(
+        self,
+        store: Store,
+        nodes: Sequence[str],
+        *,
+        on_acquire: Callable[[str, Lease], None],
+        on_release: Callable[[str, str], None],
+        info: Callable[[], dict[str, Any]] = dict,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.instance = store.instance
+        self.nodes = list(nodes)
+        self.on_acquire = on_acquire
+        self.on_release = on_release
+        self.info = info
+        self.clock = clock
+        self.lease_seconds = store.config.lease_seconds
+        self.interval = self.lease_seconds / 4
+        self.margin = self.lease_seconds / 10
+        self.owned: dict[str, Lease] = {}
+        #: what the last round saw: node -> holder instance (None: free); the live instances
+        #: with the Redis time (ms) their presence ends
+        self.owners: dict[str, str | None] = {}
+        self.live: dict[str, int] = {}
+        self.redis_ok = False
+        self.last_contact: float | None = None  # monotonic time of the last round that worked
+        self.rounds = 0
+        self.handovers = 0
+        self._free_rounds: dict[str, int] = {}
+        self._loops: list[gevent.Greenlet] = []
+        self._stopping = False
+
+    # -- life ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._loops:
+            self._loops = [gevent.spawn(self._round_loop), gevent.spawn(self._expiry_loop)]
+
+    def stop(self) -> None:
+        """Give every node up (released at once for the others) and leave the members."""
+        self._stopping = True
+        gevent.killall(self._loops, block=True, timeout=2)
+        self._loops = []
+        for node in list(self.owned):
+            self._let_go(node, "instance stopping", release=True)
+        try:
+            self.store.redis.zrem(self.keys.members, self.instance)
+            self.store.redis.delete(self.keys.member(self.instance))
+        except self.store.errors as exc:
+            log.warning("cluster: could not leave the members: %s", exc)
+
+    def _round_loop(self) -> None:
+        while True:
+            started = self.clock()
+            try:
+                self.round()
+            except Exception:  # a bug or an odd answer must not end ownership rounds
+                log.exception("cluster: lease round failed")
+            gevent.sleep(max(0.0, self.interval - (self.clock() - started)))
+
+    def _expiry_loop(self) -> None:
+        """Let a node go as soon as its lease may have expired, whatever Redis is doing."""
+        while True:
+            gevent.sleep(self.interval / 4)
+            self.expire()
+
+    def expire(self) -> None:
+        now = self.clock()
+        for node, lease in list(self.owned.items()):
+            if now >= lease.valid_until:
+                log.warning("cluster: lease of %s not renewed in time; letting the node go", node,
+                            extra={"node": node})
+                self._let_go(node, "lease not renewed in time", release=False)
+
+    # -- one round -------------------------------------------------------------------------
+
+    def round(self) -> None:
+        k = self.keys
+        ttl_ms = int(self.lease_seconds * 1000)
+        info = json.dumps({**self.info(), "owned": sorted(self.owned)})
+        try:
+            out = self.store.heartbeat_script(
+                keys=[k.members, k.member(self.instance), *(k.lease(n) for n in self.nodes),
+                      *(k.want(n) for n in self.nodes)],
+                args=[self.instance, ttl_ms, info, len(self.nodes)],
+            )
+        except self.store.errors as exc:
+            if self.redis_ok:
+                log.warning("cluster: Redis unreachable: %s", exc)
+            self.redis_ok = False
+            return
+        if not self.redis_ok:
+            log.info("cluster: Redis reachable")
+        self.redis_ok = True
+        self.last_contact = self.clock()
+        self.rounds += 1
+        flat = out[1]
+        self.live = {_text(flat[i]) or "": int(float(flat[i + 1])) for i in range(0, len(flat), 2)}
+        n = len(self.nodes)
+        holders = [_text(v) for v in out[2:2 + n]]
+        wants = [_text(v) for v in out[2 + n:2 + 2 * n]]
+        self.owners = {node: (h.split("|", 1)[0] if h else None) for node, h in zip(self.nodes, holders,
+                                                                                     strict=False)}
+        self._renew()
+        live = sorted(self.live)
+        for node, holder, want in zip(self.nodes, holders, wants, strict=False):
+            self._decide(node, holder, want, live)
+
+    def _renew(self) -> None:
+        ms = int(self.lease_seconds * 1000)
+        for node, lease in list(self.owned.items()):
+            sent = self.clock()
+            try:
+                kept = self.store.renew_script(keys=[self.keys.lease(node)], args=[lease.value, ms])
+            except self.store.errors as exc:
+                log.warning("cluster: renewing the lease of %s failed: %s", node, exc, extra={"node": node})
+                continue  # the expiry loop lets it go if this goes on
+            if self.owned.get(node) is not lease:
+                continue
+            if kept:
+                lease.valid_until = sent + self.lease_seconds - self.margin
+            else:
+                log.warning("cluster: the lease of %s is no longer ours", node, extra={"node": node})
+                self._let_go(node, "lease lost", release=False)
+
+    def _decide(self, node: str, holder: str | None, want: str | None, live: list[str]) -> None:
+        me = self.instance
+        best = preferred(node, live)
+        lease = self.owned.get(node)
+        if lease is not None:
+            # give the node to the live instance it prefers once that one asks, after holding
+            # it a little (instances joining together see each other a round apart)
+            held = self.clock() - lease.acquired
+            if want and want != me and want == best and held >= 2 * self.interval:
+                log.info("cluster: handing %s over to %s", node, want, extra={"node": node})
+                self.handovers += 1
+                self._let_go(node, f"handed over to {want}", release=True)
+            return
+        if holder is None:
+            rounds = self._free_rounds.get(node, 0) + 1
+            self._free_rounds[node] = rounds
+            if best == me or rounds > 2:
+                self._acquire(node)
+            return
+        self._free_rounds.pop(node, None)
+        name, _, token = holder.partition("|")
+        if name == me:  # ours, but the reply that said so was lost: carry on with it
+            sent = self.clock()
+            try:
+                kept = self.store.renew_script(keys=[self.keys.lease(node)],
+                                               args=[holder, int(self.lease_seconds * 1000)])
+            except self.store.errors:
+                return
+            if kept:
+                self._own(node, holder, int(token or 0), sent)
+        elif best == me:
+            try:
+                self.store.redis.set(self.keys.want(node), me, px=int(self.lease_seconds * 1000))
+            except self.store.errors as exc:
+                log.debug("cluster: asking for %s failed: %s", node, exc)
+
+    def _acquire(self, node: str) -> None:
+        sent = self.clock()
+        try:
+            token = int(self.store.acquire_script(
+                keys=[self.keys.lease(node), self.keys.fence(node)],
+                args=[self.instance, int(self.lease_seconds * 1000)]))
+        except self.store.errors as exc:
+            log.warning("cluster: acquiring %s failed: %s", node, exc, extra={"node": node})
+            return
+        if token:
+            self._free_rounds.pop(node, None)
+            self._own(node, f"{self.instance}|{token}", token, sent)
+
+    def _own(self, node: str, value: str, token: int, sent: float) -> None:
+        lease = Lease(node, value, token, sent + self.lease_seconds - self.margin, self.clock())
+        self.owned[node] = lease
+        self.owners[node] = self.instance
+        log.info("cluster: %s is ours (token %d)", node, token, extra={"node": node})
+        try:
+            self.on_acquire(node, lease)
+        except Exception:
+            log.exception("cluster: taking %s on failed", node)
+
+    def _let_go(self, node: str, reason: str, *, release: bool) -> None:
+        lease = self.owned.pop(node, None)
+        if lease is None:
+            return
+        try:
+            self.on_release(node, reason)
+        except Exception:
+            log.exception("cluster: letting %s go failed", node)
+        if release:
+            try:
+                self.store.release_script(keys=[self.keys.lease(node)], args=[lease.value])
+                self.store.redis.delete(self.keys.want(node))
+            except self.store.errors as exc:
+                log.warning("cluster: releasing %s failed (it expires by itself): %s", node, exc)
+        if self.owners.get(node) == self.instance:
+            self.owners[node] = None
+
+    # -- what others read ------------------------------------------------------------------
+
+    def owner_value(self, node: str) -> str | None:
+        lease = self.owned.get(node)
+        return lease.value if lease is not None else None
+
+    def is_live(self, instance: str) -> bool:
+        return instance in self.live
