@@ -156,3 +156,23 @@ def quiet_simulator():
     sim.start()
     yield sim
     sim.stop()
+
+
+# --- a real Redis for the cluster tests (tests/cluster_support.py) -----------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """Debian's redis-server on a free port, without persistence (skipped when not installed)."""
+    from cluster_support import RedisServer
+
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The server's URL, its data emptied for this test."""
+    redis_server.client().flushall()
+    return redis_server.url

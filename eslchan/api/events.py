@@ -401,6 +401,9 @@ def install(app: Flask) -> None:
         app.config.setdefault(key, value)
     hub = EventHub(app)
     app.extensions["eslchan.events"] = hub
+    cluster = app.extensions["eslchan"].cluster
+    if cluster is not None:  # a mirror that starts again: streams' clients must re-list
+        cluster.mirror.on_reset.append(hub.reset_all)
     metrics = app.extensions["eslchan"].metrics
     collector = getattr(metrics, "_event_streams", None)
     if collector is None:  # one collector per Metrics, which several apps may share

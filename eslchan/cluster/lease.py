@@ -129,7 +129,7 @@ class Leases:
     def _expiry_loop(self) -> None:
         """Let a node go as soon as its lease may have expired, whatever Redis is doing."""
         while True:
-            gevent.sleep(self.interval / 4)
+            gevent.sleep(self.margin / 4)  # well within the margin: never past Redis's expiry
             self.expire()
 
     def expire(self) -> None:

@@ -66,9 +66,10 @@ redis.call('SET', KEYS[5], ARGV[3])
 return last
 """
 
-# KEYS: seq, epoch, then each node's snapshot. Returns {seq, epoch, snapshot1, ...}: all at
-# the same point of the stream.
+# KEYS: seq, epoch, then each node's snapshot; ARGV: an epoch to set if there is none yet.
+# Returns {seq, epoch, snapshot1, ...}: all at the same point of the stream.
 _SNAPSHOT = """
+redis.call('SET', KEYS[2], ARGV[1], 'NX')
 local out = {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('GET', KEYS[2]) or ''}
 for i = 3, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
 return out
@@ -264,14 +265,6 @@ class Store:
     def block_seconds(self) -> float:
         return min(1.0, self.config.lease_seconds / 4)
 
-    def epoch(self) -> str:
-        """The cluster's epoch: a token made once per Redis dataset, so event ids given out
-        before Redis lost its data are never taken for later ones."""
-        fresh = secrets.token_hex(4)
-        self.redis.set(self.keys.epoch, fresh, nx=True)
-        value = self.redis.get(self.keys.epoch)
-        return value.decode() if isinstance(value, bytes) else str(value or fresh)
-
     # -- publishing ------------------------------------------------------------------------
 
     def publish(self, node: str, owner: str, batch: str, items: Sequence[tuple[str, str, bytes]]) -> int:
@@ -299,7 +292,8 @@ class Store:
     def snapshots(self, nodes: Sequence[str]) -> tuple[int, str, dict[str, dict[bytes, bytes]]]:
         """Every node's snapshot and the stream position they all match, read at once."""
         k = self.keys
-        out = self.snapshot_script(keys=[k.seq, k.epoch, *(k.snapshot(n) for n in nodes)])
+        out = self.snapshot_script(keys=[k.seq, k.epoch, *(k.snapshot(n) for n in nodes)],
+                                   args=[secrets.token_hex(4)])
         seq, epoch = int(out[0]), out[1].decode() if isinstance(out[1], bytes) else str(out[1])
         snaps: dict[str, dict[bytes, bytes]] = {}
         for node, flat in zip(nodes, out[2:], strict=False):
