@@ -1,4 +1,4 @@
-"""The `eslchan` command: serve, demo, simulate, decode, check-config."""
+"""The `eslchan` command: serve, demo, simulate, decode, check-config, cluster status."""
 
 from __future__ import annotations
 
@@ -56,10 +56,42 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         _print_problems(args.file, exc)
         return 1
     webhooks = f", webhooks in {config.webhooks.data_dir}" if config.webhooks is not None else ""
+    if config.cluster is not None:
+        webhooks += f", cluster instance {config.cluster.instance}"
     print(
         f"{args.file}: OK ({len(config.nodes)} node(s), {len(config.accounts)} account(s), "
         f"http {config.http.listen}{webhooks})"
     )
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    import json
+
+    from eslchan.config import ConfigError, load_config
+
+    path = args.config or os.environ.get("ESLCHAN_CONFIG")
+    if not path:
+        print("eslchan cluster status: give --config FILE or set ESLCHAN_CONFIG", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        _print_problems(path, exc)
+        return 2
+    if config.cluster is None:
+        print(f"{path}: no [cluster] table: this is a single eslchan, not a cluster", file=sys.stderr)
+        return 2
+    from eslchan.cluster.status import cluster_status, format_status
+    from eslchan.cluster.store import Store
+
+    store = Store(config.cluster)
+    try:
+        status = cluster_status(config, store=store)
+    except store.errors as exc:
+        print(f"eslchan cluster status: Redis cannot be reached: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
 
@@ -205,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
         "file", help="a file holding the raw bytes FreeSWITCH sent on an ESL connection ('-' for stdin)"
     )
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("cluster", help="the cluster's view: instances, node owners, lag")
+    cluster_sub = p.add_subparsers(dest="cluster_command", required=True)
+    q = cluster_sub.add_parser(
+        "status",
+        help="print the live instances, who owns which node, each mirror's lag and the stream",
+        description="Read the cluster's state from its Redis (the [cluster] table of the configuration): "
+        "the live instances with the nodes each owns and how far its mirror is behind, each node's owner "
+        "and lease, and the shared stream's length.",
+    )
+    q.add_argument("--config", help="TOML configuration file (default: $ESLCHAN_CONFIG)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    q.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("check-config", help="validate a configuration file and name every problem")
     p.add_argument("file")

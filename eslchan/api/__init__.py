@@ -158,7 +158,7 @@ def create_app(
         registry,
         links,
         interpreter,
-        metrics if metrics is not None else Metrics(registry, links),
+        metrics if metrics is not None else Metrics(registry, links, cluster),
         webhooks,
         cluster,
     )

@@ -2,7 +2,9 @@
 
 /health needs no token and then says only, per node, ``up``, ``degraded`` (linked, but its
 last command went unanswered) or ``down``: addresses, error texts and counts are for a
-superduper admin's token, or for everyone with ``[http] health_details = true``.
+superduper admin's token, or for everyone with ``[http] health_details = true``. A cluster
+instance adds its role (the nodes it owns, its mirror's lag, whether Redis answers) and is
+``unavailable`` (503) while it cannot reach Redis: it then serves no channel state.
 """
 
 from __future__ import annotations
@@ -108,10 +110,60 @@ class _LiveCollector(Collector):
         yield from (up, degraded, state, received, dropped, reconnects, lost, queue)
 
 
+class _ClusterCollector(Collector):
+    """A cluster instance's leases, mirror and stream, read at scrape time."""
+
+    def __init__(self, cluster: Any):
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[Any]:
+        cluster = self._cluster
+        owned = GaugeMetricFamily("eslchan_cluster_lease_owned",
+                                  "1 when this instance holds the node's lease (its event link)",
+                                  labels=["node"])
+        for node in sorted(cluster.command_links):
+            owned.add_metric([node], 1 if node in cluster.leases.owned else 0)
+        yield owned
+        yield GaugeMetricFamily("eslchan_cluster_instances", "Live instances this instance sees",
+                                value=len(cluster.leases.live))
+        yield GaugeMetricFamily("eslchan_cluster_redis_up", "1 while Redis answers this instance",
+                                value=1 if cluster.fresh else 0)
+        yield GaugeMetricFamily("eslchan_cluster_mirror_lag_seconds",
+                                "Time the last channel change took from its owner to this mirror",
+                                value=cluster.mirror.lag)
+        age = cluster.mirror.age
+        yield GaugeMetricFamily("eslchan_cluster_mirror_age_seconds",
+                                "Seconds since Redis last answered this mirror",
+                                value=-1 if age is None else age)
+        yield CounterMetricFamily("eslchan_cluster_mirror_rebuilds",
+                                  "Times the mirror started again from the snapshots",
+                                  value=cluster.mirror.rebuilds)
+        yield GaugeMetricFamily("eslchan_cluster_mirror_position",
+                                "The last stream record the mirror applied", value=cluster.mirror.seq)
+        length = cluster.stream_length()
+        if length is not None:
+            yield GaugeMetricFamily("eslchan_cluster_stream_length", "Records in the shared stream",
+                                    value=length)
+        stats = cluster.publisher.stats
+        published = CounterMetricFamily("eslchan_cluster_published",
+                                        "Channel changes this instance wrote to the stream, or not",
+                                        labels=["outcome"])
+        for outcome in ("published", "dropped", "refused"):
+            published.add_metric([outcome], float(stats[outcome]))
+        yield published
+        yield GaugeMetricFamily("eslchan_cluster_publish_pending", "Changes waiting to be written",
+                                value=cluster.publisher.pending)
+        yield CounterMetricFamily("eslchan_cluster_handovers", "Nodes this instance handed over",
+                                  value=cluster.leases.handovers)
+        yield CounterMetricFamily("eslchan_cluster_runs_reaped",
+                                  "Runs of dead instances this instance marked failed",
+                                  value=cluster.runs.reaped)
+
+
 class Metrics:
     """The app's Prometheus metrics, in a CollectorRegistry of its own (several apps per process)."""
 
-    def __init__(self, registry: Any, links: Mapping[str, Any]):
+    def __init__(self, registry: Any, links: Mapping[str, Any], cluster: Any = None):
         # *_created series double every counter's output and no dashboard here reads them
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -129,6 +181,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(registry, links))
+        if cluster is not None:
+            self.registry.register(_ClusterCollector(cluster))
         for link in links.values():
             link.add_command_listener(self.on_command)
 
@@ -217,11 +271,25 @@ def health() -> Response:
         "status": "unavailable" if not up else "degraded" if "degraded" in states else "ok",
         "nodes": nodes,
     }
+    cluster = ext.cluster
+    if cluster is not None:
+        role = cluster.status()
+        data["cluster"] = role if details else {k: role[k] for k in _CLUSTER_PUBLIC}
+        for name, node in nodes.items():
+            node["owner"] = role["owners"].get(name)
+        if not role["serving"]:
+            data["status"] = "unavailable"
     if details:
         data.update(nodes_up=up, channels=len(ext.registry), uptime_s=int(time.monotonic() - ext.started))
     if not up:
         raise ApiError(503, "no node connected", data)
+    if data["status"] == "unavailable":
+        raise ApiError(503, "cluster state unavailable", data)
     return respond(data)
+
+
+#: what /health says of a cluster instance to anyone (the rest: with details)
+_CLUSTER_PUBLIC = ("instance", "redis", "serving", "owned_nodes", "mirror_lag_s", "mirror_age_s")
 
 
 @bp.route("/metrics", methods=["GET"])

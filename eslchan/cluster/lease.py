@@ -11,12 +11,18 @@ at ``t`` and accepted keeps the node until ``t + lease - margin``, which comes b
 expire it. Past that without a renewal (Redis unreachable, stalled) the owner lets the node go
 by itself, so two instances never both think they own it.
 
-Nodes spread over the live instances by rendezvous hashing (each node goes to the live
-instance with the highest hash of instance and node): when an instance joins or leaves, only
-the nodes it wins or held move. A free node is taken at once by the instance it prefers, and by
-any instance once it has stayed free for two rounds (its preferred one may be unable to). An
-instance preferred for a node another holds asks for it (``want:<node>``); the holder, after
-holding it a little while, lets it go and the asker takes it on its next round.
+Nodes spread over the live instances by rendezvous hashing with bounded loads: each node goes
+to the live instance with the highest hash of instance and node that holds fewer than its
+share (``nodes // instances``, then one more for the remainder), nodes taken in name order,
+so every instance computes the same assignment from the same members. Plain rendezvous
+hashing moves the fewest nodes when an instance joins or leaves, but with the handful of
+nodes a cluster has it can leave an instance with none and another with most; the bound
+keeps them even and still moves few.
+
+A free node is taken at once by the instance it goes to, and by any instance once it has
+stayed free for two rounds (that one may be unable to). An instance a node goes to that
+another holds asks for it (``want:<node>``); the holder, after holding it a little while,
+lets it go and the asker takes it on its next round.
 """
 
 from __future__ import annotations
@@ -45,11 +51,29 @@ class Lease:
     acquired: float  # monotonic
 
 
-def preferred(node: str, instances: Sequence[str]) -> str | None:
-    """The live instance a node goes to (rendezvous hashing)."""
+def _score(instance: str, node: str) -> bytes:
+    return hashlib.sha1(f"{instance}\0{node}".encode()).digest()
+
+
+def assignment(nodes: Sequence[str], instances: Sequence[str]) -> dict[str, str]:
+    """Which live instance each node goes to (rendezvous hashing with bounded loads): every
+    instance gets ``nodes // instances`` nodes or one more."""
     if not instances:
-        return None
-    return max(instances, key=lambda name: hashlib.sha1(f"{name}\0{node}".encode()).digest())
+        return {}
+    load = dict.fromkeys(instances, 0)
+    out: dict[str, str] = {}
+    ranked = {node: sorted(instances, key=lambda i: _score(i, node), reverse=True) for node in nodes}
+    floor = len(nodes) // len(instances)
+    for cap in (floor, floor + 1):  # everyone's share first, then the remainder one each
+        for node in sorted(nodes):
+            if node in out:
+                continue
+            for name in ranked[node]:
+                if load[name] < cap:
+                    out[node] = name
+                    load[name] += 1
+                    break
+    return out
 
 
 def _text(value: Any) -> str | None:
@@ -90,6 +114,7 @@ class Leases:
         #: with the Redis time (ms) their presence ends
         self.owners: dict[str, str | None] = {}
         self.live: dict[str, int] = {}
+        self.assignment: dict[str, str] = {}  # node -> the live instance it should go to
         self.redis_ok = False
         self.last_contact: float | None = None  # monotonic time of the last round that worked
         self.rounds = 0
@@ -170,9 +195,9 @@ class Leases:
         self.owners = {node: (h.split("|", 1)[0] if h else None) for node, h in zip(self.nodes, holders,
                                                                                      strict=False)}
         self._renew()
-        live = sorted(self.live)
+        self.assignment = assignment(self.nodes, sorted(self.live))
         for node, holder, want in zip(self.nodes, holders, wants, strict=False):
-            self._decide(node, holder, want, live)
+            self._decide(node, holder, want)
 
     def _renew(self) -> None:
         ms = int(self.lease_seconds * 1000)
@@ -191,9 +216,9 @@ class Leases:
                 log.warning("cluster: the lease of %s is no longer ours", node, extra={"node": node})
                 self._let_go(node, "lease lost", release=False)
 
-    def _decide(self, node: str, holder: str | None, want: str | None, live: list[str]) -> None:
+    def _decide(self, node: str, holder: str | None, want: str | None) -> None:
         me = self.instance
-        best = preferred(node, live)
+        best = self.assignment.get(node)
         lease = self.owned.get(node)
         if lease is not None:
             # give the node to the live instance it prefers once that one asks, after holding
