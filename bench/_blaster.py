@@ -11,9 +11,11 @@ It speaks enough ESL for eslchan's NodeLink, greenswitch and a raw reader: auth/
 the resync, ``+OK`` to other api commands, and ``exit``. A connection whose subscription has
 no channel event (NodeLink's command connection) is never blasted.
 
-Run as a process (``python bench/_blaster.py --calls N [--rate EV_PER_S]``): it prints
-``PORT <n>`` and serves until killed; each event connection gets ``N`` calls (0: endless),
-as fast as possible or paced at a given event rate, then silence.
+Run as a process (``python bench/_blaster.py --calls N [--rate EV_PER_S] [--gate FILE]``): it
+prints ``PORT <n>`` and serves until killed; each event connection gets ``N`` calls (0:
+endless), as fast as possible or paced at a given event rate, then silence. With ``--gate`` an
+event connection waits for FILE to exist before its calls start (several clients, or a
+cluster settling who holds which node, all start at once).
 """
 
 from __future__ import annotations
@@ -130,8 +132,10 @@ def _api(body: str) -> bytes:
 
 
 class Blaster:
-    def __init__(self, calls: int, host: str = "127.0.0.1", port: int = 0, rate: float = 0.0) -> None:
+    def __init__(self, calls: int, host: str = "127.0.0.1", port: int = 0, rate: float = 0.0,
+                 gate: str | None = None) -> None:
         self.calls = calls  # per event connection; 0: until the connection closes
+        self.gate = Path(gate) if gate else None
         self.rate = rate  # events/s; 0: as fast as the socket allows
         self.templates = {fmt: load_call(fmt) for fmt in CAPTURE}
         self.sock = socket.create_server((host, port))
@@ -185,6 +189,8 @@ class Blaster:
 
     def _blast(self, send, call: CallTemplate) -> None:
         render = call.renderer()
+        while self.gate is not None and not self.gate.exists():
+            time.sleep(0.01)
         period = call.events / self.rate if self.rate else 0.0
         due = time.monotonic()
         sent = 0
@@ -201,12 +207,13 @@ class Blaster:
             pass
 
 
-def spawn(calls: int, rate: float = 0.0):
+def spawn(calls: int, rate: float = 0.0, gate: str | None = None):
     """Start a blaster process; returns (Popen, port). Kill it when done."""
     import subprocess
 
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--calls", str(calls), "--rate", str(rate)],
+        [sys.executable, str(Path(__file__).resolve()), "--calls", str(calls), "--rate", str(rate),
+         *(["--gate", gate] if gate else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # never hold the parent's stderr open after it exits
         text=True,
@@ -222,8 +229,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, required=True, help="calls per event connection (0: endless)")
     ap.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
+    ap.add_argument("--gate", help="event connections wait for this file to exist before blasting")
     args = ap.parse_args()
-    b = Blaster(args.calls, rate=args.rate)
+    b = Blaster(args.calls, rate=args.rate, gate=args.gate)
     print(f"PORT {b.port}", flush=True)
     b.serve_forever()
 

@@ -45,6 +45,8 @@ class RedisServer:
 
     def __init__(self) -> None:
         if REDIS_SERVER is None:
+            if os.environ.get("ESLCHAN_REQUIRE_REDIS"):  # CI installed it: its absence is a failure
+                pytest.fail(NO_REDIS)
             pytest.skip(NO_REDIS)
         self.dir = tempfile.TemporaryDirectory(prefix="eslchan-redis-")
         for _ in range(5):

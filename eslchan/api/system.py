@@ -155,6 +155,9 @@ class _ClusterCollector(Collector):
                                 value=cluster.publisher.pending)
         yield CounterMetricFamily("eslchan_cluster_handovers", "Nodes this instance handed over",
                                   value=cluster.leases.handovers)
+        yield CounterMetricFamily("eslchan_cluster_events_received",
+                                  "ESL events the event links of the nodes this instance owns received",
+                                  value=cluster.events_received)
         yield CounterMetricFamily("eslchan_cluster_runs_reaped",
                                   "Runs of dead instances this instance marked failed",
                                   value=cluster.runs.reaped)

@@ -89,6 +89,7 @@ class ClusterInstance:
         self._greenlets: list[gevent.Greenlet] = []
         self._pubsub: Any = None
         self.stale_runs_failed = 0
+        self._events_before = 0  # received by event links since let go
 
     # -- life ------------------------------------------------------------------------------
 
@@ -158,6 +159,7 @@ class ClusterInstance:
         link = self.event_links.pop(node, None)
         if link is not None:
             link.stop()
+            self._events_before += int(link.stats.get("events_received", 0))
         self.sync.forget(node)
         self.registry.remove_node(node, reason)  # heard by no one: the publisher let go first
         log.info("cluster: let %s go: %s", node, reason, extra={"node": node})
@@ -303,6 +305,12 @@ class ClusterInstance:
             "mirror_seq": self.mirror.seq,
             "publish_pending": self.publisher.pending,
         }
+
+    @property
+    def events_received(self) -> int:
+        """Events the event links of this instance received, those it let go of included."""
+        return self._events_before + sum(int(link.stats.get("events_received", 0))
+                                         for link in self.event_links.values())
 
     def stream_length(self) -> int | None:
         try:

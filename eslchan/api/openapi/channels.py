@@ -172,7 +172,7 @@ def _listing(summary: str, params: list[dict[str, str]], op_id: str) -> dict[str
                         "text/csv": {"schema": {"type": "string"}, "example": csv_example},
                     },
                 },
-                **response_refs(r304="NotModified", **AUTHED_ERRORS),
+                **response_refs(r304="NotModified", r503="ClusterStateUnavailable", **AUTHED_ERRORS),
             },
         }
     }
@@ -208,7 +208,8 @@ def paths() -> dict[str, Any]:
                     "200": json_response(
                         success(ref("ChannelDetail")), envelope_example(DETAIL_EXAMPLE), "the channel"
                     ),
-                    **response_refs(r304="NotModified", r404="BadIdentifier", **AUTHED_ERRORS),
+                    **response_refs(r304="NotModified", r404="BadIdentifier", r503="ClusterStateUnavailable",
+                                   **AUTHED_ERRORS),
                 },
             },
             "post": {

@@ -221,6 +221,8 @@ def schemas() -> dict[str, Any]:
                 "error": {"type": ["string", "null"]},
                 "error_details": {"type": ["object", "null"],
                                   "description": "for a missing FreeSWITCH module: what is missing"},
+                "instance": {"type": "string",
+                             "description": "in cluster mode: the eslchan instance executing the run"},
                 "trail": {
                     "type": "array",
                     "description": "the nodes run, in order (the latest 1000): which branch each took",
@@ -373,7 +375,16 @@ def responses() -> dict[str, Any]:
         "Unavailable": json_response(
             error(),
             error_example(503, "node unavailable", {"node": "fs1", "reason": "link down"}),
-            "the channel's node is not connected",
+            "the channel's node is not connected; or (cluster mode) this instance cannot reach Redis: "
+            "'cluster state unavailable', with Retry-After",
+        ),
+        "ClusterStateUnavailable": json_response(
+            error(),
+            error_example(503, "cluster state unavailable", {
+                "reason": "this instance cannot reach the cluster's Redis: its channels may be stale",
+                "instance": "eslchan-2", "mirror_age_s": 7.5}),
+            "cluster mode: this instance has not heard from Redis for longer than the lease, so it "
+            "serves no channel state (Retry-After); another instance does",
         ),
         "Timeout": json_response(
             error(),

@@ -25,7 +25,7 @@ from eslchan.config import ACCOUNT_ID
 
 STREAM_EXAMPLE = (
     "retry: 3000\n: eslchan events for account " + ACCOUNT + "\n\n"
-    "id: 1\nevent: channel_create\ndata: "
+    "id: 5f3a9c01.4711\nevent: channel_create\ndata: "
     + json.dumps(
         {
             "uuid": CHANNEL,
@@ -88,14 +88,22 @@ def _event_stream() -> dict[str, Any]:
         "get": {
             "operationId": "streamAccountEvents",
             "summary": "The account's channel events, live, as Server-Sent Events (text/event-stream)",
-            "description": "Each message has id (1, 2, ... per stream), event (the lower-cased event "
-            "name: channel_create, channel_answer, channel_bridge, channel_hold, channel_destroy, ...) "
-            "and data (a StreamEvent). A ': keepalive' comment comes every 15 s. There is no replay: "
-            "after a reconnect, list the channels again. A client that falls behind gets "
+            "description": "Each message has id ('<epoch>.<number>', numbers rising), event (the "
+            "lower-cased event name: channel_create, channel_answer, channel_bridge, channel_hold, "
+            "channel_destroy, ...) and data (a StreamEvent). A ': keepalive' comment comes every 15 s. "
+            "A client that reconnects with the Last-Event-ID header (EventSource sends it by itself) "
+            "first gets the messages it missed, if the instance still has them all (the single process "
+            "keeps http.event_history of them while streams are open and for "
+            "http.event_history_seconds after; a cluster instance reads them back from the shared "
+            "stream, within its retention, whichever instance the client was on). Otherwise the "
+            "stream starts with 'event: reset' (data: {reason}): list the channels again, then carry "
+            "on; a cluster instance whose mirror had to start again from the snapshots sends it on its "
+            "open streams too. A client that falls behind gets "
             "'event: overflow' and the stream ends; when its token expires or is revoked (checked at "
             "each keepalive) it gets 'event: unauthorized' and the stream ends. A client that does not "
             "take a write within http.stream_write_timeout is disconnected. Each account holds at most "
-            "its policy's max_streams streams (429 with Retry-After beyond). Errors before the "
+            "its policy's max_streams streams (429 with Retry-After beyond; in cluster mode counted "
+            "across the instances). Errors before the "
             "stream starts are the usual JSON envelope.",
             "tags": ["channels"],
             "security": [{"authToken": []}, {"bearer": []}, {"authTokenQuery": []}],
@@ -114,6 +122,14 @@ def _event_stream() -> dict[str, Any]:
                     {"type": "string", "enum": ["true", "false"]},
                     "true: also the channels of the account's sub-accounts",
                     example="true",
+                ),
+                param(
+                    "Last-Event-ID",
+                    "header",
+                    {"type": "string", "maxLength": 64},
+                    "the id of the last message the client had: what it missed comes first (or "
+                    "'event: reset')",
+                    example="5f3a9c01.4711",
                 ),
                 param(
                     "auth_token",

@@ -36,7 +36,8 @@ def paths() -> dict[str, Any]:
                         envelope_example([RUN_EXAMPLE, FINISHED_RUN_EXAMPLE]),
                         "runs of the channel",
                     ),
-                    **response_refs(r304="NotModified", r404="BadIdentifier", **AUTHED_ERRORS),
+                    **response_refs(r304="NotModified", r404="BadIdentifier", r503="ClusterStateUnavailable",
+                                   **AUTHED_ERRORS),
                 },
             }
         },
@@ -53,7 +54,7 @@ def paths() -> dict[str, Any]:
                         envelope_example({**RUN_EXAMPLE, "state": "stopped"}),
                         "the run, stopped",
                     ),
-                    **response_refs(r404="BadIdentifier", **AUTHED_ERRORS),
+                    **response_refs(r404="BadIdentifier", r503="ClusterStateUnavailable", **AUTHED_ERRORS),
                 },
             }
         },
@@ -80,7 +81,7 @@ def paths() -> dict[str, Any]:
                         envelope_example([FINISHED_RUN_EXAMPLE]),
                         "runs of the account",
                     ),
-                    **response_refs(r304="NotModified", **AUTHED_ERRORS),
+                    **response_refs(r304="NotModified", r503="ClusterStateUnavailable", **AUTHED_ERRORS),
                 },
             }
         },
@@ -95,7 +96,8 @@ def paths() -> dict[str, Any]:
                     "200": json_response(
                         success(ref("Run")), envelope_example(FINISHED_RUN_EXAMPLE), "the run"
                     ),
-                    **response_refs(r304="NotModified", r404="BadIdentifier", **AUTHED_ERRORS),
+                    **response_refs(r304="NotModified", r404="BadIdentifier", r503="ClusterStateUnavailable",
+                                   **AUTHED_ERRORS),
                 },
             }
         },

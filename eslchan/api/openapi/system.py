@@ -60,6 +60,29 @@ def schemas() -> dict[str, Any]:
                 "reconnects": {"type": "integer", "minimum": 0},
                 "command_timeouts": {"type": "integer", "minimum": 0},
                 "last_error": {"type": ["string", "null"], "description": "why the link last failed"},
+                "owner": {"type": ["string", "null"],
+                          "description": "in cluster mode: the instance holding the node's event link"},
+            },
+        },
+        "ClusterRole": {
+            "type": "object",
+            "description": "in cluster mode: this instance's role; owners, instances and "
+            "publish_pending only with details",
+            "properties": {
+                "instance": {"type": "string"},
+                "redis": {"enum": ["reachable", "unreachable"]},
+                "serving": {"type": "boolean", "description": "false: Redis has not answered for longer "
+                            "than the lease, channels and runs answer 503 here"},
+                "owned_nodes": {"type": "array", "items": {"type": "string"},
+                                "description": "the nodes whose event link this instance holds"},
+                "owners": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+                "instances": {"type": "array", "items": {"type": "string"}},
+                "mirror_lag_s": {"type": "number",
+                                 "description": "how long the last channel change took from its owner here"},
+                "mirror_age_s": {"type": ["number", "null"],
+                                 "description": "seconds since Redis last answered this instance's mirror"},
+                "mirror_seq": {"type": "integer", "description": "the last stream record applied"},
+                "publish_pending": {"type": "integer", "description": "changes not yet written"},
             },
         },
         "Health": {
@@ -71,6 +94,7 @@ def schemas() -> dict[str, Any]:
                 "nodes_up": {"type": "integer", "minimum": 0},
                 "channels": {"type": "integer", "minimum": 0},
                 "uptime_s": {"type": "integer", "minimum": 0},
+                "cluster": ref("ClusterRole"),
             },
         },
     }
@@ -84,7 +108,10 @@ def paths() -> dict[str, Any]:
                 "summary": "Per-node state (up, degraded, down); 503 when no node is connected",
                 "description": "Needs no token and then shows only each node's state. With a "
                 "superduper admin's token (or http.health_details = true) it adds each node's address, "
-                "counters and last error, and the totals.",
+                "counters and last error, and the totals. A cluster instance adds its role (cluster: "
+                "the nodes it owns, its mirror's lag, whether Redis answers; each node's owner) and "
+                "answers 503 'cluster state unavailable' while Redis has not answered it for longer "
+                "than the lease.",
                 "tags": ["system"],
                 "security": [],  # a token is optional: it only adds details
                 "parameters": param_refs(),
@@ -103,7 +130,7 @@ def paths() -> dict[str, Any]:
                     "503": json_response(
                         error(ref("Health")),
                         error_example(503, "no node connected", HEALTH_DOWN),
-                        "no node is up",
+                        "no node is up, or (cluster mode) this instance cannot reach Redis",
                     ),
                     **response_refs(r405="MethodNotAllowed"),
                 },
