@@ -73,7 +73,7 @@ class Client:
         if token:
             headers["X-Auth-Token"] = token
         data = json.dumps(body).encode() if body is not None else None
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             try:
                 self.conn.request(method, path, body=data, headers=headers)
                 resp = self.conn.getresponse()
@@ -81,9 +81,7 @@ class Client:
             except (OSError, http.client.HTTPException):
                 self.conn.close()
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                if attempt == 2:
-                    raise
-        raise AssertionError
+        return 0, b""  # not listening (yet, or any more)
 
     def token(self, account: str) -> str:
         status, body = self.request("PUT", "/v2/api_auth", {"data": {"api_key": KEYS[account]}})
@@ -346,7 +344,7 @@ def event_delay(workdir: Path, redis: RedisServer, lease: float, n: int, single:
 
 
 def actions_and_failover(workdir: Path, redis: RedisServer, lease: float, n: int, repeat: int) -> dict:
-    from gevent.pywsgi import WSGIServer
+    from eslchan.api.wsgi import HttpServer  # the daemon's own server (TCP_NODELAY)
 
     c = SimCluster(workdir, redis, ["a", "b"], 4, lease)
     out: dict = {}
@@ -375,7 +373,7 @@ def actions_and_failover(workdir: Path, redis: RedisServer, lease: float, n: int
                                                             ("Content-Length", str(len(payload)))])
             return [payload]
 
-        server = WSGIServer(("127.0.0.1", 0), forward, log=None)
+        server = HttpServer(("127.0.0.1", 0), forward, log=None)
         server.start()
         via = Client(server.server_port)
         for label, cl, tok in (("owner", c.clients[owner], c.acme[owner]),

@@ -90,6 +90,7 @@ class ClusterInstance:
         self._pubsub: Any = None
         self.stale_runs_failed = 0
         self._events_before = 0  # received by event links since let go
+        self._gone_channels: list[tuple[str, str]] = []  # their run memory is forgotten next round
 
     # -- life ------------------------------------------------------------------------------
 
@@ -220,21 +221,20 @@ class ClusterInstance:
     # -- the mirror's events that concern runs --------------------------------------------------
 
     def _on_mirror_event(self, node: str, channel: Any, event: Mapping[str, str]) -> None:
-        """The owner of a node forgets what runs shared on its channels once they are gone,
-        and a recording FreeSWITCH stopped by itself."""
+        """The owner of a node forgets what runs shared on its channels once they are gone
+        (in one batch per round), and a recording FreeSWITCH stopped by itself."""
         name = event.get("Event-Name")
         if name not in ("CHANNEL_DESTROY", "RECORD_STOP") or not self.publisher.owns(node):
             return
         uuid = event.get("Unique-ID", "")
-        path = event.get("Record-File-Path")
-        gevent.spawn(self._forget_channel_memory, node, uuid, name, path)
+        if name == "CHANNEL_DESTROY":
+            self._gone_channels.append((node, uuid))
+        else:
+            gevent.spawn(self._recording_stopped, node, uuid, event.get("Record-File-Path"))
 
-    def _forget_channel_memory(self, node: str, uuid: str, name: str, path: str | None) -> None:
+    def _recording_stopped(self, node: str, uuid: str, path: str | None) -> None:
         try:
-            if name == "CHANNEL_DESTROY":
-                self.runs.forget_channel(node, uuid)
-            else:
-                self.runs.recording_stopped(node, uuid, path)
+            self.runs.recording_stopped(node, uuid, path)
         except self.store.errors as exc:
             log.info("cluster: channel memory of %s not updated: %s", uuid, exc)
 
@@ -248,6 +248,9 @@ class ClusterInstance:
         while True:
             gevent.sleep(self.leases.interval)
             try:
+                gone, self._gone_channels = self._gone_channels, []
+                if gone:
+                    self.runs.forget_channels(gone)
                 self.runs.keep_slots()
                 self.streams.keep()
                 self.runs.reap_dead()

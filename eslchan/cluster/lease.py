@@ -102,6 +102,7 @@ class Leases:
         self.keys = store.keys
         self.instance = store.instance
         self.nodes = list(nodes)
+        self._index = {node: i for i, node in enumerate(self.nodes)}
         self.on_acquire = on_acquire
         self.on_release = on_release
         self.info = info
@@ -171,11 +172,16 @@ class Leases:
         k = self.keys
         ttl_ms = int(self.lease_seconds * 1000)
         info = json.dumps({**self.info(), "owned": sorted(self.owned)})
+        held = [lease for lease in self.owned.values() if lease.node in self._index]
+        renewals: list[Any] = []
+        for lease in held:
+            renewals += (self._index[lease.node] + 1, lease.value)
+        sent = self.clock()
         try:
             out = self.store.heartbeat_script(
                 keys=[k.members, k.member(self.instance), *(k.lease(n) for n in self.nodes),
                       *(k.want(n) for n in self.nodes)],
-                args=[self.instance, ttl_ms, info, len(self.nodes)],
+                args=[self.instance, ttl_ms, info, len(self.nodes), *renewals],
             )
         except self.store.errors as exc:
             if self.redis_ok:
@@ -192,29 +198,20 @@ class Leases:
         n = len(self.nodes)
         holders = [_text(v) for v in out[2:2 + n]]
         wants = [_text(v) for v in out[2 + n:2 + 2 * n]]
+        for lease, kept in zip(held, out[2 + 2 * n:], strict=False):
+            if self.owned.get(lease.node) is not lease:
+                continue  # let go meanwhile
+            if int(kept):
+                lease.valid_until = sent + self.lease_seconds - self.margin
+            else:
+                log.warning("cluster: the lease of %s is no longer ours", lease.node,
+                            extra={"node": lease.node})
+                self._let_go(lease.node, "lease lost", release=False)
         self.owners = {node: (h.split("|", 1)[0] if h else None) for node, h in zip(self.nodes, holders,
                                                                                      strict=False)}
-        self._renew()
         self.assignment = assignment(self.nodes, sorted(self.live))
         for node, holder, want in zip(self.nodes, holders, wants, strict=False):
             self._decide(node, holder, want)
-
-    def _renew(self) -> None:
-        ms = int(self.lease_seconds * 1000)
-        for node, lease in list(self.owned.items()):
-            sent = self.clock()
-            try:
-                kept = self.store.renew_script(keys=[self.keys.lease(node)], args=[lease.value, ms])
-            except self.store.errors as exc:
-                log.warning("cluster: renewing the lease of %s failed: %s", node, exc, extra={"node": node})
-                continue  # the expiry loop lets it go if this goes on
-            if self.owned.get(node) is not lease:
-                continue
-            if kept:
-                lease.valid_until = sent + self.lease_seconds - self.margin
-            else:
-                log.warning("cluster: the lease of %s is no longer ours", node, extra={"node": node})
-                self._let_go(node, "lease lost", release=False)
 
     def _decide(self, node: str, holder: str | None, want: str | None) -> None:
         me = self.instance

@@ -36,16 +36,18 @@ from eslchan.esl.message import Event
 log = logging.getLogger("eslchan.cluster")
 
 #: Event headers the shared stream carries: what the metaflow modules wait on, what the event
-#: stream and webhooks put in their messages.
+#: stream and webhooks put in their messages ...
 CARRIED_HEADERS = (
-    "Event-Date-Timestamp", "Event-Sequence", "Old-Unique-ID", "Eslchan-Removed", "DTMF-Digit",
-    "Application", "Application-UUID", "Application-Data", "Application-Response",
-    "Playback-Status", "Record-File-Path", "Hangup-Cause", "Answer-State", "Channel-State",
-    "Channel-Call-State", "Other-Leg-Unique-ID", "Other-Leg-Destination-Number",
-    "Bridge-A-Unique-ID", "Bridge-B-Unique-ID", "Caller-Channel-Created-Time",
-    "Caller-Channel-Answered-Time", "Caller-Channel-Hangup-Time", "variable_duration",
-    "variable_billsec", "variable_progresssec", "variable_proto_specific_hangup_cause",
-    "variable_last_bridge_proto_specific_hangup_cause",
+    "Event-Date-Timestamp", "Old-Unique-ID", "Eslchan-Removed", "DTMF-Digit", "Application",
+    "Application-UUID", "Application-Data", "Application-Response", "Playback-Status",
+    "Record-File-Path", "Hangup-Cause", "Other-Leg-Unique-ID", "Other-Leg-Destination-Number",
+    "Bridge-A-Unique-ID", "Bridge-B-Unique-ID",
+)
+#: ... and on CHANNEL_DESTROY what webhooks compute a call's durations from
+DESTROY_HEADERS = (
+    "Caller-Channel-Created-Time", "Caller-Channel-Answered-Time", "Caller-Channel-Hangup-Time",
+    "variable_duration", "variable_billsec", "variable_progresssec",
+    "variable_proto_specific_hangup_cause", "variable_last_bridge_proto_specific_hangup_cause",
 )
 #: records written per script call at most
 BATCH = 500
@@ -65,11 +67,13 @@ class Publisher:
                  on_lost: Callable[[str], None] = lambda node: None) -> None:
         self.store = store
         self.headers = tuple(dict.fromkeys((*CARRIED_HEADERS, *extra_headers)))
+        self.destroy_headers = tuple(h for h in DESTROY_HEADERS if h not in self.headers)
         self.buffer_max = store.config.publish_buffer_max
         self.on_lost = on_lost
         self._owners: dict[str, str] = {}  # node -> the lease value our writes carry
         self._queues: dict[str, deque[tuple[str, str, bytes]]] = {}
         self._overflowed: set[str] = set()
+        self._pending = 0  # records queued, all nodes
         self._batches = 0
         self._wake = GEvent()
         self._writer: gevent.Greenlet | None = None
@@ -97,14 +101,16 @@ class Publisher:
     # -- what is ours ----------------------------------------------------------------------
 
     def own(self, node: str, owner_value: str) -> None:
+        self.disown(node)
         self._owners[node] = owner_value
         self._queues[node] = deque()
-        self._overflowed.discard(node)
 
     def disown(self, node: str) -> None:
         """Nothing more of the node is written (what is queued is dropped: no longer ours)."""
         self._owners.pop(node, None)
-        self._queues.pop(node, None)
+        queue = self._queues.pop(node, None)
+        if queue is not None:
+            self._pending -= len(queue)
         self._overflowed.discard(node)
 
     def owns(self, node: str) -> bool:
@@ -112,7 +118,7 @@ class Publisher:
 
     @property
     def pending(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return self._pending
 
     # -- taking changes (never blocks) -----------------------------------------------------
 
@@ -128,6 +134,7 @@ class Publisher:
         when = int(micros) / 1e6 if micros.isdigit() else time.time()
         uuid = channel.uuid
         if name == "CHANNEL_DESTROY":
+            headers.update((h, v) for h in self.destroy_headers if (v := get(h)) is not None)
             kind, op, field = GONE, "d", uuid
         else:
             kind, op, field = EVENT, "s", uuid
@@ -155,14 +162,16 @@ class Publisher:
         if node in self._overflowed:
             self.stats["dropped"] += 1
             return
-        if self.pending >= self.buffer_max:
+        if self._pending >= self.buffer_max:
             log.error("cluster: publish buffer full (%d); %s will be written again whole",
                       self.buffer_max, node, extra={"node": node})
             self._overflowed.add(node)
+            self._pending -= len(queue)
             queue.clear()
             self.stats["dropped"] += 1
             return
         queue.append((op, field, record))
+        self._pending += 1
         self._wake.set()
 
     # -- writing ---------------------------------------------------------------------------
@@ -218,6 +227,7 @@ class Publisher:
                 continue
             for _ in batch:
                 queue.popleft()
+            self._pending -= len(batch)
             if last > 0:
                 self.last_seq = last
             self.stats["published"] += len(batch)
@@ -238,6 +248,7 @@ class Publisher:
         self._overflowed.discard(node)
         queue = self._queues.get(node)
         if queue is not None:
+            self._pending -= len(queue)
             queue.clear()  # the snapshot holds what they said
         self.stats["reloads"] += 1
         log.info("cluster: %s written again whole (%d channels)", node, len(snapshot), extra={"node": node})

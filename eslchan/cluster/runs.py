@@ -191,8 +191,11 @@ class ClusterRuns:
     def channel_memory(self, node: str, uuid: str) -> ChannelMemory:
         return ChannelMemory(self.store, node, uuid, ttl=86400)
 
-    def forget_channel(self, node: str, uuid: str) -> None:
-        self.store.redis.delete(self.keys.channel_memory(node, uuid))
+    def forget_channels(self, channels: list[tuple[str, str]]) -> None:
+        """The channels are gone: what their runs shared goes too (UNLINK: freed in the
+        background by Redis)."""
+        for at in range(0, len(channels), 1000):
+            self.store.redis.unlink(*(self.keys.channel_memory(n, u) for n, u in channels[at:at + 1000]))
 
     def recording_stopped(self, node: str, uuid: str, path: str | None) -> None:
         """FreeSWITCH stopped a recording by itself: it is no longer 'on' for any run."""

@@ -98,17 +98,30 @@ return 1
 """
 
 # KEYS: members, this member's info, then the nodes' leases, then their wants.
-# ARGV: instance, ttl ms, info, node count. Returns {now ms, live members (flat name, expiry
-# pairs), leases..., wants...}.
+# ARGV: instance, ttl ms, info, node count, then (node index, lease value) of the leases the
+# caller holds, renewed here when they still hold its value. Returns {now ms, live members
+# (flat name, expiry pairs), leases..., wants..., renewed (1/0 per pair)...}: one round trip
+# per round, so an instance busy with a burst of events still renews in time.
 _HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ttl)
-local out = {now, redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES')}
 local n = tonumber(ARGV[4])
+local renewed = {}
+for i = 5, #ARGV, 2 do
+  local key = KEYS[2 + tonumber(ARGV[i])]
+  if redis.call('GET', key) == ARGV[i + 1] then
+    redis.call('PEXPIRE', key, ttl)
+    renewed[#renewed + 1] = 1
+  else
+    renewed[#renewed + 1] = 0
+  end
+end
+local out = {now, redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES')}
 for i = 3, 2 + 2 * n do out[#out + 1] = redis.call('GET', KEYS[i]) or false end
+for _, r in ipairs(renewed) do out[#out + 1] = r end
 return out
 """
 
