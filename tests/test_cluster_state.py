@@ -249,3 +249,22 @@ def test_a_mirror_behind_the_retention_starts_again_from_the_snapshots(simulator
         stream.close()
     finally:
         pair.stop()
+
+
+def test_a_recording_started_on_one_instance_is_stopped_from_the_other(simulator, pair):
+    call = place(simulator, pair, ALICE)
+    path = f"/v2/accounts/{ACME}/channels/{call.a_uuid}"
+    one, two = pair.client(pair.owner), pair.client(pair.other)
+    started = one.request("POST", path, {"data": {"action": "record_call"}}, token=one.token(ACME))
+    assert started.status == 200, started.body
+    eventually(lambda: len(simulator.channel(call.a_uuid).recordings) == 1)
+    # what the runs on the channel share is the cluster's: the other instance toggles it off
+    stopped = two.request("POST", path, {"data": {"action": "record_call"}}, token=two.token(ACME))
+    assert stopped.status == 200, stopped.body
+    assert stopped.json["data"]["reply"].startswith("+OK")
+    eventually(lambda: simulator.channel(call.a_uuid).recordings == {})
+    # and a stop now, from either, is refused: nothing is being recorded
+    again = one.request("PUT", path, {"action": "metaflow",
+                                      "data": {"module": "record_call", "data": {"action": "stop"}}},
+                        token=one.token(ACME))
+    assert again.status == 400, again.body

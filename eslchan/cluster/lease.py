@@ -150,7 +150,10 @@ class Leases:
                 self.round()
             except Exception:  # a bug or an odd answer must not end ownership rounds
                 log.exception("cluster: lease round failed")
-            gevent.sleep(max(0.0, self.interval - (self.clock() - started)))
+            took = self.clock() - started
+            if took > self.interval:
+                log.warning("cluster: a lease round took %.2f s (more than %.2f s)", took, self.interval)
+            gevent.sleep(max(0.0, self.interval - took))
 
     def _expiry_loop(self) -> None:
         """Let a node go as soon as its lease may have expired, whatever Redis is doing."""
