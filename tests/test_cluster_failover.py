@@ -115,6 +115,12 @@ def test_every_instance_lists_every_node_and_a_run_moves_between_them(cluster):
 def test_an_instance_cut_off_from_redis_stops_serving_and_says_so(cluster):
     three = cluster.instances["three"]
     before = cluster.owners()
+    uuid = sorted(cluster.truth())[0]
+    sleep = {"action": "metaflow", "data": {"module": "sleep", "data": {"duration": 600}}}
+    status, body = three.request("PUT", f"/v2/accounts/{ACME}/channels/{uuid}", sleep,
+                                 token=cluster.tokens["three"])
+    assert status == 202, body
+    run_id = body["data"]["id"]
     cluster.proxy.cut()
     try:
         def unavailable():
@@ -130,6 +136,15 @@ def test_an_instance_cut_off_from_redis_stops_serving_and_says_so(cluster):
         # its nodes went to the others; their listings stay exact
         eventually(lambda: "three" not in cluster.owners().values() and None not in cluster.owners().values(),
                    timeout=LEASE * 4)
+        # its run, which waits on a mirror Redis no longer feeds, ends as failed, never a ghost
+        one = cluster.instances["one"]
+
+        def run_failed():
+            status, body = one.request("GET", f"/v2/accounts/{ACME}/metaflows/{run_id}",
+                                       token=cluster.tokens["one"])
+            return status == 200 and body["data"]["state"] == "failed" and body["data"]
+
+        assert "three" in eventually(run_failed, timeout=LEASE * 4)["error"]
         if "three" in before.values():
             new = call(cluster, next(n for n, o in before.items() if o == "three"))
             for name in ("one", "two"):
@@ -137,6 +152,10 @@ def test_an_instance_cut_off_from_redis_stops_serving_and_says_so(cluster):
     finally:
         cluster.proxy.restore()
     eventually(lambda: three.request("GET", "/health")[0] == 200, timeout=10)
+    # as it ends there too, within a round at most
+    eventually(lambda: three.request("GET", f"/v2/accounts/{ACME}/metaflows/{run_id}",
+                                     token=cluster.tokens["three"])[1]["data"]["state"] == "failed",
+               timeout=LEASE)
     eventually(lambda: cluster.listed("three") == cluster.truth(), timeout=10)
     eventually(cluster.spread, timeout=20, interval=0.1)  # and it gets nodes again
 

@@ -7,16 +7,18 @@ snapshots."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
-from cluster_support import cluster_config
+from cluster_support import cluster_config, free_port, write_config
 from conftest import HttpClient, eventually
 from test_api_events import Sse, is_event
 
 from eslchan.config import PolicyConfig
 from eslchan.daemon import Daemon
-from eslchan.demo import ACME, GLOBEX, PARTIES
+from eslchan.demo import ACME, ADMIN, GLOBEX, PARTIES
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -268,3 +270,31 @@ def test_a_recording_started_on_one_instance_is_stopped_from_the_other(simulator
                                       "data": {"module": "record_call", "data": {"action": "stop"}}},
                         token=one.token(ACME))
     assert again.status == 400, again.body
+
+
+def test_health_metrics_and_cluster_status_show_each_instances_role(pair, tmp_path, keys, redis_url):
+    owner, other = pair.owner, pair.other
+    for daemon, owned in ((owner, ["fs1"]), (other, [])):
+        c = pair.client(daemon)
+        public = c.get("/health").json["data"]
+        assert public["cluster"]["owned_nodes"] == owned and public["cluster"]["redis"] == "reachable"
+        assert "owners" not in public["cluster"]  # who owns what: with details only
+        details = c.get("/health", token=c.token(ADMIN)).json["data"]
+        assert details["cluster"]["owners"] == {"fs1": owner.cluster.name}
+        assert details["nodes"]["fs1"]["owner"] == owner.cluster.name
+        assert sorted(details["cluster"]["instances"]) == ["one", "two"]
+        metrics = c.get("/metrics").body.decode()
+        assert f'eslchan_cluster_lease_owned{{node="fs1"}} {1.0 if owned else 0.0}' in metrics
+        assert "eslchan_cluster_mirror_lag_seconds" in metrics and "eslchan_cluster_stream_length" in metrics
+    nodes = [("fs1", "127.0.0.1", 8021, "ClueCon")]
+    config = write_config(tmp_path / "status.toml", nodes=nodes, keys=keys, redis_url=redis_url,
+                          instance="cli", port=free_port(), lease=1.0, signing_key="s" * 64)
+    out = subprocess.run([sys.executable, "-m", "eslchan", "cluster", "status", "--config", str(config),
+                          "--json"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert sorted(i["instance"] for i in status["instances"]) == ["one", "two"]
+    assert status["nodes"] == [{**status["nodes"][0], "node": "fs1", "owner": owner.cluster.name}]
+    text = subprocess.run([sys.executable, "-m", "eslchan", "cluster", "status", "--config", str(config)],
+                          capture_output=True, text=True, timeout=30).stdout
+    assert "fs1" in text and owner.cluster.name in text and "record(s) behind" in text

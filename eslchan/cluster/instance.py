@@ -108,7 +108,8 @@ class ClusterInstance:
         except self.store.errors as exc:
             log.warning("cluster: runs of a former process not checked: %s", exc)
         self.leases.start()
-        self._greenlets = [gevent.spawn(self._control_loop), gevent.spawn(self._round_loop)]
+        self._greenlets = [gevent.spawn(self._control_loop), gevent.spawn(self._round_loop),
+                           gevent.spawn(self._cut_off_loop)]
 
     def stop(self) -> None:
         """Write what is left, give the nodes up (at once, for the others), disconnect."""
@@ -254,21 +255,31 @@ class ClusterInstance:
                 self.runs.keep_slots()
                 self.streams.keep()
                 self.runs.reap_dead()
+                for run_id in self.runs.taken_for_dead():
+                    self._fail_run(run_id, "another instance took this one for dead (Redis did not "
+                                   "hear from it) and marked the run failed")
             except self.store.errors as exc:
                 log.debug("cluster: round of slots and runs failed: %s", exc)
             except Exception:
                 log.exception("cluster: round of slots and runs failed")
-            self._fail_runs_if_cut_off()
 
-    def _fail_runs_if_cut_off(self) -> None:
+    def _cut_off_loop(self) -> None:
         """Runs here wait on a mirror Redis no longer feeds: past the lease bound the others
-        mark them failed, so end them here too rather than let them act blind."""
-        if self.fresh or self.runs.stop_local is None:
-            return
-        for run in self.runs.local_runs():
+        mark them failed, so end them here too rather than let them act blind. (A loop of
+        its own: the round's Redis calls may hang meanwhile.)"""
+        while True:
+            gevent.sleep(self.leases.margin)  # no I/O: often, so runs end as serving stops
+            runs = self.runs.local_runs()
+            if runs and not self.fresh:
+                log.warning("cluster: Redis unreachable for %.1f s: ending %d run(s) here",
+                            self.mirror.age or 0.0, len(runs))
+                for run in runs:
+                    self._fail_run(run.id, "this instance lost the cluster's state (Redis unreachable)")
+
+    def _fail_run(self, run_id: str, reason: str) -> None:
+        if self.runs.stop_local is not None:
             self.stale_runs_failed += 1
-            gevent.spawn(self.runs.stop_local, run.id, "this instance lost the cluster's state "
-                         "(Redis unreachable)")
+            gevent.spawn(self.runs.stop_local, run_id, reason)
 
     # -- what the API shows ----------------------------------------------------------------
 

@@ -145,8 +145,8 @@ class ClusterRuns:
             raise LimitExceeded("max_runs", policy.max_runs,
                                 "the account already has its most metaflow runs in the cluster")
         run.instance = self.instance
+        self._write(run, first=True)  # Redis failing here refuses the run: it would be nowhere
         self._local[run.id] = run
-        self._write(run, first=True)
 
     def changed(self, run: Any) -> None:
         if run.id in self._local:
@@ -326,6 +326,15 @@ class ClusterRuns:
 
     def local_runs(self) -> list[Any]:
         return list(self._local.values())
+
+    def taken_for_dead(self) -> list[str]:
+        """Runs running here that another instance marked failed: it took this instance for
+        dead (Redis did not hear from it for longer than the lease). They must end here too."""
+        ids = list(self._local)
+        if not ids:
+            return []
+        present = self.store.redis.smismember(self.keys.live_runs(self.instance), ids)
+        return [run_id for run_id, there in zip(ids, present, strict=False) if not there]
 
     def wake_stop(self, run_id: str, reason: str | None = None) -> None:
         """A stop asked by another instance for a run of ours."""
