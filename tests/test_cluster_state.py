@@ -29,11 +29,14 @@ class Pair:
     def __init__(self, simulator, keys, redis_url, **cluster):
         nodes = [("fs1", simulator.host, simulator.port, "ClueCon")]
         policy = cluster.pop("policy", None)
+        webhooks = cluster.pop("webhooks", None)  # (instance, WebhooksConfig): one instance's
         self.daemons = {}
         for name in ("one", "two"):
             config = cluster_config(nodes, keys, redis_url, name, **cluster)
             if policy is not None:
                 config = replace(config, policy=policy)
+            if webhooks is not None and webhooks[0] == name:
+                config = replace(config, webhooks=webhooks[1])
             self.daemons[name] = Daemon(config)
             self.daemons[name].start()
         # stable: the node's preferred instance holds it, the other does not
@@ -298,3 +301,36 @@ def test_health_metrics_and_cluster_status_show_each_instances_role(pair, tmp_pa
     text = subprocess.run([sys.executable, "-m", "eslchan", "cluster", "status", "--config", str(config)],
                           capture_output=True, text=True, timeout=30).stdout
     assert "fs1" in text and owner.cluster.name in text and "record(s) behind" in text
+
+
+def test_webhooks_on_an_instance_deliver_the_events_of_a_node_another_owns(simulator, keys, redis_url,
+                                                                            tmp_path):
+    from webhook_receiver import Receiver
+
+    from eslchan.cluster.lease import assignment
+    from eslchan.demo import demo_webhooks
+
+    not_owner = "two" if assignment(["fs1"], ["one", "two"])["fs1"] == "one" else "one"
+    receiver = Receiver().start()
+    pair = Pair(simulator, keys, redis_url, webhooks=(not_owner, demo_webhooks(tmp_path / "hooks")))
+    try:
+        assert pair.other.cluster.name == not_owner and pair.other.webhooks is not None
+        c = pair.client(pair.other)
+        hook = {"data": {"name": "CRM", "uri": receiver.url(), "hook": "all"}}
+        created = c.request("PUT", f"/v2/accounts/{ACME}/webhooks", hook, token=c.token(ACME))
+        assert created.status == 201, created.body
+        call = place(simulator, pair, ALICE)
+        simulator.hangup(call.a_uuid)
+        eventually(lambda: {(r.payload["hook_event"], r.payload["call_id"]) for r in receiver.got}
+                   >= {("channel_create", call.a_uuid), ("channel_destroy", call.a_uuid)}, timeout=10)
+        destroy = next(r.payload for r in receiver.got if r.payload["hook_event"] == "channel_destroy"
+                       and r.payload["call_id"] == call.a_uuid)
+        assert destroy["account_id"] == ACME and destroy["hangup_cause"] == "NORMAL_CLEARING"
+        assert destroy["duration_seconds"] is not None and destroy["node"] == "fs1"
+        # the owner has no webhooks: one delivery per event, not two
+        creates = [r for r in receiver.got if r.payload["hook_event"] == "channel_create"
+                   and r.payload["call_id"] == call.a_uuid]
+        assert len(creates) == 1
+    finally:
+        pair.stop()
+        receiver.stop()
