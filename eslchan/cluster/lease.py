@@ -20,9 +20,10 @@ nodes a cluster has it can leave an instance with none and another with most; th
 keeps them even and still moves few.
 
 A free node is taken at once by the instance it goes to, and by any instance once it has
-stayed free for two rounds (that one may be unable to). An instance a node goes to that
-another holds asks for it (``want:<node>``); the holder, after holding it a little while,
-lets it go and the asker takes it on its next round.
+stayed free for two rounds (that one may be unable to). A lease its holder stopped renewing
+(the holder died) is looked at again the moment it expires, so its node is taken over then.
+An instance a node goes to that another holds asks for it (``want:<node>``); the holder,
+after holding it a little while, lets it go and the asker takes it on its next round.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+from gevent.lock import BoundedSemaphore
 
 from eslchan.cluster.store import Store
 
@@ -122,6 +124,8 @@ class Leases:
         self.handovers = 0
         self._free_rounds: dict[str, int] = {}
         self._loops: list[gevent.Greenlet] = []
+        self._lapsing: dict[str, gevent.Greenlet] = {}
+        self._round_lock = BoundedSemaphore()
         self._stopping = False
 
     # -- life ------------------------------------------------------------------------------
@@ -133,7 +137,7 @@ class Leases:
     def stop(self) -> None:
         """Give every node up (released at once for the others) and leave the members."""
         self._stopping = True
-        gevent.killall(self._loops, block=True, timeout=2)
+        gevent.killall([*self._loops, *self._lapsing.values()], block=True, timeout=2)
         self._loops = []
         for node in list(self.owned):
             self._let_go(node, "instance stopping", release=True)
@@ -172,6 +176,10 @@ class Leases:
     # -- one round -------------------------------------------------------------------------
 
     def round(self) -> None:
+        with self._round_lock:  # the regular rounds and those at a lapsing lease
+            self._round()
+
+    def _round(self) -> None:
         k = self.keys
         ttl_ms = int(self.lease_seconds * 1000)
         info = json.dumps({**self.info(), "owned": sorted(self.owned)})
@@ -201,7 +209,8 @@ class Leases:
         n = len(self.nodes)
         holders = [_text(v) for v in out[2:2 + n]]
         wants = [_text(v) for v in out[2 + n:2 + 2 * n]]
-        for lease, kept in zip(held, out[2 + 2 * n:], strict=False):
+        left = [int(v) for v in out[2 + 2 * n:2 + 3 * n]]
+        for lease, kept in zip(held, out[2 + 3 * n:], strict=False):
             if self.owned.get(lease.node) is not lease:
                 continue  # let go meanwhile
             if int(kept):
@@ -215,6 +224,23 @@ class Leases:
         self.assignment = assignment(self.nodes, sorted(self.live))
         for node, holder, want in zip(self.nodes, holders, wants, strict=False):
             self._decide(node, holder, want)
+        self._watch_lapsing(holders, left)
+
+    def _watch_lapsing(self, holders: list[str | None], left: list[int]) -> None:
+        """A lease another instance no longer renews (its holder died or was cut off) is
+        looked at again the moment it expires, not a round later: the node is taken over as
+        soon as Redis allows."""
+        renewed_within = (self.lease_seconds - 1.5 * self.interval) * 1000
+        for node, holder, ms in zip(self.nodes, holders, left, strict=False):
+            if holder is None or holder.startswith(f"{self.instance}|") or not 0 <= ms < renewed_within:
+                continue
+            if node not in self._lapsing:
+                self._lapsing[node] = gevent.spawn_later(ms / 1000 + 0.01, self._lapsed, node)
+
+    def _lapsed(self, node: str) -> None:
+        self._lapsing.pop(node, None)
+        if node not in self.owned and not self._stopping:
+            self.round()
 
     def _decide(self, node: str, holder: str | None, want: str | None) -> None:
         me = self.instance

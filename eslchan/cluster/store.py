@@ -100,8 +100,8 @@ return 1
 # KEYS: members, this member's info, then the nodes' leases, then their wants.
 # ARGV: instance, ttl ms, info, node count, then (node index, lease value) of the leases the
 # caller holds, renewed here when they still hold its value. Returns {now ms, live members
-# (flat name, expiry pairs), leases..., wants..., renewed (1/0 per pair)...}: one round trip
-# per round, so an instance busy with a burst of events still renews in time.
+# (flat name, expiry pairs), leases..., wants..., lease ms left..., renewed (1/0 per pair)...}:
+# one round trip per round, so an instance busy with a burst of events still renews in time.
 _HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -121,6 +121,7 @@ for i = 5, #ARGV, 2 do
 end
 local out = {now, redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES')}
 for i = 3, 2 + 2 * n do out[#out + 1] = redis.call('GET', KEYS[i]) or false end
+for i = 3, 2 + n do out[#out + 1] = redis.call('PTTL', KEYS[i]) end
 for _, r in ipairs(renewed) do out[#out + 1] = r end
 return out
 """
