@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, url_for
-from jsonschema import Draft7Validator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -31,7 +30,7 @@ from eslchan.api.envelope import ApiError, field_error, json_body, respond, type
 from eslchan.registry.channel import GREGORIAN_OFFSET
 from eslchan.webhooks import DestinationError, Hook, TooManyHooks, WebhookService
 from eslchan.webhooks.store import Attempt
-from metaflow.validation import FillingValidator, kazoo_errors
+from metaflow.validation import FillingValidator, StrictValidator, kazoo_errors
 
 bp = Blueprint("webhooks", __name__)
 
@@ -49,7 +48,7 @@ _NAME_FORBIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 _SCHEMA = schemas.load("webhooks")
 _VALIDATOR = FillingValidator(_SCHEMA)
-_PATCH_VALIDATOR = Draft7Validator({**_SCHEMA, "required": []})
+_PATCH_VALIDATOR = StrictValidator({**_SCHEMA, "required": []})
 
 
 def _service() -> WebhookService:
