@@ -201,23 +201,22 @@ def hook_detail(account_id: str, webhook_id: str) -> Response:
 @bp.route("/v2/accounts/<account_id>/webhooks/<webhook_id>", methods=["POST"])
 def replace_hook(account_id: str, webhook_id: str) -> Response:
     """Kazoo's edit: the whole document; fields left out take their defaults."""
-    checked_account(account_id)
-    service = _service()
-    hook = _hook(service, account_id, webhook_id)
-    fields, rotate = _request_data()
-    fields = _check(copy.deepcopy(fields), _VALIDATOR, service)
-    hook = service.update(hook, fields, rotate_secret=rotate)
-    return respond(document(service, hook, secret=rotate))
+    return _edit(account_id, webhook_id, _VALIDATOR)
 
 
 @bp.route("/v2/accounts/<account_id>/webhooks/<webhook_id>", methods=["PATCH"])
 def patch_hook(account_id: str, webhook_id: str) -> Response:
     """Only the fields given change, e.g. ``{"data": {"enabled": true}}`` to re-enable."""
+    return _edit(account_id, webhook_id, _PATCH_VALIDATOR)
+
+
+def _edit(account_id: str, webhook_id: str, validator: Any) -> Response:
+    """Change a hook with the request's fields, as ``validator`` reads them."""
     checked_account(account_id)
     service = _service()
     hook = _hook(service, account_id, webhook_id)
     fields, rotate = _request_data()
-    fields = _check(copy.deepcopy(fields), _PATCH_VALIDATOR, service)
+    fields = _check(copy.deepcopy(fields), validator, service)
     hook = service.update(hook, fields, rotate_secret=rotate)
     return respond(document(service, hook, secret=rotate))
 

@@ -1,5 +1,5 @@
 """Dial strings and dialplans as FreeSWITCH reads them: ``{vars}[vars]endpoint`` dial strings,
-``a=1,b='x,y'`` variable blocks, inline dialplans (``app:arg,app:arg``), the originate api's
+``a=1,b='x,y'`` variable blocks (inline dialplans: eslchan.esl.inline), the originate api's
 first-word split and the default dialplan. Pure functions: no switch state, no greenlets."""
 
 from __future__ import annotations
@@ -45,19 +45,6 @@ def split_vars(block: str) -> dict[str, str]:
             k, v = p.split("=", 1)
             out[k.strip()] = v
     return out
-
-
-def parse_inline(dest: str) -> list[tuple[str, str]]:
-    """An inline dialplan: ``app:arg,app:arg`` (or ``^^;app:arg;app`` with another separator)."""
-    sep = ","
-    if dest.startswith("^^") and len(dest) > 2:
-        sep, dest = dest[2], dest[3:]
-    apps = []
-    for item in dest.split(sep):
-        app, _, arg = item.partition(":")
-        if app.strip():
-            apps.append((app.strip(), arg))
-    return apps
 
 
 def split_top(s: str, sep: str) -> list[str]:

@@ -10,9 +10,10 @@ import re
 import gevent
 import gevent.event
 
+from eslchan.esl.inline import parse_inline
 from eslchan.simulator.channels import HangupUnwind, SimChannel, new_uuid
 from eslchan.simulator.core import OriginateFailed
-from eslchan.simulator.dialstring import _split_first, parse_dial_string, parse_inline
+from eslchan.simulator.dialstring import _split_first, parse_dial_string
 from eslchan.simulator.wire import SimEvent
 
 
