@@ -649,7 +649,7 @@ def test_module_transfer_attended_consults_and_takes_back(api, fs, events, pair)
     run = _ended(api, resp.json["data"]["id"])
     assert run["notes"]["transfer_outcome"] == "takeback"
     events.wait(a.uuid, "CHANNEL_BRIDGE", **{"Other-Leg-Unique-ID": b.uuid})
-    eventually(lambda: target not in fs.channel_uuids(), timeout=10)
+    eventually(lambda: not fs.exists(target), timeout=10)
     assert a.alive() and b.alive()
 
 
