@@ -10,6 +10,7 @@ import re
 import gevent
 import gevent.event
 
+from eslchan.esl.commands import HANGUP_CAUSES
 from eslchan.simulator.channels import HangupUnwind, SimChannel, new_uuid
 from eslchan.simulator.core import OriginateFailed
 from eslchan.simulator.dialstring import _split_first, parse_dial_string, parse_inline
@@ -43,14 +44,40 @@ class Originating:
         timeout = float(variables.get("originate_timeout", timeout or self.originate_timeout))
         kind, _, rest = endpoint.partition("/")
         if kind == "error":
-            raise OriginateFailed(rest or "CALL_REJECTED")
+            # mod_dptools' error endpoint: the cause its name says (any case), no channel
+            cause = rest.upper()
+            raise OriginateFailed(cause if cause in HANGUP_CAUSES else "DESTINATION_OUT_OF_ORDER")
         if kind == "loopback":
             return self._originate_loopback(rest, variables, cid_name, cid_num, want_uuid,
                                              originator, app, timeout)
         if kind in ("user", "sofia", "verto.rtc", "freetdm", "sip", "rtc"):
+            behaviour = self._remote_behaviour(kind, rest)
             return self._originate_remote(endpoint, variables, cid_name, cid_num, want_uuid,
-                                          originator, app, timeout)
+                                          originator, app, timeout, behaviour)
         raise OriginateFailed("CHAN_NOT_IMPLEMENTED")
+
+    def _remote_behaviour(self, kind: str, rest: str) -> str:
+        """What the far end of a dialled endpoint does, or OriginateFailed for the endpoints
+        FreeSWITCH refuses before any channel exists (esl-captures 14): a ``user/`` whose
+        phone is not registered (USER_NOT_REGISTERED: the directory's dial-string resolves to
+        error/user_not_registered), a gateway that is not configured (INVALID_GATEWAY) or not
+        up (GATEWAY_DOWN). Registered phones and numbers behind a gateway answer unless
+        ``endpoint_behaviour`` says otherwise."""
+        target = rest.split("/")[-1]
+        dest = target.split("@", 1)[0]
+        if kind == "sofia" and rest.startswith("gateway/"):
+            gateway = rest.split("/")[1] if rest.count("/") >= 2 else ""
+            state = self.gateways.get(gateway)
+            if state is None:
+                raise OriginateFailed("INVALID_GATEWAY")
+            if state != "up":
+                raise OriginateFailed("GATEWAY_DOWN")
+        behaviour = self.endpoint_behaviour.get(target) or self.endpoint_behaviour.get(dest)
+        if behaviour is None:
+            behaviour = "unregistered" if kind == "user" else "answer"
+        if behaviour == "unregistered":
+            raise OriginateFailed("USER_NOT_REGISTERED")
+        return behaviour
 
     def _outbound(self, name: str, tmp_name: str, variables: dict[str, str], cid_name: str,
                   cid_num: str, dest: str, context: str, want_uuid: str | None,
@@ -61,7 +88,8 @@ class Originating:
                                destination=dest, context=context, source=source,
                                variables={}, sip=sip)
         ch.answer_result = gevent.event.AsyncResult()  # type: ignore[attr-defined]
-        ch.callee_id_name, ch.callee_id_number = "Outbound Call", callee or dest
+        ch.callee_id_name = variables.get("origination_callee_id_name") or "Outbound Call"
+        ch.callee_id_number = variables.get("origination_callee_id_number") or callee or dest
         if originator is not None:
             ch.other_leg, ch.other_type = originator.uuid, "originator"
         ch.state = "CS_NONE"
@@ -128,29 +156,38 @@ class Originating:
 
     def _originate_remote(self, endpoint: str, variables: dict[str, str], cid_name: str,
                           cid_num: str, want_uuid: str | None, originator: SimChannel | None,
-                          app: list[tuple[str, str]] | None, timeout: float) -> SimChannel:
+                          app: list[tuple[str, str]] | None, timeout: float,
+                          behaviour: str = "answer") -> SimChannel:
+        """A SIP leg: created, then the far end's 180 (CHANNEL_PROGRESS, callstate RINGING)
+        or 183 with media (``early``: CHANNEL_PROGRESS_MEDIA, EARLY), then after
+        ``ring_seconds`` its 200 (``answer``, ``early``), 486 (``busy``), 603 (``reject``),
+        or nothing until the originate times out (``no_answer``)."""
         kind, _, target = endpoint.partition("/")
         name = endpoint if kind == "sofia" else f"sofia/internal/{target}"
         dest = target.split("@", 1)[0].split("/")[-1]
         ch = self._outbound(name, name, variables, cid_name, cid_num, dest, "default",
                             want_uuid, originator, True, "mod_sofia")
+        if kind == "user":
+            user, _, domain = target.partition("@")
+            domain = domain or self.domain
+            ch.variables.update({"dialed_user": user, "dialed_domain": domain})
+            ch.variables.setdefault("presence_id", f"{user}@{domain}")
         self._originated_leg_up(ch)
-        self.set_callstate(ch, "RINGING")
-        behaviour = self.endpoint_behaviour.get(target) or self.endpoint_behaviour.get(dest) \
-            or "answer"
 
         def ring() -> None:
+            if behaviour == "early":
+                self.pre_answer(ch)
+            else:
+                self.ring_ready(ch)
             self.sleep(self.ring_seconds)
             if ch.gone or ch.hangup_cause:
                 return
-            if behaviour == "answer":
+            if behaviour in ("answer", "early"):
                 self._mark_answered(ch)
             elif behaviour == "busy":
                 self.hangup(ch.uuid, "USER_BUSY")
             elif behaviour == "reject":
                 self.hangup(ch.uuid, "CALL_REJECTED")
-            elif behaviour == "unregistered":
-                self.hangup(ch.uuid, "USER_NOT_REGISTERED")
 
         gevent.spawn(ring)
         self._await_answer(ch, timeout)
@@ -185,7 +222,6 @@ class Originating:
             return
         if outcome == "TIMEOUT":
             self.hangup(ch.uuid, "NO_ANSWER")
-            self._ensure_runner(ch)
             raise OriginateFailed("NO_ANSWER")
         self._ensure_runner(ch)
         # over loopback the A leg only ever sees its twin clear normally
@@ -281,7 +317,7 @@ class Originating:
         b.answer_result = gevent.event.AsyncResult()  # type: ignore[attr-defined]
         self.chan_event(b, "CHANNEL_OUTGOING", with_vars=False)
         self._originated_leg_up(b)
-        self.set_callstate(b, "RINGING")
+        self.ring_ready(b)
         self.set_callstate(a, "RING_WAIT")
         ready = gevent.event.Event()
 
