@@ -197,7 +197,7 @@ def test_intercept_of_a_phone_that_is_not_registered_fails_with_freeswitch_s_cau
     lone = Call(daemon, simulator, bridged=False)
     result = lone.action(action="intercept", target_type="device", target_id="phone43")
     assert result["reply"].startswith("+OK")  # FreeSWITCH took the job, then refused the call
-    run = eventually(lambda: (r := daemon.interpreter.get(result["id"])) is not None and r.state != "running" and r)
+    run = eventually(lambda: (r := daemon.interpreter.get(result["id"])) and r.state != "running" and r)
     assert run.state == "failed" and "USER_NOT_REGISTERED" in run.error
     assert not simulator.channels() or all(c.uuid in (lone.a,) for c in simulator.channels())
 
