@@ -6,6 +6,7 @@ api, and the calls the :class:`~eslchan.simulator.server.Simulator` creates from
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import gevent
 import gevent.event
@@ -13,8 +14,23 @@ import gevent.event
 from eslchan.esl.commands import HANGUP_CAUSES
 from eslchan.simulator.channels import HangupUnwind, SimChannel, new_uuid
 from eslchan.simulator.core import OriginateFailed
-from eslchan.simulator.dialstring import _split_first, parse_dial_string, parse_inline
+from eslchan.simulator.dialstring import _split_first, parse_dial_string
 from eslchan.simulator.wire import SimEvent
+
+
+@dataclass(frozen=True)
+class Route:
+    """``originate <dial> <exten> [<dialplan>] [<context>]``: once answered, the leg is
+    transferred to the extension (switch_ivr_session_transfer), as uuid_transfer does: a new
+    caller profile, then routing and the extension's applications."""
+
+    dest: str
+    dialplan: str
+    context: str
+
+
+#: what an answered originated leg runs: applications, or a route into the dialplan
+Then = list[tuple[str, str]] | Route
 
 
 class Originating:
@@ -23,7 +39,7 @@ class Originating:
 
     # -- originate -----------------------------------------------------------------------
     def originate_leg(self, dial: str, *, originator: SimChannel | None = None,
-                      app: list[tuple[str, str]] | None = None,
+                      app: Then | None = None,
                       cid: tuple[str, str] | None = None,
                       timeout: float | None = None) -> SimChannel:
         """Create the outbound leg of ``dial``, wait for the answer. Raises OriginateFailed.
@@ -108,7 +124,7 @@ class Originating:
 
     def _originate_loopback(self, rest: str, variables: dict[str, str], cid_name: str,
                             cid_num: str, want_uuid: str | None, originator: SimChannel | None,
-                            app: list[tuple[str, str]] | None, timeout: float) -> SimChannel:
+                            app: Then | None, timeout: float) -> SimChannel:
         parts = rest.split("/")
         ext = parts[0]
         context = parts[1] if len(parts) > 1 and parts[1] else "default"
@@ -156,7 +172,7 @@ class Originating:
 
     def _originate_remote(self, endpoint: str, variables: dict[str, str], cid_name: str,
                           cid_num: str, want_uuid: str | None, originator: SimChannel | None,
-                          app: list[tuple[str, str]] | None, timeout: float,
+                          app: Then | None, timeout: float,
                           behaviour: str = "answer") -> SimChannel:
         """A SIP leg: created, then the far end's 180 (CHANNEL_PROGRESS, callstate RINGING)
         or 183 with media (``early``: CHANNEL_PROGRESS_MEDIA, EARLY), then after
@@ -233,15 +249,22 @@ class Originating:
             self.start(ch, lambda: self.wait(ch, None))
 
     def _launch_originated(self, ch: SimChannel, originator: SimChannel | None,
-                           app: list[tuple[str, str]] | None) -> SimChannel:
+                           app: Then | None) -> SimChannel:
         ch.variables["endpoint_disposition"] = "ANSWER"
         self.fire_hooks(ch, "originate")
         if originator is not None:
             self.start(ch, lambda: self._exchange(ch, originator.uuid))
             return ch
         ch.hit_dialplan = True
-        apps = app or [("park", "")]
         self.sort_cid(ch)
+        if isinstance(app, Route):
+            def route() -> None:
+                self.transfer(ch, app.dest, app.dialplan, app.context)
+                self.wait(ch, None)
+
+            self.start(ch, route)
+            return ch
+        apps = app or [("park", "")]
 
         def run() -> None:
             self.set_state(ch, "CS_EXECUTE")
@@ -259,7 +282,7 @@ class Originating:
                     "[<context>] [<cid_name>] [<cid_num>] [<timeout_sec>]\n")
         target, rest = _split_first(rest)
         extra = rest.split()
-        apps: list[tuple[str, str]]
+        apps: Then
         if not target or target.startswith("&"):
             m = re.match(r"^&([\w.-]+)(?:\((.*)\))?$", target or "&park", re.S)
             if not m:
@@ -268,14 +291,7 @@ class Originating:
         else:
             dp = extra[0] if extra else "XML"
             ctx = extra[1] if len(extra) > 1 else "default"
-            if dp.lower() == "inline":
-                apps = parse_inline(target)
-            else:
-                found = self.lookup(target, ctx)
-                if found is None:
-                    apps = [("hangup", "NO_ROUTE_DESTINATION")]
-                else:
-                    apps = found
+            apps = Route(target, dp, ctx)
         cid = None
         if len(extra) >= 4:
             cid = (extra[2], extra[3])
