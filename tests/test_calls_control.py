@@ -235,7 +235,7 @@ def test_bridge_two_calls_of_the_account(simulator, daemon, http, crm):
         lambda: (r := daemon.interpreter.get(resp.json["data"]["id"])) and r.state != "running" and r
     )
     assert run.state == "finished" and run.notes == {"bridged_to": two.a}
-    # a tenant's own sub-account's calls are its own too
+    # once bridged to each other, another bridge of the two is refused
     assert refused(action(crm, one.a, action="bridge", other_leg=two.a), 400)  # already bridged
 
 

@@ -198,19 +198,21 @@ class AccountPolicy:
             return PolicyViolation("endpoints", where, "one endpoint at a time")
         if any(fnmatchcase(endpoint, glob) for glob in self.endpoints):
             return None
+        first: PolicyViolation | None = None  # a template it fits, but with a realm or context refused
         for pattern in self.dial_patterns:
             m = pattern.fullmatch(endpoint)
             if m is None:
                 continue
+            found = None
             for group, value in m.groupdict().items():
-                if not value:
-                    continue
-                check = self.context_rule if group.startswith("context") else self.realm_allowed
-                found = check(value, where)
-                if found is not None:
-                    return found
-            return None
-        return PolicyViolation("endpoints", where, f"endpoint '{endpoint}' is not one this account may dial")
+                if value:
+                    check = self.context_rule if group.startswith("context") else self.realm_allowed
+                    found = found or check(value, where)
+            if found is None:
+                return None
+            first = first or found
+        return first or PolicyViolation("endpoints", where,
+                                        f"endpoint '{endpoint}' is not one this account may dial")
 
     def originate_endpoint(self, endpoint: str, where: str) -> PolicyViolation | None:
         """An endpoint a call the account starts may dial: one of its ``endpoints`` globs
