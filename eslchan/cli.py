@@ -104,7 +104,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     traffic = demo.demo_traffic(sim, calls=args.calls)
     traffic.start()
     for party in demo.PARTIES:  # their phones are registered: a call started to one rings, then answers
-        sim.register(party.number)
+        for phone in (party.number, party.device_id, party.user_id):  # user/{id} dial templates too
+            sim.register(phone)
     sim.switch.ring_seconds = 3.0
     url = daemon.url
     token = demo.fetch_token(url, keys[demo.ACME])

@@ -102,7 +102,7 @@ def _pick_node(account_id: str, named: str | None, near: str | None) -> str:
     up = [name for name, link in sorted(links.items()) if link.is_up]
     if not up:
         raise ApiError(503, "node unavailable", {"reason": "no FreeSWITCH node is connected"})
-    return min(up, key=lambda name: len(registry.for_node(name)))
+    return min(up, key=registry.count)
 
 
 def _policy(account_id: str) -> AccountPolicy:
