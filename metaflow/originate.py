@@ -109,10 +109,13 @@ def leg_variables(policy: AccountPolicy, mapping: VariableMapping, uuid: str, ti
             where = "account_id" if key == "account" else key
             out[esl.tenancy_var(names[key])] = esl.dial_target(value, where)
     refused: list[PolicyViolation] = []
+    taken = {str(k).lower() for k in out}
     for name, value in (custom or {}).items():
         where = f"{custom_field}.{name}"
         arg = esl.var_name(name, where)
         found = policy.variable(name, where)
+        if found is None and name.lower() in taken:  # even where the policy would allow the name
+            found = PolicyViolation("variables", where, f"'{name}' is set by eslchan for this call")
         if found is not None:
             refused.append(found)
             continue

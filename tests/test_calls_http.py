@@ -407,3 +407,16 @@ def test_a_metaflow_on_answer_may_bridge_the_new_call_to_another_of_the_account(
     run = crm.run(resp.json["data"]["run_id"])
     assert run["state"] == "finished" and run["notes"] == {"call": "answered", "bridged_to": waiting.a}
     assert f"api uuid_bridge {uuid} {waiting.a}" in simulator.commands
+
+
+def test_a_variable_eslchan_sets_cannot_be_overridden_even_where_the_policy_allows_its_name(
+    simulator, daemon, http, crm
+):
+    daemon.app.config["ESLCHAN"] = with_accounts(daemon.app.config["ESLCHAN"], ACME={
+        "context": "acme", "realm": "acme.example", "endpoints": ENDPOINTS,
+        "policy": account_policy(variables=("origination_*", "sip_auto_answer"))})
+    for name in ("origination_uuid", "ORIGINATION_UUID", "origination_caller_id_number"):
+        resp = crm.create(endpoint="user/1001@acme.example", caller_id_number="5550100",
+                          custom_channel_vars={name: "11111111-2222-3333-4444-555555555555"})
+        refused(resp, 403, "variables")
+    assert crm.originates() == []
