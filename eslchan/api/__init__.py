@@ -16,6 +16,7 @@ from eslchan.api import (
     accounts,
     auth,
     callflows,
+    calls,
     channels,
     console,
     envelope,
@@ -133,6 +134,9 @@ def create_app(
         metrics if metrics is not None else Metrics(registry, links),
         webhooks,
     )
+    listeners = getattr(interpreter, "originate_listeners", None)
+    if listeners is not None:  # calls started are counted in /metrics by outcome
+        listeners.append(app.extensions["eslchan"].metrics.count_originate)
     envelope.install(app)
     system.install(app)
     events.install(app)
@@ -141,6 +145,7 @@ def create_app(
         auth.bp,
         accounts.bp,
         channels.bp,
+        calls.bp,
         runs.bp,
         callflows.bp,
         events.bp,

@@ -156,6 +156,10 @@ class ChannelRegistry:
     def all(self) -> list[Channel]:
         return _sorted(ch for nodemap in self._nodes.values() for ch in nodemap.values())
 
+    def count(self, node: str) -> int:
+        """How many channels the node has (without listing them)."""
+        return len(self._nodes.get(node, ()))
+
     def for_node(self, node: str) -> list[Channel]:
         return _sorted(self._nodes.get(node, {}).values())
 
@@ -784,6 +788,7 @@ class ChannelRegistry:
             ch.callstate = intern(callstate)
             if callstate in ("ACTIVE", "HELD"):
                 ch.answered = True
+            ch.answer_state = _ROW_ANSWER_STATE.get(callstate, ch.answer_state)
         if ch.app_seq < 0 and row.get("application"):
             ch.application = intern(row["application"])
         return ch
@@ -869,10 +874,14 @@ _HEADER_FIELDS = (
     ("Caller-Caller-ID-Number", "caller_id_number", True),
     ("Caller-Callee-ID-Name", "callee_id_name", True),
     ("Caller-Callee-ID-Number", "callee_id_number", True),
+    ("Answer-State", "answer_state", True),
 )
 _HEADER_NAMES = tuple(h for h, _, _ in _HEADER_FIELDS) + ("Caller-Channel-Created-Time",)
 _HEADER_SLOTS = tuple((slot, interned) for _, slot, interned in _HEADER_FIELDS)
-_NONEMPTY_SLOTS = frozenset({"state", "callstate", "name", "direction", "context"})
+#: what a `show channels` row's callstate says of the answer state (rows have no Answer-State)
+_ROW_ANSWER_STATE = {"RINGING": "ringing", "EARLY": "early", "ACTIVE": "answered", "HELD": "answered",
+                     "UNHELD": "answered", "HANGUP": "hangup"}
+_NONEMPTY_SLOTS = frozenset({"state", "callstate", "name", "direction", "context", "answer_state"})
 
 
 def _prefixed(names: str, prefix: str) -> Iterator[str]:

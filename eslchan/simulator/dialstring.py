@@ -27,10 +27,19 @@ def default_dialplan() -> Dialplan:
 
 
 def split_vars(block: str) -> dict[str, str]:
-    """``a=1,b='x,y'`` → dict, honouring single quotes as FreeSWITCH does."""
+    r"""``a=1,b='x,y',c=x\,y`` → dict, honouring single quotes and backslash escapes as
+    FreeSWITCH's switch_separate_string does."""
     out: dict[str, str] = {}
     cur, quoted, parts = [], False, []
+    escaped = False
     for c in block:
+        if escaped:
+            cur.append(c)
+            escaped = False
+            continue
+        if c == "\\":
+            escaped = True
+            continue
         if c == "'":
             quoted = not quoted
             continue
