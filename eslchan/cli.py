@@ -135,9 +135,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     traffic = demo.demo_traffic(sim, calls=args.calls)
     traffic.start()
+    for party in demo.PARTIES:  # their phones are registered: a call started to one rings, then answers
+        for phone in (party.number, party.device_id, party.user_id):  # user/{id} dial templates too
+            sim.register(phone)
+    sim.switch.ring_seconds = 3.0
     url = daemon.url
     token = demo.fetch_token(url, keys[demo.ACME])
     acme_user = demo.PARTIES[0].user_id
+    acme_device = demo.PARTIES[1].device_id
     print(
         f"""
 eslchan demo is running at {url}
@@ -162,6 +167,14 @@ Try (a token for Acme, valid one hour, is already in these commands):
   curl -s -H "X-Auth-Token: {token}" {url}/v2/accounts/{demo.ACME}/channels
   curl -s -H "X-Auth-Token: {token}" {url}/v2/accounts/{demo.ACME}/users/{acme_user}/channels
   curl -s -H "X-Auth-Token: {token}" -H "Accept: text/csv" {url}/v2/accounts/{demo.ACME}/channels
+  # click-to-call: ring Alice's phone (1001); 201 while it rings, then it answers
+  curl -s -X PUT -H "X-Auth-Token: {token}" -H "Content-Type: application/json" \\
+      -d '{{"data": {{"endpoint": "user/1001@{demo.DOMAIN}", \
+"caller_id_name": "CRM", "caller_id_number": "5550100"}}}}' \\
+      {url}/v2/accounts/{demo.ACME}/channels
+  # Kazoo's quickcall: ring Bob's device, then it calls 2600
+  curl -s -X POST -H "X-Auth-Token: {token}" \\
+      {url}/v2/accounts/{demo.ACME}/devices/{acme_device}/quickcall/2600
   curl -s {url}/health
   curl -s {url}/v2/openapi.json
 

@@ -21,6 +21,7 @@ from eslchan.config import (
     LinkOptions,
     MetaflowConfig,
     NodeConfig,
+    QuickcallConfig,
     WebhooksConfig,
     hash_api_key,
 )
@@ -46,8 +47,22 @@ PARTIES = (
 )
 
 
+#: The simulator's SIP domain: its phones are user/<number>@DOMAIN.
+DOMAIN = "sim.local"
+
+
+def demo_quickcall(account: str) -> QuickcallConfig:
+    """Quickcall rings each of the account's demo devices and users on its own phone."""
+    parties = [p for p in PARTIES if p.account_id == account]
+    return QuickcallConfig(
+        devices=tuple((p.device_id, f"user/{p.number}@{DOMAIN}") for p in parties),
+        users=tuple((p.user_id, f"user/{p.number}@{DOMAIN}") for p in parties),
+    )
+
+
 def demo_accounts(keys: dict[str, str]) -> tuple[Account, ...]:
-    """The demo hierarchy: admin ⊃ {Acme ⊃ Acme Sales, Globex}; ``keys`` maps account id → API key."""
+    """The demo hierarchy: admin ⊃ {Acme ⊃ Acme Sales, Globex}; ``keys`` maps account id → API key.
+    Acme may start calls to the simulator's phones, and quickcall its devices and users."""
     spec = [
         (ADMIN, "Admin", None, True),
         (ACME, "Acme", ADMIN, False),
@@ -55,7 +70,9 @@ def demo_accounts(keys: dict[str, str]) -> tuple[Account, ...]:
         (GLOBEX, "Globex", ADMIN, False),
     ]
     return tuple(
-        Account(id=i, name=n, parent=p, superduper_admin=s, api_key_hash=hash_api_key(keys[i]))
+        Account(id=i, name=n, parent=p, superduper_admin=s, api_key_hash=hash_api_key(keys[i]),
+                endpoints=(f"user/*@{DOMAIN}",) if i == ACME else (),
+                quickcall=demo_quickcall(i) if i == ACME else None)
         for i, n, p, s in spec
     )
 

@@ -1,6 +1,6 @@
 """Metaflows: JSON trees of actions run against a live channel (SPEC §6, §7)."""
 
-from metaflow.base import CONTINUE, STOP, Context, Outcome, StateError, branch, goto
+from metaflow.base import CONTINUE, STOP, Context, NotFound, Outcome, StateError, branch, goto
 from metaflow.capabilities import Need, Unsupported
 from metaflow.interpreter import Interpreter, Run
 from metaflow.registry import ENTRY_POINT_GROUP, ModuleRegistry, ModuleSpec
@@ -14,6 +14,7 @@ __all__ = [
     "Interpreter",
     "ModuleRegistry",
     "ModuleSpec",
+    "NotFound",
     "Need",
     "Outcome",
     "Run",

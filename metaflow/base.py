@@ -32,6 +32,15 @@ class StateError(Exception):
         super().__init__(message)
 
 
+class NotFound(Exception):
+    """A channel the request names is unknown, or not one of the account's (HTTP 404, the
+    same for both, as the channels API answers)."""
+
+    def __init__(self, identifier: str):
+        self.identifier = identifier
+        super().__init__(f"no such channel: {identifier}")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What comes after a node: ``continue`` (child ``_``), ``branch`` (child ``key``, else
@@ -149,10 +158,17 @@ class Context:
     def api(self, cmd: esl.Command, timeout: float | None = None) -> str:
         return self._accepted(self._link(cmd).api(cmd, timeout=timeout))
 
-    def bgapi(self, cmd: esl.Command, timeout: float | None = None) -> str:
+    def bgapi(self, cmd: esl.Command, timeout: float | None = None,
+              on_accepted: Callable[[str], None] | None = None) -> str:
         """Send a bgapi; the run counts as accepted once FreeSWITCH took the job (within the
-        link's command timeout), then waits up to ``timeout`` for the job's result."""
-        return self._accepted(self._link(cmd).bgapi(cmd, timeout=timeout, on_accepted=self.run.accepted))
+        link's command timeout; ``on_accepted`` is told too), then waits up to ``timeout``
+        for the job's result."""
+        def took(reply: str) -> None:
+            self.run.accepted(reply)
+            if on_accepted is not None:
+                on_accepted(reply)
+
+        return self._accepted(self._link(cmd).bgapi(cmd, timeout=timeout, on_accepted=took))
 
     def send(self, cmd: esl.Command, timeout: float | None = None) -> str:
         """A sendmsg. An execute of an application the node lacks is refused here, for every

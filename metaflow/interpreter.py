@@ -2,7 +2,9 @@
 
 A run keeps a trail (each node it ran, the branch it took) and, once over, stays readable
 for a bounded time and count. A run that does not finish on its own (stopped, its channel
-gone, failed) stops the media it started on every leg that is still up.
+gone, failed) stops the media it started on every leg that is still up. A call eslchan
+starts is a run too (kind ``originate``, see :mod:`metaflow.originate`): its first step
+dials the leg, and the metaflow given with it runs once the leg answered.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from eslchan.esl.errors import EslError
 from eslchan.esl.message import Event
 from eslchan.policy import AccountPolicy, LimitExceeded, PolicyBook
 from eslchan.registry.waiting import ChannelGone
+from metaflow import originate
 from metaflow.base import Context, EventStream, Outcome, StateError
 from metaflow.capabilities import Capabilities
 from metaflow.registry import ModuleRegistry
@@ -213,6 +216,10 @@ class Interpreter:
         self._media: dict[tuple[str, str], Context] = {}
         self._media_legs: dict[tuple[str, str], set[str]] = {}
         self._looped: set[tuple[str, str]] = set()
+        # calls started and not yet answered or failed: run id -> account
+        self._originating: dict[str, str | None] = {}
+        #: told (outcome, cause) of every call started: answered, or failed with the cause
+        self.originate_listeners: list[originate.OutcomeListener] = []
         registry.listen(self._on_event)
 
     @property
@@ -307,6 +314,44 @@ class Interpreter:
         return {"id": run.id, "action": name, "channel": run.channel_uuid, "node": run.node,
                 "state": run.state, "reply": (reply or "").strip() or None, "data": run.tree["data"],
                 "result": dict(run.notes)}
+
+    def originate(self, call: originate.Call, account_id: str | None, policy: AccountPolicy
+                  ) -> originate.Started:
+        """Start a call (:func:`metaflow.originate.prepare_call` made ``call``, whose metaflow
+        is validated) in its own run and return at once; the caller waits on the answer's
+        ``created`` or ``accepted``. The run limits come first, then what the metaflow needs
+        from the node, so nothing is dialled that could not go on."""
+        self._check_limits(call.leg, account_id, policy)
+        ringing = sum(1 for acc in self._originating.values() if acc == account_id)
+        if ringing >= policy.max_originates:
+            raise LimitExceeded("max_originates", policy.max_originates,
+                                f"the account already has {ringing} calls it started ringing")
+        tree: dict[str, Any] = {"module": "originate", "data": call.shown}
+        if call.flow is not None:
+            self.check_requirements(call.leg.node, call.flow)
+            tree["children"] = {"_": call.flow}
+        run = Run(call.leg, tree, account_id, policy, kind="originate")
+        if self.book is not None:
+            self.book.admit(run)  # the cluster's limits too, and the run is listed everywhere
+        started = originate.Started(run)
+        self._runs[run.id] = run
+        self._originating[run.id] = account_id
+
+        def dial(ctx: Context) -> Outcome:
+            try:
+                return originate.follow(ctx, call, started, self._originate_outcome)
+            finally:
+                self._originating.pop(run.id, None)
+
+        run.greenlet = gevent.spawn(self._execute, run, dial)
+        return started
+
+    def _originate_outcome(self, outcome: str, cause: str) -> None:
+        for listener in list(self.originate_listeners):
+            try:
+                listener(outcome, cause)
+            except Exception:  # a broken listener must not fail the call
+                log.exception("originate listener failed")
 
     def runs(self, channel_uuid: str) -> list[Any]:
         """The channel's runs: those running, then those over that are still remembered."""
@@ -432,8 +477,7 @@ class Interpreter:
 
     # -- running -----------------------------------------------------------------------------
 
-    def _walk(self, run: Run, ctx: Context) -> None:
-        node, path = run.tree, ""
+    def _walk(self, run: Run, ctx: Context, node: dict | None, path: str) -> None:
         while node is not None:
             run.current, run.current_module = path, node["module"]
             spec = self.modules.get(node["module"])
@@ -449,10 +493,20 @@ class Interpreter:
             self._changed(run)
             node, path = following, following_path
 
-    def _execute(self, run: Run) -> None:
+    def _execute(self, run: Run, first: Callable[[Context], Outcome] | None = None) -> None:
+        """Run the tree; ``first`` (a started call's originate) runs in place of the root's
+        module, and the tree goes on from its child."""
         ctx = Context(self, run)
         try:
-            self._walk(run, ctx)
+            node, path = run.tree, ""
+            if first is not None:
+                step = run.enter(path, node["module"])
+                outcome = first(ctx)
+                following, path, taken = NEXT[outcome.kind](node, path, outcome)
+                run.leave(step, outcome, taken)
+                self._changed(run)
+                node = following
+            self._walk(run, ctx, node, path)
             run.finish("finished")
         except ChannelGone:
             self._stop_media(ctx)

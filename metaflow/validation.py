@@ -15,6 +15,8 @@ endpoint rule, media by the recordings rule). A tree outside the policy anywhere
 from __future__ import annotations
 
 import copy
+import functools
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,7 +55,39 @@ def _with_defaults(cls: Any) -> Any:
     return extend(cls, {"properties": properties})
 
 
-FillingValidator = _with_defaults(Draft7Validator)
+@functools.cache
+def _whole_string(pattern: str) -> re.Pattern[str]:
+    """``pattern`` with each unescaped ``$`` outside a character class as ``\\Z``: in JSON
+    Schema (ECMA-262) ``$`` ends the string, while Python's ``$`` also matches before a final
+    newline, so ``^[0-9]+$`` would let ``"2600\\n"`` through."""
+    out, escaped, in_class = [], False, False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "[":
+            in_class = True
+        elif ch == "]":
+            in_class = False
+        elif ch == "$" and not in_class:
+            out.append(r"\Z")
+            continue
+        out.append(ch)
+    return re.compile("".join(out))
+
+
+def _strict_patterns(cls: Any) -> Any:
+    def pattern(validator: Any, patrn: str, instance: Any, schema: dict) -> Iterator[Any]:
+        if validator.is_type(instance, "string") and not _whole_string(patrn).search(instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    return extend(cls, {"pattern": pattern})
+
+
+#: Draft 7 with ``pattern`` read as JSON Schema means it (``$`` is the end of the string).
+StrictValidator = _strict_patterns(Draft7Validator)
+FillingValidator = _with_defaults(StrictValidator)
 
 
 def _json_type(value: Any) -> str:

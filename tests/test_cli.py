@@ -210,3 +210,37 @@ def test_simulate_can_load_more_modules_than_the_recorded_server():
         proc.wait(10)
     bad = spawn("simulate", "--load", "mod_nonsense")
     assert bad.wait(10) == 2 and "invalid choice" in bad.stderr.read()
+
+
+def test_simulate_registers_phones_and_gateways_as_told():
+    """As on a real directory, user/X rings only a registered phone; --register and --gateway
+    say which, and the demo parties' phones are registered."""
+    port = free_port()
+    proc = spawn("simulate", "--listen", f"127.0.0.1:{port}", "--calls", "0", "--speed", "20",
+                 "--register", "1009", "--register", "1010=busy", "--gateway", "carrier1")
+    try:
+        def originate(dial: str) -> str | None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.sendall(f"auth ClueCon\n\napi originate {dial} &park\n\n".encode())
+                    data = b""
+                    while b"+OK " not in data.split(b"accepted", 1)[-1] and b"-ERR" not in data:
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    return data.decode().rsplit("\n\n", 1)[-1]
+            except OSError:
+                return None
+
+        assert until(lambda: originate("user/1009")).startswith("+OK")
+        assert originate("user/1001").startswith("+OK")  # a demo party
+        assert originate("user/1010").startswith("-ERR USER_BUSY")
+        assert originate("user/7101").startswith("-ERR USER_NOT_REGISTERED")
+        assert originate("sofia/gateway/carrier1/5551234").startswith("+OK")
+        assert originate("sofia/gateway/carrier2/5551234").startswith("-ERR INVALID_GATEWAY")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    bad = spawn("simulate", "--register", "1009=sometimes")
+    assert bad.wait(10) == 2 and "USER or USER=one of" in bad.stderr.read()

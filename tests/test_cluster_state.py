@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 from cluster_support import cluster_config, free_port, write_config
 from conftest import HttpClient, eventually
+from tenants import with_accounts
 from test_api_events import Sse, is_event
 
 from eslchan.config import PolicyConfig
@@ -30,11 +31,14 @@ class Pair:
         nodes = [("fs1", simulator.host, simulator.port, "ClueCon")]
         policy = cluster.pop("policy", None)
         webhooks = cluster.pop("webhooks", None)  # (instance, WebhooksConfig): one instance's
+        accounts = cluster.pop("accounts", None)  # per-account settings, as with_accounts takes them
         self.daemons = {}
         for name in ("one", "two"):
             config = cluster_config(nodes, keys, redis_url, name, **cluster)
             if policy is not None:
                 config = replace(config, policy=policy)
+            if accounts is not None:
+                config = with_accounts(config, **accounts)
             if webhooks is not None and webhooks[0] == name:
                 config = replace(config, webhooks=webhooks[1])
             self.daemons[name] = Daemon(config)
@@ -160,6 +164,37 @@ def test_a_run_started_on_one_instance_is_listed_and_stopped_on_the_other(simula
     got = one.get(f"/v2/accounts/{ACME}/metaflows/{run_id}", token=one.token(ACME)).json["data"]
     assert got["state"] == "stopped"
     assert simulator.channel(call.a_uuid) is not None  # the call itself goes on
+
+
+def test_a_call_started_on_the_non_owner_is_the_account_s_on_every_instance(simulator, keys, redis_url):
+    simulator.register("1001")
+    pair = Pair(simulator, keys, redis_url,
+                accounts={"ACME": {"context": "acme", "realm": "acme.example",
+                                   "endpoints": ("user/*@acme.example",)}})
+    try:
+        two = pair.client(pair.other)
+        resp = two.request("PUT", f"/v2/accounts/{ACME}/channels",
+                           {"data": {"endpoint": "user/1001@acme.example", "caller_id_number": "2000",
+                                     "metaflow": {"module": "sleep", "data": {"duration": 600}}}},
+                           token=two.token(ACME))
+        assert resp.status == 201, resp.body
+        uuid = resp.json["data"]["uuid"]
+        assert simulator.channel(uuid) is not None
+        for daemon in pair.daemons.values():
+            eventually(lambda d=daemon: uuid in listed(pair.client(d), ACME))
+            c = pair.client(daemon)
+            assert c.get(f"/v2/accounts/{GLOBEX}/channels/{uuid}", token=c.token(GLOBEX)).status == 404
+        # its run is listed on the owner, and stopping it there leaves the call up
+        one = pair.client(pair.owner)
+        base = f"/v2/accounts/{ACME}/channels/{uuid}/metaflows"
+        runs = eventually(lambda: [r for r in one.get(base, token=one.token(ACME)).json["data"]
+                                   if r["state"] == "running"])
+        assert runs[0]["instance"] == pair.other.cluster.name
+        stopped = one.request("DELETE", f"{base}/{runs[0]['id']}", token=one.token(ACME))
+        assert stopped.status == 200 and stopped.json["data"]["state"] == "stopped", stopped.body
+        assert simulator.channel(uuid) is not None
+    finally:
+        pair.stop()
 
 
 def test_run_limits_count_across_instances(simulator, keys, redis_url):

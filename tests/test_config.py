@@ -175,3 +175,32 @@ def test_snapshot_lag_and_anti_entropy_interval():
     found = problems_of(minimal(channels={"snapshot_lag_seconds": 0, "anti_entropy_seconds": -1}))
     assert found["channels.snapshot_lag_seconds"] == "must be greater than 0"
     assert found["channels.anti_entropy_seconds"] == "must be 0 (off) or more"
+
+
+def test_quickcall_endpoints_of_devices_and_users():
+    raw = minimal(accounts=[{"id": "a" * 32, "api_key": "k" * 20, "quickcall": {
+        "device": "user/{id}@acme.example", "devices": {"d1": "sofia/gateway/pbx/1009"}}}])
+    quick = parse_config(raw, env={}).accounts[0].quickcall
+    assert quick.endpoint("device", "d1") == "sofia/gateway/pbx/1009"  # the table first
+    assert quick.endpoint("device", "d2") == "user/d2@acme.example"
+    assert quick.endpoint("user", "u1") is None  # no user template, no table entry
+    assert parse_config(minimal(), env={}).accounts[0].quickcall is None
+
+
+@pytest.mark.parametrize("table,key", [
+    ({"device": "user/{id}@{domain}"}, "accounts[0].quickcall.device"),  # only {id}
+    ({"user": "user/{id} &system(x)"}, "accounts[0].quickcall.user"),
+    ({"device": "{origination_uuid=x}user/{id}"}, "accounts[0].quickcall.device"),
+    ({"users": {"u1": "user/1,user/2"}}, "accounts[0].quickcall.users.u1"),
+    ({"devices": {"a b": "user/1"}}, "accounts[0].quickcall.devices.a b"),
+    ({"phones": {}}, "accounts[0].quickcall.phones"),
+])
+def test_quickcall_endpoints_are_checked(table, key):
+    raw = minimal(accounts=[{"id": "a" * 32, "api_key": "k" * 20, "quickcall": table}])
+    assert key in problems_of(raw)
+
+
+def test_max_originates_is_a_positive_limit():
+    assert parse_config(minimal(), env={}).policy.max_originates == 10
+    found = problems_of(minimal(policy={"max_originates": 0}))
+    assert found["policy.max_originates"] == "must be greater than 0"

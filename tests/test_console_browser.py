@@ -817,3 +817,108 @@ def test_board_screenshot(browser, daemon, simulator, keys):
     SCREENSHOT.parent.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))
     assert console.errors() == []
+
+
+# --- starting a call and listening in ---------------------------------------------------------
+
+
+def test_start_a_call_from_the_console_and_see_it_ring_then_answer(browser, daemon, simulator, keys):
+    """Acme may dial user/*@sim.local (the demo tenancy); the phone rings a while, then answers."""
+    simulator.register("1001")
+    simulator.switch.ring_seconds = 20.0  # 1 s of ringing at the simulator's speed (it rings 30)
+    console = Console(browser, daemon).signed_in(keys[ACME])
+    console.find("#new-call-open").click()
+    eventually(lambda: console.js("return document.querySelector('#new-call').open"), timeout=SEEN)
+    assert console.find("#new-call-account").text == "Acme"
+    # a mistake is caught at once, nothing is sent
+    console.find("#new-call-submit").click()
+    eventually(lambda: "An endpoint is required" in console.find("#new-call-outcome").text, timeout=SEEN)
+    # an endpoint outside the account's policy: the server's reason, in words
+    console.find("#c-endpoint").send_keys("user/1001@globex.example")
+    console.find("#new-call-submit").click()
+    eventually(lambda: "Not allowed for this account" in console.find("#new-call-outcome").text, timeout=SEEN)
+    assert "not one this account may dial" in console.find("#new-call-outcome").text
+    assert not [c for c in simulator.commands if "originate" in c]
+
+    field = console.find("#c-endpoint")
+    field.clear()
+    field.send_keys("user/1001@sim.local")
+    console.find("#c-cid-name").send_keys("CRM")
+    console.find("#c-cid-number").send_keys("5550100")
+    console.find("#new-call-submit").click()
+    eventually(lambda: not console.js("return document.querySelector('#new-call').open"), timeout=SEEN)
+    eventually(lambda: "Calling user/1001@sim.local" in console.find("#toasts").text, timeout=SEEN)
+    (originate,) = [c for c in simulator.commands if "originate" in c]
+    uuid = originate.split("origination_uuid=")[1][:36]
+    assert "origination_caller_id_name=CRM" in originate
+    assert originate.endswith("}user/1001@sim.local &park()")
+    # on the board while it rings, then answered; its details open by themselves
+    console.wait_row(uuid, lambda r: r["state"] == "ringing")
+    eventually(lambda: console.find("#drawer").is_displayed(), timeout=SEEN)
+    console.wait_row(uuid, lambda r: r["state"] in ("answered", "talking"))
+    runs = eventually(lambda: console.find("#drawer-runs").text, timeout=SEEN)
+    assert "originate" in runs
+    assert console.errors() == []
+
+
+def test_a_supervisor_listens_in_from_the_details(browser, daemon, simulator, keys):
+    simulator.register("1002")  # the supervisor's phone (dial template user/{id})
+    console = Console(browser, daemon).signed_in(keys[ACME])
+    call = call_from(simulator, ALICE, destination="2001")
+    console.wait_row(call.a_uuid, lambda r: r["state"] == "talking")
+    console.find(f'tr[data-uuid="{call.a_uuid}"] button[data-act="details"]').click()
+    eventually(lambda: console.find("#drawer").is_displayed(), timeout=SEEN)
+    console.find("#drawer details:nth-of-type(5) summary").click()
+    console.find("#e-who").send_keys("1002")
+    console.js("document.querySelector('#e-mode').value = 'whisper'")
+    console.find('form[data-action="eavesdrop"] button[type=submit]').click()
+    eventually(lambda: "once they answer they whisper" in console.find("#drawer-outcome").text, timeout=SEEN)
+    (originate,) = [c for c in simulator.commands if "&eavesdrop(" in c]
+    supervisor = originate.split("origination_uuid=")[1][:36]
+    assert originate.endswith(f"}}user/1002 &eavesdrop({call.a_uuid})")
+    eventually(lambda: (s := simulator.channel(supervisor)) and s.eavesdrop is not None, timeout=SEEN)
+    assert simulator.channel(supervisor).eavesdrop.mode == "whisper"
+    console.wait_row(supervisor)  # the supervisor's leg is the account's, on its board
+    # a supervisor id with a realm that is not the account's: refused, in words, nothing sent
+    field = console.find("#e-who")
+    field.clear()
+    field.send_keys("1002@globex.example")
+    console.find('form[data-action="eavesdrop"] button[type=submit]').click()
+    eventually(lambda: "Not allowed for this account" in console.find("#drawer-outcome").text, timeout=SEEN)
+    assert len([c for c in simulator.commands if "&eavesdrop(" in c]) == 1
+    assert console.errors() == []
+
+
+def test_the_call_and_supervise_requests_the_console_builds(browser, daemon, keys):
+    console = Console(browser, daemon).signed_in(keys[ACME])
+    built = console.module(
+        """
+        const { buildCall, buildAction } = await load("actions.js");
+        const out = {};
+        out.call = buildCall({ endpoint: " user/1@acme.example ", caller_id_name: "CRM", timeout: "20",
+                               callflow: "vip" });
+        out.bare = buildCall({ endpoint: "user/1@acme.example", timeout: "" });
+        for (const bad of [{}, { endpoint: "1001" }, { endpoint: "user/1", timeout: "0" },
+                           { endpoint: "user/1", caller_id_number: "1 2" }]) {
+          const key = JSON.stringify(bad);
+          try { buildCall(bad); out[key] = "accepted"; } catch (e) { out[key] = e.field; }
+        }
+        out.listen = buildAction("eavesdrop", { supervisor_type: "user", supervisor: "u1", mode: "barge" });
+        out.endpoint = buildAction("eavesdrop", { supervisor_type: "device",
+                                                  supervisor: "user/9@acme.example" });
+        try { buildAction("eavesdrop", { supervisor: "a b" }); } catch (e) { out.badWho = e.field; }
+        return out;
+        """
+    )
+    assert built["call"] == {"method": "PUT", "body": {"data": {
+        "endpoint": "user/1@acme.example", "caller_id_name": "CRM", "timeout": 20,
+        "metaflow": {"module": "callflow", "data": {"id": "vip"}}}}}
+    assert built["bare"]["body"] == {"data": {"endpoint": "user/1@acme.example"}}
+    assert built['{}'] == "endpoint" and built['{"endpoint":"1001"}'] == "endpoint"
+    assert built['{"endpoint":"user/1","timeout":"0"}'] == "timeout"
+    assert built['{"endpoint":"user/1","caller_id_number":"1 2"}'] == "caller_id_number"
+    assert built["listen"]["body"]["data"] == {"action": "eavesdrop", "supervisor_id": "u1",
+                                               "supervisor_type": "user", "mode": "barge"}
+    assert built["endpoint"]["body"]["data"] == {"action": "eavesdrop", "endpoint": "user/9@acme.example",
+                                                 "mode": "listen"}
+    assert built["badWho"] == "supervisor"

@@ -33,6 +33,7 @@ import socket
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import gevent
@@ -113,6 +114,9 @@ class PlainEsl:
         """FreeSWITCH's `show channels` (its core database: it lags the events)."""
         data = json.loads(self.api("show channels as json"))
         return {row["uuid"]: row for row in data.get("rows", [])}
+
+    def channel_uuids(self) -> set[str]:
+        return set(self.channel_rows())
 
     def exists(self, uuid: str) -> bool:
         """Whether the live session exists: exact, unlike `show channels`."""
@@ -203,8 +207,12 @@ def daemon(fs, flows):
                         "number": "loopback/{number}/default"},
         callflows_dir=flows,
     )
-    d = Daemon(demo_config([(NODE, host, port, password)], dict(TEST_KEYS), listen="127.0.0.1:0",
-                           metaflow=metaflow))
+    config = demo_config([(NODE, host, port, password)], dict(TEST_KEYS), listen="127.0.0.1:0",
+                         metaflow=metaflow)
+    # Acme may start calls to the test extensions (and to error/: refusals without a channel)
+    accounts = tuple(replace(a, endpoints=("loopback/esl_*/default", "error/*")) if a.id == ACME else a
+                     for a in config.accounts)
+    d = Daemon(replace(config, accounts=accounts))
     d.start()
     eventually(lambda: all(link.is_up for link in d.links.values()), timeout=20)
     yield d
@@ -649,7 +657,7 @@ def test_module_transfer_attended_consults_and_takes_back(api, fs, events, pair)
     run = _ended(api, resp.json["data"]["id"])
     assert run["notes"]["transfer_outcome"] == "takeback"
     events.wait(a.uuid, "CHANNEL_BRIDGE", **{"Other-Leg-Unique-ID": b.uuid})
-    eventually(lambda: target not in fs.channel_uuids(), timeout=10)
+    eventually(lambda: not fs.exists(target), timeout=10)
     assert a.alive() and b.alive()
 
 
@@ -749,3 +757,79 @@ def test_a_deleted_run_stops_its_media_on_the_real_switch(api, fs, events, pair)
     for leg in (a.uuid, b.uuid):
         events.wait(leg, "PLAYBACK_STOP")
     assert a.alive() and b.alive()
+
+
+# --- starting calls, bridging them, listening in -------------------------------------------------
+
+
+def _start(api: HttpClient, **data) -> object:
+    return api.request("PUT", f"/v2/accounts/{ACME}/channels", {"data": data}, token=api.token(ACME))
+
+
+def test_a_started_call_is_created_answered_and_runs_its_metaflow(api, fs, events):
+    resp = _start(api, endpoint="loopback/esl_answer_new/default", caller_id_name="CRM",
+                  caller_id_number="5550100", custom_channel_vars={"eslchan_ticket": "T-1"},
+                  metaflow={"module": "set_variable", "data": {"name": "eslchan_greeted", "value": "yes"}})
+    assert resp.status == 201, resp.body
+    uuid = resp.json["data"]["uuid"]
+    try:
+        assert resp.headers["location"] == _api_path(uuid)
+        assert fs.exists(uuid)  # FreeSWITCH created it before eslchan answered
+        create = events.wait(uuid, "CHANNEL_CREATE")
+        assert create["variable_eslchan_account_id"] == ACME and create["variable_eslchan_ticket"] == "T-1"
+        events.wait(uuid, "CHANNEL_ANSWER")
+        # the flow ran once the call was answered
+        eventually(lambda: _var(fs, uuid, "eslchan_greeted") == "yes", timeout=10)
+        run = _ended(api, resp.json["data"]["run_id"])
+        assert (run["kind"], run["state"], run["notes"]["call"]) == ("originate", "finished", "answered")
+        assert _row(api, f"/v2/accounts/{ACME}/channels", uuid)["answered"] is True
+    finally:
+        if fs.exists(uuid):
+            fs.api(f"uuid_kill {uuid}")
+
+
+def test_a_start_freeswitch_refuses_creates_no_channel_and_is_a_502(api, fs, events):
+    """FreeSWITCH answers error/user_busy with -ERR USER_BUSY and no channel (esl-captures 14)."""
+    resp = _start(api, endpoint="error/user_busy")
+    assert resp.status == 502, resp.body
+    assert resp.json["data"]["text"] == "-ERR USER_BUSY"
+    runs = _rows(api, f"/v2/accounts/{ACME}/metaflows")
+    assert runs[0]["notes"] == {"call": "failed", "hangup_cause": "USER_BUSY"}
+
+
+def test_bridge_two_real_calls_of_the_account(api, fs, events, pair):
+    """Two answered calls of Acme (each a loopback pair), bridged by eslchan's bridge module:
+    FreeSWITCH's own bridge_uuid says so."""
+    first = pair[0]
+    resp = _start(api, endpoint="loopback/esl_answer_br/default")
+    assert resp.status == 201, resp.body
+    second = resp.json["data"]["uuid"]
+    try:
+        events.wait(second, "CHANNEL_ANSWER")
+        eventually(lambda: _var(fs, second, "current_application") == "park", timeout=10)
+        assert _post(api, second, action="bridge", other_leg=first.uuid).status == 200
+        events.wait(second, "CHANNEL_BRIDGE", **{"Other-Leg-Unique-ID": first.uuid})
+        assert _var(fs, second, "bridge_uuid") == first.uuid
+        eventually(lambda: _row(api, f"/v2/accounts/{ACME}/channels", second)["other_leg"] == first.uuid,
+                   timeout=10)
+    finally:
+        if fs.exists(second):
+            fs.api(f"uuid_kill {second}")
+
+
+def test_a_supervisor_listens_in_on_a_real_call(api, fs, events, acme_call):
+    _listed(api, acme_call.uuid)
+    resp = _post(api, acme_call.uuid, action="eavesdrop", supervisor_id="esl_answer_sup", mode="whisper")
+    assert resp.status == 200, resp.body
+    new_leg = resp.json["data"]["result"]["new_leg"]
+    try:
+        bug = events.wait(acme_call.uuid, "MEDIA_BUG_START", timeout=15)
+        assert bug["Media-Bug-Function"] == "eavesdrop"
+        ex = events.wait(new_leg, "CHANNEL_EXECUTE", Application="eavesdrop")
+        assert ex["Application-Data"] == acme_call.uuid
+        assert _var(fs, new_leg, "eavesdrop_whisper_bleg") == "true"
+    finally:
+        if fs.exists(new_leg):
+            fs.api(f"uuid_kill {new_leg}")
+    events.wait(acme_call.uuid, "MEDIA_BUG_STOP")
+    assert acme_call.alive()

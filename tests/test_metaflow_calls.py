@@ -193,7 +193,17 @@ def test_record_call_toggle_really_toggles(call, simulator):
 
 # --- intercept, move ---------------------------------------------------------------------------
 
+def test_intercept_of_a_phone_that_is_not_registered_fails_with_freeswitch_s_cause(daemon, simulator):
+    lone = Call(daemon, simulator, bridged=False)
+    result = lone.action(action="intercept", target_type="device", target_id="phone43")
+    assert result["reply"].startswith("+OK")  # FreeSWITCH took the job, then refused the call
+    run = eventually(lambda: (r := daemon.interpreter.get(result["id"])) and r.state != "running" and r)
+    assert run.state == "failed" and "USER_NOT_REGISTERED" in run.error
+    assert not simulator.channels() or all(c.uuid in (lone.a,) for c in simulator.channels())
+
+
 def test_intercept_a_ringing_call_from_a_device(daemon, simulator):
+    simulator.register("phone42")  # its phone answers
     lone = Call(daemon, simulator, bridged=False)
     result = lone.action(action="intercept", target_type="device", target_id="phone42")
     assert result["reply"].startswith("+OK")
@@ -217,6 +227,7 @@ def test_intercept_refusals(call):
 
 
 def test_move_the_call_to_another_device(call, simulator):
+    simulator.register("deskphone")
     result = call.action(action="move", device_id="deskphone", auto_answer=True)
     assert result["reply"].startswith("+OK")
     originate = call.sent()[0]

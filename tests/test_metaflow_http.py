@@ -121,6 +121,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_module_over_http(simulator, daemon, http, case):
     module, how, body, is_bridged, expected, state = case
+    simulator.register("desk")  # the phone move rings is registered
     p = Phone(simulator, daemon, http, bridged=is_bridged)
     if how == "post":
         resp = p.post(**body)

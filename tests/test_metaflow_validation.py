@@ -200,3 +200,18 @@ def test_every_string_field_of_every_schema_has_a_grammar_refusing_hostile_value
             continue
         value = [bad] if prop.get("type") == "array" else bad
         assert not checker.is_valid(value), (module, field, bad)
+
+
+@pytest.mark.parametrize("tree,path", [
+    ({"module": "transfer", "data": {"target": "2600\n"}}, "data.target"),
+    ({"module": "set_variable", "data": {"name": "eslchan_x\n", "value": "1"}}, "data.name"),
+    ({"module": "collect_dtmf", "data": {"collection_name": "eslchan_pin\n"}}, "data.collection_name"),
+    ({"module": "record_call", "data": {"media_name": "board\n"}}, "data.media_name"),
+])
+def test_a_pattern_is_the_whole_string_a_final_newline_included(validator, tree, path):
+    """JSON Schema's '$' ends the string; Python's also matches before a final newline. The
+    schemas' patterns refuse a trailing newline themselves, not only the command builder."""
+    found = errors(validator, tree)
+    assert list(found) == [path] and "pattern" in found[path]
+    ok = {k: (v.rstrip("\n") if isinstance(v, str) else v) for k, v in tree["data"].items()}
+    validator.validate({"module": tree["module"], "data": ok})

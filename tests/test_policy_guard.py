@@ -154,3 +154,48 @@ def test_an_originate_is_judged_by_its_endpoint_its_variables_and_what_the_leg_r
         (esl.bgapi("originate", esl.endpoint("user/a:_:user/b"), esl.app_ref("park")), "endpoints"),
     ]:
         assert rule_of(guard, bad) == rule, bad.text
+
+
+def test_a_started_call_and_a_supervisor_leg_are_judged_the_same_way(guard):
+    """What starting calls and eavesdrop send: eslchan's own variables (the eavesdrop flags, the
+    callee id a quickcall shows) pass, a tenant cannot name them, and an eavesdrop of another
+    tenant's call is refused."""
+    leg = "88888888-8888-4888-8888-888888888888"
+    own = {esl.system_var("origination_uuid"): U(leg), esl.system_var("eavesdrop_enable_dtmf"): W("true"),
+           esl.system_var("eavesdrop_whisper_bleg"): W("true"),
+           esl.system_var("origination_callee_id_name"): V("Sales"),
+           T("eslchan_account_id"): esl.dial_target(ACME), T("eslchan_owner_id"): esl.dial_target("u1")}
+    desk = esl.endpoint("user/desk")
+    for target, rule in ((OWN, None), (SALES, None), (FOREIGN, "channels")):  # SALES: a sub-account's
+        cmd = esl.bgapi("originate", esl.dial_string(desk, own), esl.app_ref("eavesdrop", U(target)))
+        assert rule_of(guard, cmd) == rule, target
+    named = {esl.var_name("eavesdrop_whisper_aleg"): V("true")}  # the same name, from a tenant
+    cmd = esl.bgapi("originate", esl.dial_string(desk, named), esl.app_ref("park"))
+    assert rule_of(guard, cmd) == "variables"
+    with pytest.raises(esl.CommandError):
+        esl.system_var("eavesdrop_require_group")  # not one eslchan sets
+
+
+def test_an_account_starts_calls_only_to_its_endpoint_globs_and_quickcall_to_the_operator_s():
+    from dataclasses import replace
+
+    from eslchan.config import QuickcallConfig
+
+    config = demo_config([], {a: "k" * 16 for a in (ACME, ACME_SALES, GLOBEX, "ad" + "0" * 30)})
+    quick = QuickcallConfig(device="user/{id}@pbx.acme.example",
+                            devices=(("desk", "sofia/gateway/pbx/1009"),))
+    accounts = tuple(replace(a, endpoints=("user/*@acme.example",), quickcall=quick) if a.id == ACME else a
+                     for a in config.accounts)
+    book = PolicyBook.from_config(replace(config, accounts=accounts))
+    acme, globex = book.for_account(ACME), book.for_account(GLOBEX)
+    assert acme.originate_endpoint("user/1001@acme.example", "e") is None
+    for outside in ("user/1001@globex.example", "user/1001", "user/1001@acme.example:_:user/2@acme.example"):
+        assert acme.originate_endpoint(outside, "e").rule == "endpoints"
+    assert "may not start calls" in globex.originate_endpoint("user/1001@globex.example", "e").message
+    # at send time the operator's quickcall endpoints pass like its dial templates, Acme's only;
+    # the dial template user/{id} fits too, but with a realm Acme does not have: another fits
+    assert acme.endpoint("user/d1@pbx.acme.example", "e") is None
+    assert acme.endpoint("sofia/gateway/pbx/1009", "e") is None
+    assert acme.endpoint("sofia/gateway/pbx/1010", "e").rule == "endpoints"
+    assert globex.endpoint("sofia/gateway/pbx/1009", "e").rule == "endpoints"
+    assert globex.endpoint("user/d1@pbx.acme.example", "e").rule == "realms"

@@ -190,6 +190,7 @@ def test_bridge_with_owner_and_authorizing_ids(captures_dir):
         "callee_id_name": "Outbound Call",
         "callee_id_number": "default",
         "is_onhold": False,
+        "answer_state": "answered",
         "node": "fs1",
         "elapsed_s": 5,
     }
@@ -476,3 +477,30 @@ def test_create_under_the_final_uuid_before_the_rename(captures_dir):
     assert reg.get("fs1", A03).state == "CS_INIT"  # the rename (older) did not roll it back
     reg.apply("fs1", codec[0])  # a straggler under the temporary uuid
     assert uuids(reg) == {A03}
+
+
+# --- 14: dial progress of a created call ------------------------------------------------------
+
+A14 = "4ec13054-dcb5-4af2-bf31-1b2d1348a20e"  # the originate's own leg (loopback/no_such_extension_xyz-a)
+B14 = "35add3e6-c39b-43b7-acde-51684eb556d3"
+
+
+def test_dial_progress_ringing_then_early_media_then_hangup(captures_dir):
+    """CHANNEL_PROGRESS (180) and CHANNEL_PROGRESS_MEDIA (183) move the answer state the
+    listing shows, on the originated leg and its twin, before the call ends unanswered."""
+    evs = iter(events(captures_dir, "14_originate_outcomes.c1-events"))
+    reg = registry()
+    feed(reg, evs, "78084")  # both legs created
+    a = reg.get("fs1", A14)
+    assert a.listing(NOW)["answer_state"] == "ringing" and a.callstate == "DOWN"
+    feed(reg, evs, "78094")  # ring_ready: PROGRESS, then RINGING
+    assert (a.answer_state, a.callstate) == ("ringing", "RINGING")
+    feed(reg, evs, "78098")  # early media: PROGRESS_MEDIA, then EARLY
+    assert (a.answer_state, a.callstate, a.answered) == ("early", "EARLY", False)
+    assert reg.get("fs1", B14).listing(NOW)["answer_state"] == "ringing"
+    feed(reg, evs, "78100")
+    assert reg.get("fs1", B14).answer_state == "early"
+    feed(reg, evs, "78106")  # A hangs up
+    assert (a.answer_state, a.hangup_cause, a.answered) == ("hangup", "NORMAL_CLEARING", False)
+    feed(reg, evs, "78116")
+    assert reg.get("fs1", A14) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import gevent
 import pytest
 from simulator_client import EslClient
 
@@ -118,11 +119,61 @@ def test_originate_failures_answer_like_freeswitch(sim, esl):
 
 
 def test_originate_to_a_user_endpoint_answers_after_ringing(sim, esl):
+    sim.register("1001")
     out = esl.api(f"originate {{origination_uuid={U1}}}user/1001@sim.local &park")
     assert out == f"+OK {U1}\n"
     names = life(esl, U1)
-    assert names.index("CHANNEL_CREATE") < names.index("CHANNEL_ANSWER")
+    assert names.index("CHANNEL_CREATE") < names.index("CHANNEL_PROGRESS") < names.index("CHANNEL_ANSWER")
     assert sim.channel(U1).name == "sofia/internal/1001@sim.local"
+    ringing = esl.wait_event("CHANNEL_PROGRESS", uuid=U1)
+    assert ringing["Answer-State"] == "ringing" and ringing["Caller-Channel-Progress-Time"] != "0"
+
+
+def test_an_unregistered_user_or_a_missing_gateway_creates_no_channel(sim, esl):
+    """FreeSWITCH refuses these before any channel exists (esl-captures 14): only -ERR."""
+    assert esl.api(f"originate {{origination_uuid={U1}}}user/7101 &park") == "-ERR USER_NOT_REGISTERED\n"
+    assert esl.api(f"originate {{origination_uuid={U1}}}error/user_busy &park") == "-ERR USER_BUSY\n"
+    assert esl.api(f"originate {{origination_uuid={U1}}}error/no_such_cause &park") \
+        == "-ERR DESTINATION_OUT_OF_ORDER\n"
+    assert esl.api(f"originate {{origination_uuid={U1}}}sofia/gateway/nowhere/5551234 &park") \
+        == "-ERR INVALID_GATEWAY\n"
+    sim.add_gateway("carrier1", "down")
+    assert esl.api(f"originate {{origination_uuid={U1}}}sofia/gateway/carrier1/5551234 &park") \
+        == "-ERR GATEWAY_DOWN\n"
+    assert esl.names(U1) == []
+
+
+@pytest.mark.parametrize("behaviour,answer,events", [
+    ("early", "+OK", ["CHANNEL_CREATE", "CHANNEL_PROGRESS_MEDIA", "CHANNEL_ANSWER"]),
+    ("busy", "-ERR USER_BUSY", ["CHANNEL_CREATE", "CHANNEL_PROGRESS", "CHANNEL_HANGUP", "CHANNEL_DESTROY"]),
+    ("reject", "-ERR CALL_REJECTED", ["CHANNEL_CREATE", "CHANNEL_PROGRESS", "CHANNEL_HANGUP"]),
+    ("no_answer", "-ERR NO_ANSWER", ["CHANNEL_CREATE", "CHANNEL_PROGRESS", "CHANNEL_HANGUP"]),
+])
+def test_a_number_behind_a_gateway_rings_then_answers_or_fails(sim, esl, behaviour, answer, events):
+    sim.add_gateway("carrier1")
+    sim.register("5551234", behaviour)
+    out = esl.api(f"originate {{origination_uuid={U1},originate_timeout=2}}"
+                  f"sofia/gateway/carrier1/5551234 &park")
+    assert out.startswith(answer)
+    if answer != "+OK":
+        esl.wait_event("CHANNEL_DESTROY", uuid=U1)
+    names = life(esl, U1)
+    assert [n for n in names if n in events] == events
+    if behaviour == "early":
+        early = esl.wait_event("CHANNEL_PROGRESS_MEDIA", uuid=U1)
+        assert early["Answer-State"] == "early" and early["Channel-Name"] == "sofia/gateway/carrier1/5551234"
+
+
+def test_origination_callee_id_is_what_the_leg_shows_once_it_runs_its_extension(sim, esl):
+    """The originated leg becomes the caller of its own dialplan (caller and callee ids swap):
+    origination_callee_id_* is what the number it then calls sees (Kazoo's quickcall)."""
+    sim.register("1001")
+    esl.api(f"originate {{origination_uuid={U1},origination_caller_id_name=QuickCall,"
+            f"origination_caller_id_number=2600,origination_callee_id_name=Sales,"
+            f"origination_callee_id_number=5550100}}user/1001 2600 XML default")
+    flipped = esl.wait_event("CALL_UPDATE", uuid=U1)
+    assert (flipped["Caller-Caller-ID-Name"], flipped["Caller-Caller-ID-Number"]) == ("Sales", "5550100")
+    assert (flipped["Caller-Callee-ID-Name"], flipped["Caller-Callee-ID-Number"]) == ("QuickCall", "2600")
 
 
 def test_loopback_b_leg_runs_its_dialplan_and_bridge_app_bridges(sim, esl):
@@ -280,7 +331,7 @@ def test_uuid_bridge_and_uuid_park(sim, esl):
     assert esl.api(f"uuid_park {U2}") == "+OK\n"
     esl.wait_event("CHANNEL_UNBRIDGE", uuid=U1)
     esl.wait_event(lambda e: e["Event-Name"] == "CHANNEL_PARK", uuid=U2)
-    assert esl.api(f"uuid_bridge {U1} 00000000-0000-0000-0000-000000000000").startswith("-ERR")
+    assert esl.api(f"uuid_bridge {U1} 00000000-0000-0000-0000-000000000000") == "-ERR Invalid uuid\n"
 
 
 def test_intercept_takes_a_ringing_call(sim, esl):
@@ -304,9 +355,47 @@ def test_eavesdrop_runs_until_the_target_ends(sim, esl):
     ex = esl.wait_event(lambda e: e["Event-Name"] == "CHANNEL_EXECUTE"
                         and e.get("Application") == "eavesdrop", uuid=U1)
     assert ex["Application-Data"] == call.a_uuid
+    bug = esl.wait_event("MEDIA_BUG_START", uuid=call.a_uuid)
+    assert (bug["Media-Bug-Function"], bug["Media-Bug-Target"]) == ("eavesdrop", call.a_uuid)
     sim.hangup(call.a_uuid)
     esl.wait_event(lambda e: e["Event-Name"] == "CHANNEL_EXECUTE_COMPLETE"
                    and e.get("Application") == "eavesdrop", uuid=U1)
+    # the leg's application list is over: it hangs up
+    esl.wait_event("CHANNEL_DESTROY", uuid=U1)
+
+
+def test_eavesdrop_starts_as_its_variables_say_and_dtmf_switches_the_mode(sim, esl):
+    """mod_dptools' eavesdrop: eavesdrop_whisper_bleg (the target's own party hears the
+    supervisor), eavesdrop_whisper_aleg (its far end does), both: three-way; with
+    eavesdrop_enable_dtmf the supervisor's 1, 2, 3 and 0 switch, * ends it; without, its
+    digits do nothing."""
+    call = sim.create_call()
+    sim.register("1010")
+    esl.api(f"originate {{origination_uuid={U1},eavesdrop_enable_dtmf=true,eavesdrop_whisper_bleg=true}}"
+            f"user/1010 &eavesdrop({call.a_uuid})")
+    esl.wait_event("MEDIA_BUG_START", uuid=call.a_uuid)
+    assert sim.channel(U1).eavesdrop.mode == "whisper"
+    for digit, mode in (("3", "three_way"), ("1", "whisper_other"), ("0", "listen"), ("2", "whisper")):
+        sim.press_dtmf(U1, digit)
+        assert sim.wait_until(lambda mode=mode: sim.channel(U1).eavesdrop.mode == mode), digit
+    sim.press_dtmf(U1, "*")
+    esl.wait_event("MEDIA_BUG_STOP", uuid=call.a_uuid)
+    esl.wait_event("CHANNEL_DESTROY", uuid=U1)
+    assert sim.channel(call.a_uuid) is not None  # the call listened to goes on
+
+    esl.api(f"originate {{origination_uuid={U2},eavesdrop_enable_dtmf=false,eavesdrop_whisper_aleg=true,"
+            f"eavesdrop_whisper_bleg=true}}user/1010 &eavesdrop({call.a_uuid})")
+    assert sim.wait_until(lambda: (ch := sim.channel(U2)) is not None and ch.eavesdrop is not None)
+    assert sim.channel(U2).eavesdrop.mode == "three_way"
+    sim.press_dtmf(U2, "0")
+    gevent.sleep(0.2)
+    assert sim.channel(U2).eavesdrop.mode == "three_way"
+
+
+def test_eavesdrop_of_a_channel_that_is_not_there_ends_at_once(sim, esl):
+    esl.api(f"originate {{origination_uuid={U1}}}loopback/1234/default &eavesdrop({U2})")
+    esl.wait_event("CHANNEL_DESTROY", uuid=U1)
+    assert "MEDIA_BUG_START" not in esl.names()
 
 
 def test_dialplan_apps_sleep_echo_hangup(sim, esl):

@@ -114,8 +114,11 @@ def replay(captures: Path, scenario: str, only: set[str] | None = None,
     sim = Simulator(speed=SPEED, heartbeat_interval=2.0, execute_pickup=0.01 / SPEED,
                     **(sim_kwargs or {}))
     if scenario >= "14":
-        # recorded later, on a dialplan whose extensions run nothing before their own actions
+        # recorded later, on a dialplan whose extensions run nothing before their own actions,
+        # ending in vanilla's catch-all (ring, early media of the hold music, then hang up)
         sim.switch.dialplan_prelude = []
+        sim.switch.dialplan["default"].append(
+            (r"^.*$", [("acknowledge_call", ""), ("ring_ready", ""), ("playback", "local_stream://moh")]))
     sim.start()
     conns: dict[str, Conn] = {}
     next_cmd = {c: 0 for c in conns_names}
@@ -166,6 +169,8 @@ def _map_uuids(cmd: bytes, cap_names: dict[str, str], conns: dict[str, Conn]) ->
         name = cap_names.get(u)
         if name is None or m.string[:m.start()].endswith(b"origination_uuid="):
             return m.group(0)  # unknown, or the uuid this very command gives its channel
+        if any(e.get("Unique-ID") == u for conn in conns.values() for e in conn.events()):
+            return m.group(0)  # a channel an earlier command named (origination_uuid)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             for conn in conns.values():
@@ -222,6 +227,10 @@ def check_event_headers(want: dict, got: dict, where: str) -> None:
             assert all(not k.startswith("Caller-") for k in list(got)[first_var:]), where
 
 
+def _pairing(e: dict) -> tuple:
+    return e["Event-Name"], e.get("Channel-Name"), e.get("Caller-Orig-Caller-ID-Number")
+
+
 def check_scenario(conns: dict[str, Conn], recorded: dict[str, list]) -> None:
     for name, conn in conns.items():
         want = recorded[name]
@@ -252,11 +261,12 @@ def check_scenario(conns: dict[str, Conn], recorded: dict[str, list]) -> None:
         gevents = [decode_event(f) for f in got if f.is_event]
         fmts = {f.content_type for f in want if f.is_event}
         assert fmts == {f.content_type for f in got if f.is_event} or not wevents, name
-        # pair the k-th event of a kind on a channel with the simulator's k-th one
+        # pair the k-th event of a kind on a channel with the simulator's k-th one (calls
+        # that reuse a channel name are told apart by their original caller id)
         by_key: dict[tuple, list[dict]] = {}
         by_name: dict[str, dict] = {}
         for e in gevents:
-            by_key.setdefault((e["Event-Name"], e.get("Channel-Name")), []).append(e)
+            by_key.setdefault(_pairing(e), []).append(e)
             by_name.setdefault(e["Event-Name"], e)
         seen: dict[tuple, int] = {}
         for e in wevents:
@@ -264,7 +274,7 @@ def check_scenario(conns: dict[str, Conn], recorded: dict[str, list]) -> None:
             if ev_name in UNMODELLED:
                 continue
             assert ev_name in by_name, f"{name}: no {ev_name} event from the simulator"
-            key = (ev_name, e.get("Channel-Name"))
+            key = _pairing(e)
             k = seen[key] = seen.get(key, -1) + 1
             candidates = by_key.get(key, [])
             # fewer of them from the simulator: its last one of that channel, else any
@@ -280,7 +290,8 @@ def check_scenario(conns: dict[str, Conn], recorded: dict[str, list]) -> None:
 @pytest.mark.parametrize("scenario", [
     "01_auth", "02_api_bgapi", "03_events_plain", "04a_events_json", "04b_events_xml",
     "05_bridge", "06_sendmsg_myevents_filter", "07_shutdown", "10_log", "12_urlencoding",
-    "16_missing_modules", "17_hold_dtmf", "18_queued_app_in_bridge",
+    "14_originate_outcomes", "15_bridge_eavesdrop", "16_missing_modules", "17_hold_dtmf",
+    "18_queued_app_in_bridge",
 ])
 def test_replay_matches_capture(captures_dir: Path, scenario: str) -> None:
     conns, recorded = replay(captures_dir, scenario)
@@ -336,10 +347,13 @@ def outcomes(events: list[dict]) -> dict[str, tuple[list[tuple], set[str]]]:
     return story
 
 
-@pytest.mark.parametrize("scenario", ["16_missing_modules", "17_hold_dtmf", "18_queued_app_in_bridge"])
+@pytest.mark.parametrize("scenario", ["14_originate_outcomes", "15_bridge_eavesdrop", "16_missing_modules",
+                                      "17_hold_dtmf", "18_queued_app_in_bridge"])
 def test_replay_has_the_capture_outcomes(captures_dir: Path, scenario: str) -> None:
     """Not only the layout: each channel runs the same applications with the same responses,
-    plays, holds, reads digits and hangs up as on the real switch. 16: ``speak`` with no TTS
+    plays, holds, reads digits and hangs up as on the real switch. 14: a loopback leg that
+    rings and gets early media before it hangs up. 15: uuid_bridge runs on both legs before
+    the one CHANNEL_BRIDGE, and eavesdrop runs on the supervisor's leg. 16: ``speak`` with no TTS
     engine completes as ``_none_`` with nothing played, and ``soundtouch`` (no module) hangs
     both legs up DESTINATION_OUT_OF_ORDER with no CHANNEL_EXECUTE. 17: the held leg reads no
     DTMF, ``toggle`` holds again, the peer plays the hold music. 18: the bridge ends the
@@ -347,4 +361,61 @@ def test_replay_has_the_capture_outcomes(captures_dir: Path, scenario: str) -> N
     conns, recorded = replay(captures_dir, scenario)
     want = outcomes([decode_event(f) for f in recorded["c1-events"] if f.is_event])
     got = outcomes(conns["c1-events"].events())
+    assert got == want
+
+
+def originate_story(events: list[dict]) -> list[tuple]:
+    """Per ``bgapi originate`` with an origination_uuid, in order: the job's answer, and where
+    the job's result falls among its channel's CHANNEL_CREATE, CHANNEL_HANGUP (with the
+    cause) and CHANNEL_DESTROY — none of them when FreeSWITCH created no channel at all."""
+    story = []
+    for i, e in enumerate(events):
+        if e["Event-Name"] != "BACKGROUND_JOB":
+            continue
+        m = re.search(r"origination_uuid=([0-9a-f-]{36})", e.get("Job-Command-Arg", ""))
+        if m is None:
+            continue
+        uuid = m.group(1)
+        mine = [(j, x["Event-Name"], x.get("Hangup-Cause")) for j, x in enumerate(events)
+                if x.get("Unique-ID") == uuid and x["Event-Name"] in
+                ("CHANNEL_CREATE", "CHANNEL_HANGUP", "CHANNEL_DESTROY")]
+        steps = [(name, cause, "before the job's result" if j < i else "after it") for j, name, cause in mine]
+        story.append((norm(e["_body"]), steps))
+    return story
+
+
+def test_originate_outcomes_match_capture_14(captures_dir: Path) -> None:
+    """Which failures create no channel at all (an unregistered user, error/user_busy: just
+    -ERR), which create the legs and destroy them (NO_ANSWER after originate_timeout,
+    NORMAL_CLEARING from a loopback extension that hangs up), and where the job's result
+    falls: after the answer on success, between the hangup and the destroy on failure."""
+    conns, recorded = replay(captures_dir, "14_originate_outcomes")
+    want = originate_story([decode_event(f) for f in recorded["c1-events"] if f.is_event])
+    got = originate_story(conns["c1-events"].events())
+    assert [body for body, _ in want] == ["+OK <uuid>\n", "-ERR USER_NOT_REGISTERED\n", "-ERR USER_BUSY\n",
+                                          "-ERR NO_ANSWER\n", "-ERR NORMAL_CLEARING\n"]
+    assert got == want
+
+
+def bug_story(events: list[dict]) -> list[tuple]:
+    """The bridge and eavesdrop events of capture 15, by channel name."""
+    kept = ("CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE", "MEDIA_BUG_START", "MEDIA_BUG_STOP")
+    out = []
+    for e in events:
+        name = e["Event-Name"]
+        executes = name == "CHANNEL_EXECUTE" and e.get("Application") in ("uuid_bridge", "eavesdrop")
+        if name in kept or executes:
+            out.append((name, e.get("Channel-Name"), e.get("Application"), e.get("Media-Bug-Function"),
+                        e.get("Media-Bug-Target") == e.get("Unique-ID") if "Media-Bug-Target" in e else None))
+    return out
+
+
+def test_bridge_and_eavesdrop_match_capture_15(captures_dir: Path) -> None:
+    """uuid_bridge: an execute of uuid_bridge on both legs, then one CHANNEL_BRIDGE (the
+    first uuid's); eavesdrop: its execute on the supervisor's leg, a media bug on the target
+    (MEDIA_BUG_START, MEDIA_BUG_STOP when the supervisor goes); CHANNEL_UNBRIDGE at the end."""
+    conns, recorded = replay(captures_dir, "15_bridge_eavesdrop")
+    want = bug_story([decode_event(f) for f in recorded["c1-events"] if f.is_event])
+    got = bug_story(conns["c1-events"].events())
+    assert ("MEDIA_BUG_START", "loopback/esl_answer-a", None, "eavesdrop", True) in want
     assert got == want

@@ -16,6 +16,7 @@ from eslchan.api import (
     accounts,
     auth,
     callflows,
+    calls,
     channels,
     console,
     envelope,
@@ -162,6 +163,9 @@ def create_app(
         webhooks,
         cluster,
     )
+    listeners = getattr(interpreter, "originate_listeners", None)
+    if listeners is not None:  # calls started are counted in /metrics by outcome
+        listeners.append(app.extensions["eslchan"].metrics.count_originate)
     envelope.install(app)
     if cluster is not None:
         app.before_request(_cluster_state_served)
@@ -172,6 +176,7 @@ def create_app(
         auth.bp,
         accounts.bp,
         channels.bp,
+        calls.bp,
         runs.bp,
         callflows.bp,
         events.bp,

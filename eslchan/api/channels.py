@@ -26,7 +26,7 @@ from eslchan.esl import commands
 from eslchan.esl.commands import CommandError
 from eslchan.esl.errors import CommandRejected, CommandTimeout, LinkDown
 from eslchan.policy import LimitExceeded, PolicyError
-from metaflow import StateError, Unsupported, ValidationFailed
+from metaflow import NotFound, StateError, Unsupported, ValidationFailed
 
 #: Owner and device ids are whatever the channel variables say; keep them to plain tokens.
 OWNER_ID = re.compile(r"^[A-Za-z0-9_.@+-]{1,128}$")
@@ -68,9 +68,12 @@ def find_channel(account_id: str, channel_uuid: str) -> Any:
 
 @contextmanager
 def interpreter_errors(channel: Any) -> Iterator[None]:
-    """Map what the interpreter and the ESL link raise to the HTTP answers of SPEC §5."""
+    """Map what the interpreter and the ESL link raise to the HTTP answers of SPEC §5
+    (``channel``: what the request is about, for its node)."""
     try:
         yield
+    except NotFound as exc:  # a channel the request names: unknown and foreign alike
+        raise ApiError(404, "bad identifier", [exc.identifier]) from None
     except ValidationFailed as exc:
         raise ApiError(400, "validation error", exc.errors) from None
     except PolicyError as exc:  # outside the account's policy: nothing was sent

@@ -132,7 +132,8 @@ class _Stream:
 
 
 def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple[str, str]:
-    """(SSE event name, data JSON) of one registry event; built once, shared by every stream."""
+    """(SSE event name, data JSON) of one registry event; built once, shared by every stream.
+    From the hangup on, it names the hangup cause."""
     now = time.time()
     micros = event.get("Event-Date-Timestamp", "")
     when = int(micros) / 1e6 if micros.isdigit() else now
@@ -147,6 +148,8 @@ def _message(node: str, channel: Any, event: dict[str, str], name: str) -> tuple
     }
     if name == "CHANNEL_UUID" and event.get("Old-Unique-ID"):
         data["old_uuid"] = event["Old-Unique-ID"]  # renamed: the client's row under it is this one
+    if channel.hangup_cause:
+        data["hangup_cause"] = channel.hangup_cause  # why a call ended, or never answered
     removed = event.get("Eslchan-Removed")
     if removed:
         data["removed"] = removed  # eslchan dropped it (gone, node down) without a FreeSWITCH event

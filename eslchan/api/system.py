@@ -183,6 +183,13 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.originates = Counter(
+            "eslchan_originates",
+            "Calls started (PUT .../channels, quickcall) by outcome: answered, failed (cause: "
+            "FreeSWITCH's, TIMEOUT, LINK_DOWN) or refused before dialling (cause: the rule or reason)",
+            ["outcome", "cause"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(registry, links))
         if cluster is not None:
             self.registry.register(_ClusterCollector(cluster))
@@ -192,6 +199,10 @@ class Metrics:
     def on_command(self, node: str, cmd: Any, seconds: float, error: str | None) -> None:
         outcome = "ok" if error is None else "error"
         self.command_seconds.labels(node, getattr(cmd, "name", "?"), outcome).observe(seconds)
+
+    def count_originate(self, outcome: str, cause: str) -> None:
+        """One call started: its outcome and cause (both from small fixed sets)."""
+        self.originates.labels(outcome, cause).inc()
 
     def observe_request(self, route: str, method: str, status: int) -> None:
         method = method if method in _METHODS else "other"

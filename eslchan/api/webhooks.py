@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, url_for
-from jsonschema import Draft7Validator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -31,7 +30,7 @@ from eslchan.api.envelope import ApiError, field_error, json_body, respond, type
 from eslchan.registry.channel import GREGORIAN_OFFSET
 from eslchan.webhooks import DestinationError, Hook, TooManyHooks, WebhookService
 from eslchan.webhooks.store import Attempt
-from metaflow.validation import FillingValidator, kazoo_errors
+from metaflow.validation import FillingValidator, StrictValidator, kazoo_errors
 
 bp = Blueprint("webhooks", __name__)
 
@@ -49,7 +48,7 @@ _NAME_FORBIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 _SCHEMA = schemas.load("webhooks")
 _VALIDATOR = FillingValidator(_SCHEMA)
-_PATCH_VALIDATOR = Draft7Validator({**_SCHEMA, "required": []})
+_PATCH_VALIDATOR = StrictValidator({**_SCHEMA, "required": []})
 
 
 def _service() -> WebhookService:
@@ -202,23 +201,22 @@ def hook_detail(account_id: str, webhook_id: str) -> Response:
 @bp.route("/v2/accounts/<account_id>/webhooks/<webhook_id>", methods=["POST"])
 def replace_hook(account_id: str, webhook_id: str) -> Response:
     """Kazoo's edit: the whole document; fields left out take their defaults."""
-    checked_account(account_id)
-    service = _service()
-    hook = _hook(service, account_id, webhook_id)
-    fields, rotate = _request_data()
-    fields = _check(copy.deepcopy(fields), _VALIDATOR, service)
-    hook = service.update(hook, fields, rotate_secret=rotate)
-    return respond(document(service, hook, secret=rotate))
+    return _edit(account_id, webhook_id, _VALIDATOR)
 
 
 @bp.route("/v2/accounts/<account_id>/webhooks/<webhook_id>", methods=["PATCH"])
 def patch_hook(account_id: str, webhook_id: str) -> Response:
     """Only the fields given change, e.g. ``{"data": {"enabled": true}}`` to re-enable."""
+    return _edit(account_id, webhook_id, _PATCH_VALIDATOR)
+
+
+def _edit(account_id: str, webhook_id: str, validator: Any) -> Response:
+    """Change a hook with the request's fields, as ``validator`` reads them."""
     checked_account(account_id)
     service = _service()
     hook = _hook(service, account_id, webhook_id)
     fields, rotate = _request_data()
-    fields = _check(copy.deepcopy(fields), _PATCH_VALIDATOR, service)
+    fields = _check(copy.deepcopy(fields), validator, service)
     hook = service.update(hook, fields, rotate_secret=rotate)
     return respond(document(service, hook, secret=rotate))
 

@@ -26,6 +26,7 @@ from eslchan.config.logging import LoggingConfig, parse_logging
 from eslchan.config.metaflow import MEDIA_ID, MetaflowConfig, parse_metaflow
 from eslchan.config.nodes import NODE_NAME, NodeConfig, parse_nodes
 from eslchan.config.policy import PolicyConfig, check_policy, parse_policy
+from eslchan.config.quickcall import QuickcallConfig
 from eslchan.config.reader import MISSING_SECRET, ConfigError, Reader
 from eslchan.config.webhooks import WebhooksConfig, parse_webhooks
 
@@ -47,6 +48,7 @@ __all__ = [
     "MetaflowConfig",
     "NodeConfig",
     "PolicyConfig",
+    "QuickcallConfig",
     "VariableMapping",
     "WebhooksConfig",
     "hash_api_key",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eslchan.config.policy import CONTEXT_NAME, ENDPOINT_PATTERN, REALM_NAME, parse_policy
+from eslchan.config.quickcall import QuickcallConfig, parse_quickcall
 from eslchan.config.reader import MISSING_SECRET, Reader
 
 ACCOUNT_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -33,6 +34,8 @@ class Account:
     endpoints: tuple[str, ...] = ()
     #: ``[accounts.policy]``: the policy keys this account overrides, as (key, value) pairs
     policy: tuple[tuple[str, Any], ...] = ()
+    #: ``[accounts.quickcall]``: the endpoints quickcall rings for its devices and users
+    quickcall: QuickcallConfig | None = None
 
 
 def parse_accounts(r: Reader, data: Any) -> list[Account]:
@@ -46,7 +49,7 @@ def parse_accounts(r: Reader, data: Any) -> list[Account]:
             item,
             key,
             {"id", "name", "parent", "api_key", "api_key_env", "api_key_hash", "superduper_admin",
-             "context", "realm", "endpoints", "policy"},
+             "context", "realm", "endpoints", "policy", "quickcall"},
         )
         acc_id = r.get(t, key, "id", str, "")
         if not ACCOUNT_ID.match(acc_id):
@@ -77,6 +80,7 @@ def parse_accounts(r: Reader, data: Any) -> list[Account]:
             r.problems.append((f"{key}.endpoints", "each is a glob of a dial endpoint such as "
                                f"'user/*@acme.example' (no spaces, braces, brackets, commas): {bad[:3]!r}"))
         policy = parse_policy(r, t.get("policy"), f"{key}.policy")
+        quickcall = parse_quickcall(r, t.get("quickcall"), f"{key}.quickcall")
         accounts.append(
             Account(
                 id=acc_id,
@@ -88,6 +92,7 @@ def parse_accounts(r: Reader, data: Any) -> list[Account]:
                 realm=realm.lower() if realm else None,
                 endpoints=tuple(e for e in endpoints if isinstance(e, str)),
                 policy=tuple(sorted(policy.items())),
+                quickcall=quickcall,
             )
         )
     ids = [a.id for a in accounts]

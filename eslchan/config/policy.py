@@ -69,6 +69,7 @@ class PolicyConfig:
     max_runs_per_channel: int = 4
     max_runs: int = 100
     max_streams: int = 10
+    max_originates: int = 10  # calls the account started that are not answered (or failed) yet
 
 
 POLICY_KEYS = frozenset(f.name for f in fields(PolicyConfig))
@@ -79,7 +80,7 @@ _LISTS = {
     "realms": REALM_NAME,
     "callflows": CALLFLOW_PATTERN,
 }
-_LIMITS = ("max_runs_per_channel", "max_runs", "max_streams")
+_LIMITS = ("max_runs_per_channel", "max_runs", "max_streams", "max_originates")
 
 
 def parse_policy(r: Reader, data: Any, key: str) -> dict[str, Any]:

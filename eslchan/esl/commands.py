@@ -246,8 +246,9 @@ def var_name(value: object, field: str = "name") -> Arg:
 #: policy's guard accepts these whatever the account's variable rule, and checks their values.
 SYSTEM_VARIABLES = frozenset(
     """origination_uuid originate_timeout origination_caller_id_name origination_caller_id_number
-    park_after_bridge hold_music sip_auto_answer RECORD_MIN_SEC record_sample_rate
-    eslchan_recording_label""".split()
+    origination_callee_id_name origination_callee_id_number park_after_bridge hold_music
+    sip_auto_answer RECORD_MIN_SEC record_sample_rate eslchan_recording_label
+    eavesdrop_enable_dtmf eavesdrop_whisper_aleg eavesdrop_whisper_bleg""".split()
 )
 
 

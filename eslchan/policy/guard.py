@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eslchan.esl.commands import AppRef, Arg, Assignment, Command, DialString
+from eslchan.esl.inline import parse_inline
 from eslchan.policy.model import AccountPolicy, PolicyError, PolicyViolation
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -203,7 +204,7 @@ class Guard:
     def _inline(self, dest: str, where: str, uuid: str) -> Violations:
         """An inline dialplan runs its applications: each is checked like an execute; without
         ``allow_inline`` only eslchan's own park passes."""
-        apps = _parse_inline(dest)
+        apps = parse_inline(dest)
         if not self.policy.allow_inline and not all(app in _INLINE_ALWAYS and not arg for app, arg in apps):
             found = self.policy.dialplan("inline", where)
             return [found] if found else []
@@ -420,16 +421,3 @@ class _Text(str):
         self = super().__new__(cls, value)
         self.field = field
         return self
-
-
-def _parse_inline(dest: str) -> list[tuple[str, str]]:
-    """``app:arg,app:arg`` (or ``^^;app:arg;app``), as FreeSWITCH's inline dialplan reads it."""
-    sep = ","
-    if dest.startswith("^^") and len(dest) > 2:
-        sep, dest = dest[2], dest[3:]
-    out = []
-    for item in dest.split(sep):
-        app, _, arg = item.partition(":")
-        if app.strip():
-            out.append((app.strip(), arg))
-    return out

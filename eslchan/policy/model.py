@@ -107,6 +107,7 @@ class AccountPolicy:
     max_runs_per_channel: int = 4
     max_runs: int = 100
     max_streams: int = 10
+    max_originates: int = 10
     own_realm: str | None = None
     _tenancy_lower: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     _forbidden_re: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
@@ -197,19 +198,33 @@ class AccountPolicy:
             return PolicyViolation("endpoints", where, "one endpoint at a time")
         if any(fnmatchcase(endpoint, glob) for glob in self.endpoints):
             return None
+        first: PolicyViolation | None = None  # a template it fits, but with a realm or context refused
         for pattern in self.dial_patterns:
             m = pattern.fullmatch(endpoint)
             if m is None:
                 continue
+            found = None
             for group, value in m.groupdict().items():
-                if not value:
-                    continue
-                check = self.context_rule if group.startswith("context") else self.realm_allowed
-                found = check(value, where)
-                if found is not None:
-                    return found
+                if value:
+                    check = self.context_rule if group.startswith("context") else self.realm_allowed
+                    found = found or check(value, where)
+            if found is None:
+                return None
+            first = first or found
+        return first or PolicyViolation("endpoints", where,
+                                        f"endpoint '{endpoint}' is not one this account may dial")
+
+    def originate_endpoint(self, endpoint: str, where: str) -> PolicyViolation | None:
+        """An endpoint a call the account starts may dial: one of its ``endpoints`` globs
+        only (the operator's dial templates are for intercept, move and eavesdrop); an
+        account without any may not start calls."""
+        if not self.endpoints:
+            return PolicyViolation("endpoints", where, "this account may not start calls "
+                                   "(its configuration names no endpoints)")
+        if ":_:" not in endpoint and any(fnmatchcase(endpoint, glob) for glob in self.endpoints):
             return None
-        return PolicyViolation("endpoints", where, f"endpoint '{endpoint}' is not one this account may dial")
+        return PolicyViolation("endpoints", where, f"endpoint '{endpoint}' is not one this account may dial "
+                               f"(allowed: {', '.join(self.endpoints)})")
 
     def callflow(self, callflow_id: str, where: str) -> PolicyViolation | None:
         if any(fnmatchcase(callflow_id, p) for p in self.callflows):
@@ -316,6 +331,13 @@ class PolicyBook:
 
     def _resolve(self, account_id: str | None) -> AccountPolicy:
         account = self._accounts.get(account_id) if account_id else None
+        patterns = self._patterns
+        if account is not None and account.quickcall is not None:
+            # the operator's quickcall endpoints are dialled like its dial templates
+            quick = account.quickcall
+            made = (_template_pattern(t) for t in quick.templates())
+            patterns += tuple(p for p in made if p is not None)
+            patterns += tuple(re.compile(re.escape(e)) for e in quick.literals())
         overrides: Mapping[str, Any] = dict(account.policy) if account is not None else {}
         p = replace(self.defaults, **overrides)
         context = (account.context if account is not None else None) or self.metaflow.default_context
@@ -338,10 +360,11 @@ class PolicyBook:
             realms=realms,
             callflows=p.callflows,
             recordings_dir=self.metaflow.recordings_dir,
-            dial_patterns=self._patterns,
+            dial_patterns=patterns,
             max_runs_per_channel=p.max_runs_per_channel,
             max_runs=p.max_runs,
             max_streams=p.max_streams,
+            max_originates=p.max_originates,
         )
 
     def variable_prefixes(self) -> tuple[str, ...]:

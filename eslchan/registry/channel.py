@@ -54,6 +54,7 @@ class Channel:
         "callee_id_number",
         "is_onhold",
         "answered",
+        "answer_state",
         "state",
         "callstate",
         "hangup_cause",
@@ -98,6 +99,8 @@ class Channel:
         self.callee_id_number: str | None = None
         self.is_onhold = False
         self.answered = False
+        #: FreeSWITCH's Answer-State: ringing, early (early media), answered, hangup
+        self.answer_state: str | None = None
         self.state: str | None = None
         self.callstate: str | None = None
         self.hangup_cause: str | None = None
@@ -122,7 +125,8 @@ class Channel:
         return self.var_seq >= 0
 
     def listing(self, now: float) -> dict:
-        """The Kazoo listing fields (SPEC §4); the account is for access control, not shown."""
+        """The Kazoo listing fields (SPEC §4), and how far the call got (``answer_state``:
+        ringing, early, answered, hangup); the account is for access control, not shown."""
         return {
             "uuid": self.uuid,
             "answered": self.answered,
@@ -140,6 +144,7 @@ class Channel:
             "callee_id_name": self.callee_id_name,
             "callee_id_number": self.callee_id_number,
             "is_onhold": self.is_onhold,
+            "answer_state": self.answer_state,
             "node": self.node,
             "elapsed_s": max(0, int(now - self.created)),
         }

@@ -612,6 +612,7 @@ class ChannelRegistry(ChannelTable):
             ch.callstate = intern(callstate)
             if callstate in ("ACTIVE", "HELD"):
                 ch.answered = True
+            ch.answer_state = _ROW_ANSWER_STATE.get(callstate, ch.answer_state)
         if ch.app_seq < 0 and row.get("application"):
             ch.application = intern(row["application"])
         return ch
@@ -714,10 +715,14 @@ _HEADER_FIELDS = (
     ("Caller-Caller-ID-Number", "caller_id_number", True),
     ("Caller-Callee-ID-Name", "callee_id_name", True),
     ("Caller-Callee-ID-Number", "callee_id_number", True),
+    ("Answer-State", "answer_state", True),
 )
 _HEADER_NAMES = tuple(h for h, _, _ in _HEADER_FIELDS) + ("Caller-Channel-Created-Time",)
 _HEADER_SLOTS = tuple((slot, interned) for _, slot, interned in _HEADER_FIELDS)
-_NONEMPTY_SLOTS = frozenset({"state", "callstate", "name", "direction", "context"})
+#: what a `show channels` row's callstate says of the answer state (rows have no Answer-State)
+_ROW_ANSWER_STATE = {"RINGING": "ringing", "EARLY": "early", "ACTIVE": "answered", "HELD": "answered",
+                     "UNHELD": "answered", "HANGUP": "hangup"}
+_NONEMPTY_SLOTS = frozenset({"state", "callstate", "name", "direction", "context", "answer_state"})
 
 
 def _prefixed(names: str, prefix: str) -> Iterator[str]:

@@ -51,6 +51,10 @@ class ChannelTable:
     def all(self) -> list[Channel]:
         return _sorted(ch for nodemap in self._nodes.values() for ch in nodemap.values())
 
+    def count(self, node: str) -> int:
+        """How many channels the node has (without listing them)."""
+        return len(self._nodes.get(node, ()))
+
     def for_node(self, node: str) -> list[Channel]:
         return _sorted(self._nodes.get(node, {}).values())
 

@@ -15,7 +15,14 @@ import time
 
 import gevent
 
-from eslchan.simulator.channels import BreakUnwind, DigitBinding, SimChannel, TransferUnwind, Unwind
+from eslchan.simulator.channels import (
+    BreakUnwind,
+    DigitBinding,
+    Eavesdrop,
+    SimChannel,
+    TransferUnwind,
+    Unwind,
+)
 from eslchan.simulator.core import OriginateFailed
 from eslchan.simulator.dialstring import split_top
 from eslchan.simulator.media import media_duration, media_type
@@ -36,13 +43,13 @@ class Applications:
         self.answer(ch)
 
     def app_pre_answer(self, ch: SimChannel, arg: str) -> None:
-        if ch.callstate in ("DOWN", "RINGING"):
-            self.fire_hooks(ch, "media", "pre_answer")
-            self.set_callstate(ch, "EARLY")
-            ch.answer_state = "early"
+        self.pre_answer(ch)
 
     def app_ring_ready(self, ch: SimChannel, arg: str) -> None:
-        self.set_callstate(ch, "RINGING")
+        self.ring_ready(ch)
+
+    def app_acknowledge_call(self, ch: SimChannel, arg: str) -> None:
+        """Sends a SIP 100 Trying: nothing an ESL client sees besides the execute."""
 
     def app_set(self, ch: SimChannel, arg: str) -> None:
         if "=" in arg:
@@ -130,7 +137,11 @@ class Applications:
     def play(self, ch: SimChannel, path: str, *, forever: bool = False,
              digits: list[str] | None = None, reads: bool = True) -> str:
         """Play media for its duration; with ``digits`` a DTMF digit ends it early. Without
-        ``reads`` (endless_playback) the channel's digits stay unread meanwhile."""
+        ``reads`` (endless_playback) the channel's digits stay unread meanwhile. Media played
+        to a call that is not answered pre-answers it (early media), as switch_ivr_play_file
+        does."""
+        if not ch.answered:
+            self.pre_answer(ch)
         duration = None if forever else media_duration(path, self.media_durations,
                                                        self.default_media_duration)
         ftype = media_type(path)
@@ -342,13 +353,52 @@ class Applications:
         self.hangup(ch.uuid, "NORMAL_CLEARING")
         self.wait(ch, None)
 
-    def app_eavesdrop(self, ch: SimChannel, arg: str) -> str:
-        target = self.channels.get(arg.strip())
-        if target is None:
-            return "_none_"
-        self.answer(ch)
-        ch.variables["eavesdrop_target"] = target.uuid
-        while target.uuid in self.channels and not target.hangup_cause:
-            if self.wait(ch, 0.2 * self.speed, media=True) is not None:
-                continue
-        return "_none_"
+    def app_eavesdrop(self, ch: SimChannel, arg: str) -> None:
+        """switch_ivr_eavesdrop_session, as mod_dptools' eavesdrop starts it: the flags come
+        from the eavesdropper's variables (eavesdrop_enable_dtmf, on unless false;
+        eavesdrop_whisper_aleg: the target's far end hears it; eavesdrop_whisper_bleg: the
+        target's own party does); a media bug on the target (MEDIA_BUG_START/STOP) for as
+        long as both are up. With DTMF on, the eavesdropper's digits switch the mode: 1 the
+        far end hears it, 2 the target's party, 3 both (three-way), 0 listen again, *
+        ends. A target that is not up, or the eavesdropper itself, is refused at once."""
+        target_uuid = arg.strip()
+        target = self.channels.get(target_uuid)
+        media_up = ch.answered or ch.answer_state == "early"
+        if target is None or target is ch or target.gone or target.hangup_cause or not media_up:
+            return None
+        flags = Eavesdrop(target.uuid, _true(ch.variables.get("eavesdrop_whisper_aleg")),
+                          _true(ch.variables.get("eavesdrop_whisper_bleg")),
+                          ch.variables.get("eavesdrop_enable_dtmf") is None
+                          or _true(ch.variables.get("eavesdrop_enable_dtmf")))
+        self.chan_event(ch, "CODEC")  # the eavesdropper reads the target's codec now
+        bug = [("Media-Bug-Function", "eavesdrop"), ("Media-Bug-Target", target_uuid)]
+        self.chan_event(target, "MEDIA_BUG_START", before=bug)
+        ch.eavesdrop = flags
+        try:
+            while not (target.gone or target.hangup_cause):
+                msg = self.wait(ch, 0.05 * self.speed, dtmf=flags.dtmf)
+                if msg is None or msg[0] != "dtmf":
+                    continue
+                digit = msg[1]
+                if digit == "*":
+                    break
+                switch = {"1": (True, False), "2": (False, True), "3": (True, True), "0": (False, False)}
+                if digit in switch:
+                    flags.mux_read, flags.mux_write = switch[digit]
+        finally:
+            ch.eavesdrop = None
+            if not target.gone:
+                self.chan_event(target, "MEDIA_BUG_STOP", before=bug)
+            if not ch.gone:
+                self.chan_event(ch, "CODEC")
+        return None
+
+
+def _true(value: str | None) -> bool:
+    """switch_true: yes, on, true, t, enabled, active, allow, or a non-zero number."""
+    if value is None:
+        return False
+    low = value.strip().lower()
+    if low in ("yes", "on", "true", "t", "enabled", "active", "allow"):
+        return True
+    return low.lstrip("-").isdigit() and int(low) != 0

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import gevent
 
+from eslchan.esl.inline import parse_inline
 from eslchan.simulator.channels import (
     BridgeUnwind,
     HangupUnwind,
@@ -18,7 +19,6 @@ from eslchan.simulator.channels import (
     TransferUnwind,
     new_uuid,
 )
-from eslchan.simulator.dialstring import parse_inline
 
 
 class Bridging:

@@ -85,6 +85,28 @@ class DigitBinding:
     target: str = "self"
 
 
+@dataclass
+class Eavesdrop:
+    """A running eavesdrop (switch_ivr_eavesdrop_session) and its ED_* flags: ``mux_read``
+    (the target's far end hears the eavesdropper), ``mux_write`` (the target's own party
+    hears it), ``dtmf`` (the eavesdropper's digits switch them)."""
+
+    target: str
+    mux_read: bool = False
+    mux_write: bool = False
+    dtmf: bool = True
+
+    @property
+    def mode(self) -> str:
+        """listen, whisper to the target's party (``mux_write``), to its far end
+        (``mux_read``), or three-way (both)."""
+        if self.mux_read and self.mux_write:
+            return "three_way"
+        if self.mux_write:
+            return "whisper"
+        return "whisper_other" if self.mux_read else "listen"
+
+
 class SimChannel:
     """One channel. Public fields follow the contract; the rest is model state."""
 
@@ -119,6 +141,8 @@ class SimChannel:
         self.created = now
         self.created_us = int(now * 1_000_000)
         self.answered_us = 0
+        self.progress_us = 0
+        self.progress_media_us = 0
         self.bridged_us = 0
         self.hangup_us = 0
         self.transfer_us = 0
@@ -158,6 +182,7 @@ class SimChannel:
         self.realm: str | None = None             # the parser's current realm
         self.dialled = ""                         # digits the parser holds
         self.dial_timer: Any = None
+        self.eavesdrop: Eavesdrop | None = None   # what this leg's eavesdrop app listens to
 
     # -- header blocks -------------------------------------------------------------------
     @property
@@ -235,8 +260,8 @@ class SimChannel:
             (f"{prefix}-Profile-Created-Time", str(self.created_us)),
             (f"{prefix}-Channel-Created-Time", str(self.created_us)),
             (f"{prefix}-Channel-Answered-Time", str(self.answered_us)),
-            (f"{prefix}-Channel-Progress-Time", "0"),
-            (f"{prefix}-Channel-Progress-Media-Time", "0"),
+            (f"{prefix}-Channel-Progress-Time", str(self.progress_us)),
+            (f"{prefix}-Channel-Progress-Media-Time", str(self.progress_media_us)),
             (f"{prefix}-Channel-Hangup-Time", str(self.hangup_us)),
             (f"{prefix}-Channel-Transfer-Time", str(self.transfer_us)),
             (f"{prefix}-Channel-Resurrect-Time", "0"),

@@ -94,7 +94,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--no-db-lag", action="store_true",
                    help="`show channels`/`show calls` exact at once (kinder than FreeSWITCH)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated delays (default 0)")
+    p.add_argument("--register", action="append", default=[], type=_phone, metavar="USER[=BEHAVIOUR]",
+                   help="a registered phone: user/USER rings it, and it answers (or early, busy, "
+                        "no_answer, reject); the demo parties' phones are registered, any other "
+                        "user/ endpoint is not (USER_NOT_REGISTERED), as on a real directory")
+    p.add_argument("--gateway", action="append", default=[], metavar="NAME",
+                   help="a sofia gateway that is up: sofia/gateway/NAME/<number> dials through it")
     return p.parse_args(list(argv))
+
+
+BEHAVIOURS = ("answer", "early", "busy", "no_answer", "reject")
+
+
+def _phone(value: str) -> tuple[str, str]:
+    user, _, behaviour = value.partition("=")
+    if not user or (behaviour and behaviour not in BEHAVIOURS):
+        raise argparse.ArgumentTypeError(f"USER or USER=one of {', '.join(BEHAVIOURS)}, not {value!r}")
+    return user, behaviour or "answer"
 
 
 class DemoCalls:
@@ -159,7 +175,14 @@ def main(argv: Sequence[str]) -> int:
     except OSError as exc:
         print(f"eslchan simulate: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 2
-    demo = DemoCalls(sim, max(0, args.calls), args.call_seconds, demo_parties(args.account))
+    parties = demo_parties(args.account)
+    for party in parties:
+        sim.register(party.number)
+    for user, behaviour in args.register:
+        sim.register(user, behaviour)
+    for gateway in args.gateway:
+        sim.add_gateway(gateway)
+    demo = DemoCalls(sim, max(0, args.calls), args.call_seconds, parties)
     demo.start()
     print(f"FreeSWITCH simulator listening on {sim.host}:{sim.port} (password "
           f"{'ClueCon' if args.password == 'ClueCon' else '<as given>'}), "

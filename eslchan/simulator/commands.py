@@ -392,16 +392,23 @@ class ApiCommands:
         return "+OK\n"
 
     def uuid_bridge(self, arg: str) -> str:
+        """uuid_bridge <uuid> <other_uuid> [<fallback_uuid>]: ``-ERR Invalid uuid`` when a leg
+        is not there, is hanging up, or neither is answered; the answered one becomes the
+        bridge's A side when only one is (switch_ivr_uuid_bridge)."""
         parts = arg.split()
         if len(parts) < 2:
             return "-USAGE: <uuid> <other_uuid>\n"
-        a, b = self._chan(parts[0]), self._chan(parts[1])
-        if a is None:
-            return f"-ERR Invalid uuid {parts[0]}\n"
-        if b is None:
-            return f"-ERR Invalid uuid {parts[1]}\n"
-        self.sw.uuid_bridge(a, b)
-        return f"+OK {b.uuid}\n"
+        for other_uuid in parts[1:3]:
+            a, b = self._chan(parts[0]), self._chan(other_uuid)
+            if a is None or b is None or a.hangup_cause or b.hangup_cause:
+                continue
+            if not (a.answered or a.answer_state == "early"):
+                if not (b.answered or b.answer_state == "early"):
+                    continue
+                a, b = b, a
+            self.sw.uuid_bridge(a, b)
+            return f"+OK {other_uuid}\n"
+        return "-ERR Invalid uuid\n"
 
 
 def _quoted_split(arg: str) -> list[str]:

@@ -63,6 +63,8 @@ CALLING: dict[str, tuple[str, str, str]] = {
     "CHANNEL_ORIGINATE": ("switch_core_state_machine.c", "switch_core_session_run", "632"),
     "CHANNEL_OUTGOING": ("switch_core_session.c", "switch_core_session_outgoing_channel", "768"),
     "CHANNEL_PARK": ("switch_ivr.c", "switch_ivr_park", "1002"),
+    "CHANNEL_PROGRESS": ("switch_channel.c", "switch_channel_perform_mark_ring_ready_value", "3505"),
+    "CHANNEL_PROGRESS_MEDIA": ("switch_channel.c", "switch_channel_perform_mark_pre_answered", "3560"),
     "CHANNEL_STATE": ("switch_channel.c", "switch_channel_perform_set_running_state", "2408"),
     "CHANNEL_UNBRIDGE": ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", "1879"),
     "CHANNEL_UNPARK": ("switch_ivr.c", "switch_ivr_park", "1213"),
@@ -108,6 +110,7 @@ class SwitchCore:
                  sound_files: bool = False, execute_pickup: float = 0.01, core_db: bool = True,
                  db_lag: DbLag | None = None, seed: int | None = 0) -> None:
         self.hostname = hostname
+        self.domain = hostname  # the default domain of user/ endpoints (the Simulator's)
         # FreeSWITCH's core database (switch.conf core-db): without it `show` answers -ERR
         self.core_db = core_db
         self.interfaces = Interfaces(modules)
@@ -136,7 +139,11 @@ class SwitchCore:
         self.media_durations: dict[str, float] = {}
         self.default_media_duration = 1.0
         self.ring_seconds = 0.2              # how long a remote phone rings before answering
-        self.endpoint_behaviour: dict[str, str] = {}   # target -> answer|busy|no_answer|reject
+        # the far end of a dialled user/ or SIP endpoint, by target or user:
+        # answer|early|busy|no_answer|reject|unregistered; a user/ endpoint with none is not
+        # registered (USER_NOT_REGISTERED), anything else answers
+        self.endpoint_behaviour: dict[str, str] = {}
+        self.gateways: dict[str, str] = {}   # sofia gateways: name -> up|down
         self.originate_timeout = 60.0
         self.sessions_since_startup = 0
         self.peak = 0
@@ -416,7 +423,12 @@ class SwitchCore:
         ch.hangup_us = int(time.time() * 1_000_000)
         ch.variables["hangup_cause"] = cause
         self.chan_event(ch, "CHANNEL_HANGUP")
-        if ch.greenlet is None or ch.greenlet.dead:
+        if ch.greenlet is None:
+            # a leg still being originated: its own thread, started now, carries the hangup
+            # out, so the originate answers -ERR before the leg's DESTROY (esl-captures 14)
+            self.start(ch, lambda: self.wait(ch, None))
+            self._send(ch, HangupUnwind(cause))
+        elif ch.greenlet.dead:
             self._finish_hangup(ch, cause)
         else:
             self._send(ch, HangupUnwind(cause))
@@ -498,6 +510,46 @@ class SwitchCore:
         self._mark_answered(ch)
         if peer is not None and not peer.answered:
             self._mark_answered(peer)
+
+    def ring_ready(self, ch: SimChannel) -> None:
+        """switch_channel_mark_ring_ready (a 180, or ring_ready): CHANNEL_PROGRESS, then the
+        callstate RINGING. A loopback leg passes it to its twin first, as mod_loopback
+        does (esl-captures 14)."""
+        twin = self._loopback_twin(ch)
+        if twin is not None:
+            self._mark_ring_ready(twin)
+        self._mark_ring_ready(ch)
+
+    def pre_answer(self, ch: SimChannel) -> None:
+        """switch_channel_mark_pre_answered (a 183 with media, pre_answer, media played to an
+        unanswered call): CHANNEL_PROGRESS_MEDIA with Answer-State early, then the callstate
+        EARLY; the loopback twin first."""
+        twin = self._loopback_twin(ch)
+        if twin is not None:
+            self._mark_pre_answered(twin)
+        self._mark_pre_answered(ch)
+
+    def _loopback_twin(self, ch: SimChannel) -> SimChannel | None:
+        if not ch.loopback_peer or ch.variables.get("loopback_leg") != "B":
+            return None
+        return self.channels.get(ch.loopback_peer)
+
+    def _mark_ring_ready(self, ch: SimChannel) -> None:
+        if ch.progress_us or ch.answered or ch.answer_state == "early" or ch.hangup_cause:
+            return  # CF_RING_READY is set once
+        ch.progress_us = int(time.time() * 1_000_000)
+        self.chan_event(ch, "CHANNEL_PROGRESS")
+        if ch.callstate in ("DOWN", "DIALING"):
+            self.set_callstate(ch, "RINGING")
+
+    def _mark_pre_answered(self, ch: SimChannel) -> None:
+        if ch.answered or ch.answer_state == "early" or ch.hangup_cause:
+            return
+        ch.answer_state = "early"
+        ch.progress_media_us = int(time.time() * 1_000_000)
+        self.fire_hooks(ch, "media", "pre_answer")
+        self.chan_event(ch, "CHANNEL_PROGRESS_MEDIA")
+        self.set_callstate(ch, "EARLY")
 
     def _mark_answered(self, ch: SimChannel) -> None:
         ch.answered = True

@@ -1,5 +1,5 @@
 """Dial strings and dialplans as FreeSWITCH reads them: ``{vars}[vars]endpoint`` dial strings,
-``a=1,b='x,y'`` variable blocks, inline dialplans (``app:arg,app:arg``), the originate api's
+``a=1,b='x,y'`` variable blocks (inline dialplans: eslchan.esl.inline), the originate api's
 first-word split and the default dialplan. Pure functions: no switch state, no greenlets."""
 
 from __future__ import annotations
@@ -27,10 +27,19 @@ def default_dialplan() -> Dialplan:
 
 
 def split_vars(block: str) -> dict[str, str]:
-    """``a=1,b='x,y'`` → dict, honouring single quotes as FreeSWITCH does."""
+    r"""``a=1,b='x,y',c=x\,y`` → dict, honouring single quotes and backslash escapes as
+    FreeSWITCH's switch_separate_string does."""
     out: dict[str, str] = {}
     cur, quoted, parts = [], False, []
+    escaped = False
     for c in block:
+        if escaped:
+            cur.append(c)
+            escaped = False
+            continue
+        if c == "\\":
+            escaped = True
+            continue
         if c == "'":
             quoted = not quoted
             continue
@@ -45,19 +54,6 @@ def split_vars(block: str) -> dict[str, str]:
             k, v = p.split("=", 1)
             out[k.strip()] = v
     return out
-
-
-def parse_inline(dest: str) -> list[tuple[str, str]]:
-    """An inline dialplan: ``app:arg,app:arg`` (or ``^^;app:arg;app`` with another separator)."""
-    sep = ","
-    if dest.startswith("^^") and len(dest) > 2:
-        sep, dest = dest[2], dest[3:]
-    apps = []
-    for item in dest.split(sep):
-        app, _, arg = item.partition(":")
-        if app.strip():
-            apps.append((app.strip(), arg))
-    return apps
 
 
 def split_top(s: str, sep: str) -> list[str]:

@@ -6,14 +6,31 @@ api, and the calls the :class:`~eslchan.simulator.server.Simulator` creates from
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import gevent
 import gevent.event
 
+from eslchan.esl.commands import HANGUP_CAUSES
 from eslchan.simulator.channels import HangupUnwind, SimChannel, new_uuid
 from eslchan.simulator.core import OriginateFailed
-from eslchan.simulator.dialstring import _split_first, parse_dial_string, parse_inline
+from eslchan.simulator.dialstring import _split_first, parse_dial_string
 from eslchan.simulator.wire import SimEvent
+
+
+@dataclass(frozen=True)
+class Route:
+    """``originate <dial> <exten> [<dialplan>] [<context>]``: once answered, the leg is
+    transferred to the extension (switch_ivr_session_transfer), as uuid_transfer does: a new
+    caller profile, then routing and the extension's applications."""
+
+    dest: str
+    dialplan: str
+    context: str
+
+
+#: what an answered originated leg runs: applications, or a route into the dialplan
+Then = list[tuple[str, str]] | Route
 
 
 class Originating:
@@ -22,7 +39,7 @@ class Originating:
 
     # -- originate -----------------------------------------------------------------------
     def originate_leg(self, dial: str, *, originator: SimChannel | None = None,
-                      app: list[tuple[str, str]] | None = None,
+                      app: Then | None = None,
                       cid: tuple[str, str] | None = None,
                       timeout: float | None = None) -> SimChannel:
         """Create the outbound leg of ``dial``, wait for the answer. Raises OriginateFailed.
@@ -43,14 +60,40 @@ class Originating:
         timeout = float(variables.get("originate_timeout", timeout or self.originate_timeout))
         kind, _, rest = endpoint.partition("/")
         if kind == "error":
-            raise OriginateFailed(rest or "CALL_REJECTED")
+            # mod_dptools' error endpoint: the cause its name says (any case), no channel
+            cause = rest.upper()
+            raise OriginateFailed(cause if cause in HANGUP_CAUSES else "DESTINATION_OUT_OF_ORDER")
         if kind == "loopback":
             return self._originate_loopback(rest, variables, cid_name, cid_num, want_uuid,
                                              originator, app, timeout)
         if kind in ("user", "sofia", "verto.rtc", "freetdm", "sip", "rtc"):
+            behaviour = self._remote_behaviour(kind, rest)
             return self._originate_remote(endpoint, variables, cid_name, cid_num, want_uuid,
-                                          originator, app, timeout)
+                                          originator, app, timeout, behaviour)
         raise OriginateFailed("CHAN_NOT_IMPLEMENTED")
+
+    def _remote_behaviour(self, kind: str, rest: str) -> str:
+        """What the far end of a dialled endpoint does, or OriginateFailed for the endpoints
+        FreeSWITCH refuses before any channel exists (esl-captures 14): a ``user/`` whose
+        phone is not registered (USER_NOT_REGISTERED: the directory's dial-string resolves to
+        error/user_not_registered), a gateway that is not configured (INVALID_GATEWAY) or not
+        up (GATEWAY_DOWN). Registered phones and numbers behind a gateway answer unless
+        ``endpoint_behaviour`` says otherwise."""
+        target = rest.split("/")[-1]
+        dest = target.split("@", 1)[0]
+        if kind == "sofia" and rest.startswith("gateway/"):
+            gateway = rest.split("/")[1] if rest.count("/") >= 2 else ""
+            state = self.gateways.get(gateway)
+            if state is None:
+                raise OriginateFailed("INVALID_GATEWAY")
+            if state != "up":
+                raise OriginateFailed("GATEWAY_DOWN")
+        behaviour = self.endpoint_behaviour.get(target) or self.endpoint_behaviour.get(dest)
+        if behaviour is None:
+            behaviour = "unregistered" if kind == "user" else "answer"
+        if behaviour == "unregistered":
+            raise OriginateFailed("USER_NOT_REGISTERED")
+        return behaviour
 
     def _outbound(self, name: str, tmp_name: str, variables: dict[str, str], cid_name: str,
                   cid_num: str, dest: str, context: str, want_uuid: str | None,
@@ -61,7 +104,8 @@ class Originating:
                                destination=dest, context=context, source=source,
                                variables={}, sip=sip)
         ch.answer_result = gevent.event.AsyncResult()  # type: ignore[attr-defined]
-        ch.callee_id_name, ch.callee_id_number = "Outbound Call", callee or dest
+        ch.callee_id_name = variables.get("origination_callee_id_name") or "Outbound Call"
+        ch.callee_id_number = variables.get("origination_callee_id_number") or callee or dest
         if originator is not None:
             ch.other_leg, ch.other_type = originator.uuid, "originator"
         ch.state = "CS_NONE"
@@ -80,7 +124,7 @@ class Originating:
 
     def _originate_loopback(self, rest: str, variables: dict[str, str], cid_name: str,
                             cid_num: str, want_uuid: str | None, originator: SimChannel | None,
-                            app: list[tuple[str, str]] | None, timeout: float) -> SimChannel:
+                            app: Then | None, timeout: float) -> SimChannel:
         parts = rest.split("/")
         ext = parts[0]
         context = parts[1] if len(parts) > 1 and parts[1] else "default"
@@ -128,29 +172,38 @@ class Originating:
 
     def _originate_remote(self, endpoint: str, variables: dict[str, str], cid_name: str,
                           cid_num: str, want_uuid: str | None, originator: SimChannel | None,
-                          app: list[tuple[str, str]] | None, timeout: float) -> SimChannel:
+                          app: Then | None, timeout: float,
+                          behaviour: str = "answer") -> SimChannel:
+        """A SIP leg: created, then the far end's 180 (CHANNEL_PROGRESS, callstate RINGING)
+        or 183 with media (``early``: CHANNEL_PROGRESS_MEDIA, EARLY), then after
+        ``ring_seconds`` its 200 (``answer``, ``early``), 486 (``busy``), 603 (``reject``),
+        or nothing until the originate times out (``no_answer``)."""
         kind, _, target = endpoint.partition("/")
         name = endpoint if kind == "sofia" else f"sofia/internal/{target}"
         dest = target.split("@", 1)[0].split("/")[-1]
         ch = self._outbound(name, name, variables, cid_name, cid_num, dest, "default",
                             want_uuid, originator, True, "mod_sofia")
+        if kind == "user":
+            user, _, domain = target.partition("@")
+            domain = domain or self.domain
+            ch.variables.update({"dialed_user": user, "dialed_domain": domain})
+            ch.variables.setdefault("presence_id", f"{user}@{domain}")
         self._originated_leg_up(ch)
-        self.set_callstate(ch, "RINGING")
-        behaviour = self.endpoint_behaviour.get(target) or self.endpoint_behaviour.get(dest) \
-            or "answer"
 
         def ring() -> None:
+            if behaviour == "early":
+                self.pre_answer(ch)
+            else:
+                self.ring_ready(ch)
             self.sleep(self.ring_seconds)
             if ch.gone or ch.hangup_cause:
                 return
-            if behaviour == "answer":
+            if behaviour in ("answer", "early"):
                 self._mark_answered(ch)
             elif behaviour == "busy":
                 self.hangup(ch.uuid, "USER_BUSY")
             elif behaviour == "reject":
                 self.hangup(ch.uuid, "CALL_REJECTED")
-            elif behaviour == "unregistered":
-                self.hangup(ch.uuid, "USER_NOT_REGISTERED")
 
         gevent.spawn(ring)
         self._await_answer(ch, timeout)
@@ -185,7 +238,6 @@ class Originating:
             return
         if outcome == "TIMEOUT":
             self.hangup(ch.uuid, "NO_ANSWER")
-            self._ensure_runner(ch)
             raise OriginateFailed("NO_ANSWER")
         self._ensure_runner(ch)
         # over loopback the A leg only ever sees its twin clear normally
@@ -197,15 +249,22 @@ class Originating:
             self.start(ch, lambda: self.wait(ch, None))
 
     def _launch_originated(self, ch: SimChannel, originator: SimChannel | None,
-                           app: list[tuple[str, str]] | None) -> SimChannel:
+                           app: Then | None) -> SimChannel:
         ch.variables["endpoint_disposition"] = "ANSWER"
         self.fire_hooks(ch, "originate")
         if originator is not None:
             self.start(ch, lambda: self._exchange(ch, originator.uuid))
             return ch
         ch.hit_dialplan = True
-        apps = app or [("park", "")]
         self.sort_cid(ch)
+        if isinstance(app, Route):
+            def route() -> None:
+                self.transfer(ch, app.dest, app.dialplan, app.context)
+                self.wait(ch, None)
+
+            self.start(ch, route)
+            return ch
+        apps = app or [("park", "")]
 
         def run() -> None:
             self.set_state(ch, "CS_EXECUTE")
@@ -223,7 +282,7 @@ class Originating:
                     "[<context>] [<cid_name>] [<cid_num>] [<timeout_sec>]\n")
         target, rest = _split_first(rest)
         extra = rest.split()
-        apps: list[tuple[str, str]]
+        apps: Then
         if not target or target.startswith("&"):
             m = re.match(r"^&([\w.-]+)(?:\((.*)\))?$", target or "&park", re.S)
             if not m:
@@ -232,14 +291,7 @@ class Originating:
         else:
             dp = extra[0] if extra else "XML"
             ctx = extra[1] if len(extra) > 1 else "default"
-            if dp.lower() == "inline":
-                apps = parse_inline(target)
-            else:
-                found = self.lookup(target, ctx)
-                if found is None:
-                    apps = [("hangup", "NO_ROUTE_DESTINATION")]
-                else:
-                    apps = found
+            apps = Route(target, dp, ctx)
         cid = None
         if len(extra) >= 4:
             cid = (extra[2], extra[3])
@@ -281,7 +333,7 @@ class Originating:
         b.answer_result = gevent.event.AsyncResult()  # type: ignore[attr-defined]
         self.chan_event(b, "CHANNEL_OUTGOING", with_vars=False)
         self._originated_leg_up(b)
-        self.set_callstate(b, "RINGING")
+        self.ring_ready(b)
         self.set_callstate(a, "RING_WAIT")
         ready = gevent.event.Event()
 

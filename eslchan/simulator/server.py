@@ -95,6 +95,7 @@ class Simulator:
                              speed=speed, publish=self._publish, modules=modules,
                              sound_files=sound_files, execute_pickup=execute_pickup,
                              core_db=core_db, db_lag=db_lag, seed=seed)
+        self.switch.domain = domain
         self.api_commands = ApiCommands(self.switch, on_shutdown=self._shutdown)
         self.switch.run_api = self._api
         self.switch.listeners.append(self._log_from_event)
@@ -304,6 +305,17 @@ class Simulator:
             ch.inbox.put(("answer",))
             return
         self.switch.answer(ch)
+
+    def register(self, user: str, behaviour: str = "answer") -> None:
+        """A phone registers as directory user ``user``: ``user/<user>`` now rings it, and it
+        answers (or ``early``: early media first, ``busy``, ``no_answer``, ``reject``);
+        ``unregistered`` takes it away again (USER_NOT_REGISTERED, no channel)."""
+        self.switch.endpoint_behaviour[user] = behaviour
+
+    def add_gateway(self, name: str, state: str = "up") -> None:
+        """A sofia gateway ``name`` (``up`` or ``down``): ``sofia/gateway/<name>/<number>``
+        dials through it; the numbers answer unless ``register`` (by number) says otherwise."""
+        self.switch.gateways[name] = state
 
     def originate(self, args: str) -> str:
         """``originate <dial> <app|exten> …`` as the api command does (blocks till answer)."""

@@ -6,8 +6,9 @@ example, and real answers, with jsonschema.
 The document is assembled from parts: ``components`` holds what every resource shares (envelope,
 errors, channel and run schemas, parameters, headers); each module in ``RESOURCES`` documents one
 resource with ``paths()`` and, when it has schemas of its own, ``schemas()``. Documenting a new
-resource is one new module and one more entry in ``RESOURCES``. A path or schema name belongs to
-exactly one part: a second definition stops the import rather than silently replacing the first.
+resource is one new module and one more entry in ``RESOURCES``. A schema name, and a method of a
+path, belong to exactly one part: a second definition stops the import rather than silently
+replacing the first.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from eslchan.api.openapi import (
     accounts,
     auth,
     callflows,
+    calls,
     channels,
     components,
     console,
@@ -39,6 +41,7 @@ RESOURCES: tuple[ModuleType, ...] = (
     auth,
     accounts,
     channels,
+    calls,
     runs,
     callflows,
     events,
@@ -57,9 +60,12 @@ def _merge(into: dict[str, Any], part: dict[str, Any], kind: str, source: str) -
 
 
 def _paths(resources: tuple[ModuleType, ...]) -> dict[str, Any]:
+    """Every part's paths; two parts may document one path's different methods (GET and PUT
+    of a collection), never the same one twice."""
     paths: dict[str, Any] = {}
     for resource in resources:
-        _merge(paths, resource.paths(), "paths", resource.__name__)
+        for path, item in resource.paths().items():
+            _merge(paths.setdefault(path, {}), item, f"methods of {path}", resource.__name__)
     return paths
 
 

@@ -33,6 +33,7 @@ CHANNEL_EXAMPLE = {
     "direction": "outbound",
     "elapsed_s": 42,
     "is_onhold": False,
+    "answer_state": "answered",
     "node": "fs1",
     "other_leg": "d220c187-e18e-4c42-bab2-459d10260091",
     "owner_id": "72855158432d790dfb22d03ff64c033e",
@@ -99,6 +100,9 @@ def schemas() -> dict[str, Any]:
         "is_onhold": {"type": "boolean"},
         "node": {"type": "string", "description": "configured FreeSWITCH node name"},
         "elapsed_s": {"type": "number", "minimum": 0, "description": "seconds since creation"},
+        "answer_state": {"type": ["string", "null"], "enum": ["ringing", "early", "answered", "hangup", None],
+                         "description": "Answer-State: ringing (a 180, CHANNEL_PROGRESS), early (early "
+                         "media, CHANNEL_PROGRESS_MEDIA), answered, hangup"},
     }
     envelope_props: dict[str, Any] = {
         "auth_token": {"type": "string", "description": "the token the request carried (or was issued)"},
@@ -178,7 +182,7 @@ def schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["rule", "limit", "retry_after"],
             "properties": {
-                "rule": {"enum": ["max_runs_per_channel", "max_runs", "max_streams"]},
+                "rule": {"enum": ["max_runs_per_channel", "max_runs", "max_streams", "max_originates"]},
                 "limit": {"type": "integer", "minimum": 1},
                 "reason": {"type": "string"},
                 "retry_after": {"type": "integer", "minimum": 1},
@@ -195,7 +199,9 @@ def schemas() -> dict[str, Any]:
             "required": ["id", "state"],
             "properties": {
                 "id": {"type": "string"},
-                "kind": {"type": "string", "description": "metaflow (PUT) or action (POST)"},
+                "kind": {"type": "string", "description": "metaflow (PUT), action (POST) or originate (a "
+                         "call eslchan started: its first step dials the channel, notes.call says how "
+                         "far it got, notes.hangup_cause why it never answered)"},
                 "module": {"type": "string", "description": "module of the root node"},
                 "tree": ref("MetaflowNode"),
                 "channel": {"type": "string"},

@@ -60,9 +60,50 @@ export function buildAction(kind, fields = {}) {
       return metaflow({ module: "callflow", data: { id: required(fields, "id", "A stored callflow") } });
     case "metaflow":
       return metaflow(parseTree(fields.tree));
+    case "eavesdrop": {
+      const who = required(fields, "supervisor", "A supervisor");
+      const mode = fields.mode || "listen";
+      if (fields.supervisor_type === "endpoint" || who.includes("/")) return post("eavesdrop", { endpoint: who, mode });
+      if (!SUPERVISOR_ID.test(who)) {
+        throw new FormError("supervisor", "A device or user id is letters, digits and _ . @ - (an endpoint has a /).");
+      }
+      return post("eavesdrop", { supervisor_id: who, supervisor_type: fields.supervisor_type || "device", mode });
+    }
     default:
       throw new Error(`unknown action ${kind}`);
   }
+}
+
+const SUPERVISOR_ID = /^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$/;
+const CALLER_NUMBER = /^[A-Za-z0-9+*#._@-]{1,64}$/;
+
+/**
+ * The request that starts a call (PUT …/channels): {method, body}. `fields` are the form's
+ * values; `callflow`, when chosen, is the stored flow to run once the call is answered.
+ */
+export function buildCall(fields = {}) {
+  const data = { endpoint: required(fields, "endpoint", "An endpoint") };
+  if (!data.endpoint.includes("/")) {
+    throw new FormError("endpoint", "An endpoint looks like user/1001@acme.example (a kind, a /, an address).");
+  }
+  const name = String(fields.caller_id_name ?? "").trim();
+  const number = String(fields.caller_id_number ?? "").trim();
+  if (name) data.caller_id_name = name;
+  if (number) {
+    if (!CALLER_NUMBER.test(number)) throw new FormError("caller_id_number", "A caller id number has no spaces.");
+    data.caller_id_number = number;
+  }
+  const timeout = String(fields.timeout ?? "").trim();
+  if (timeout) {
+    const seconds = Number(timeout);
+    if (!Number.isInteger(seconds) || seconds < 1 || seconds > 600) {
+      throw new FormError("timeout", "Ring for 1 to 600 seconds.");
+    }
+    data.timeout = seconds;
+  }
+  const flow = String(fields.callflow ?? "").trim();
+  if (flow) data.metaflow = { module: "callflow", data: { id: flow } };
+  return { method: "PUT", body: { data } };
 }
 
 /** A pasted metaflow: a node, or the whole PUT body ({"action": "metaflow", "data": node}). */

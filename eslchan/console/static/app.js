@@ -1,7 +1,7 @@
 // The console's entry point: sign-in, the account picker, and the wiring of the board, the
 // stream, the drawer and the nodes panel. Everything it knows comes from the public API.
 
-import { buildAction } from "./actions.js";
+import { FormError, buildAction, buildCall } from "./actions.js";
 import { Api, ApiError, inBatches } from "./api.js";
 import { Board } from "./board.js";
 import { $, h, setText } from "./dom.js";
@@ -128,6 +128,75 @@ async function perform(uuid, kind, fields, built) {
   if (!path) return { ok: false, message: "This call has already ended." };
   return request(built.method, path, kind, fields, built.body);
 }
+
+// --- starting a call ---------------------------------------------------------------------------
+
+const newCall = {
+  dialog: $("#new-call"),
+  form: $("#new-call-form"),
+  outcome: $("#new-call-outcome"),
+  submit: $("#new-call-submit"),
+  flows: $("#c-flow"),
+  account: $("#new-call-account"),
+};
+
+function callOutcome(message, kind) {
+  newCall.outcome.className = `outcome ${kind}`;
+  setText(newCall.outcome, message);
+}
+
+async function openNewCall() {
+  setText(newCall.account, console_.names.get(console_.chosen) || console_.chosen);
+  callOutcome("", "");
+  newCall.submit.disabled = false;
+  newCall.dialog.showModal();
+  $("#c-endpoint").focus();
+  try {
+    const flows = (await api.get(`${BASE}v2/accounts/${console_.chosen}/callflows`)).data.filter((f) => !f.error);
+    newCall.flows.replaceChildren(
+      newCall.flows.options[0],
+      ...flows.map((f) => h("option", { value: f.id }, f.name === f.id ? f.id : `${f.name} (${f.id})`)),
+    );
+  } catch {
+    // no stored flow to offer: the call can still be started
+  }
+}
+
+/** Open the details of a call the console just started, once the stream has put it on the board. */
+function showWhenListed(uuid, tries = 50) {
+  if (board.channel(uuid)) drawer.open(uuid);
+  else if (tries > 0) setTimeout(() => showWhenListed(uuid, tries - 1), 100);
+}
+
+$("#new-call-open").addEventListener("click", openNewCall);
+for (const id of ["#new-call-close", "#new-call-cancel"]) $(id).addEventListener("click", () => newCall.dialog.close());
+newCall.form.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const fields = Object.fromEntries(new FormData(newCall.form));
+  let built;
+  try {
+    built = buildCall(fields);
+  } catch (err) {
+    if (!(err instanceof FormError)) throw err;
+    callOutcome(err.message, "error");
+    const field = newCall.form.elements[err.field];
+    if (field) field.focus();
+    return;
+  }
+  newCall.submit.disabled = true;
+  callOutcome("Calling…", "pending");
+  try {
+    const answer = await api.request("PUT", `${BASE}v2/accounts/${console_.chosen}/channels`, { body: built.body });
+    newCall.dialog.close();
+    toast(describeSuccess("call", built.body.data, answer.data), "ok");
+    showWhenListed(answer.data.uuid);
+  } catch (err) {
+    if (!(err instanceof ApiError)) throw err;
+    callOutcome(err.message, "error");
+  } finally {
+    newCall.submit.disabled = false;
+  }
+});
 
 // --- status, summary, toasts ------------------------------------------------------------------
 

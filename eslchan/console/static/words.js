@@ -15,6 +15,15 @@ export function validationDetails(data) {
   return parts.join("; ");
 }
 
+/** The account policy's reasons of a 403 ({field: {policy: {message, rule}}}), joined. */
+export function policyMessages(data) {
+  if (!data || typeof data !== "object" || Array.isArray(data)) return "";
+  return Object.values(data)
+    .map((entry) => (entry && entry.policy && entry.policy.message) || "")
+    .filter(Boolean)
+    .join("; ");
+}
+
 function friendlyPath(path) {
   return path.replace(/^data\./, "");
 }
@@ -36,6 +45,8 @@ export function describeError(status, body, retryAfter) {
     case 401:
       return "Your session has ended. Sign in again with your API key.";
     case 403: {
+      const rules = policyMessages(data);
+      if (rules) return `Not allowed for this account: ${rules}.`;
       const reason = data && typeof data === "object" && data.reason ? ` ${data.reason}.` : "";
       return `Not allowed for this account.${reason}`;
     }
@@ -97,6 +108,12 @@ export function describeSuccess(kind, params, result) {
       return `Metaflow started${result && result.id ? ` (run ${result.id.slice(0, 8)})` : ""}.`;
     case "stop_run":
       return "Metaflow run stopped.";
+    case "eavesdrop": {
+      const how = { listen: "listen in", whisper: "whisper to this party", barge: "barge in" }[params.mode] || "listen in";
+      return `Ringing the supervisor; once they answer they ${how}.`;
+    }
+    case "call":
+      return `Calling ${params.endpoint}: it rings.`;
     default:
       return `Done.${reply}`;
   }
