@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def _patch() -> None:
@@ -17,19 +18,29 @@ def _patch() -> None:
         monkey.patch_all()
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _configured(args: argparse.Namespace, command: str) -> tuple[str, Any] | None:
+    """The path and configuration of ``--config`` or ``$ESLCHAN_CONFIG``; None, said on
+    stderr, when there is none or it is not valid."""
     from eslchan.config import ConfigError, load_config
-    from eslchan.logs import setup_logging
 
     path = args.config or os.environ.get("ESLCHAN_CONFIG")
     if not path:
-        print("eslchan serve: give --config FILE or set ESLCHAN_CONFIG", file=sys.stderr)
-        return 2
+        print(f"eslchan {command}: give --config FILE or set ESLCHAN_CONFIG", file=sys.stderr)
+        return None
     try:
-        config = load_config(path)
+        return path, load_config(path)
     except ConfigError as exc:
         _print_problems(path, exc)
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from eslchan.logs import setup_logging
+
+    configured = _configured(args, "serve")
+    if configured is None:
         return 2
+    _, config = configured
     setup_logging(config.logging.level, config.logging.json)
     from eslchan.daemon import Daemon
     from eslchan.webhooks import StoreError
@@ -68,17 +79,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_cluster(args: argparse.Namespace) -> int:
     import json
 
-    from eslchan.config import ConfigError, load_config
-
-    path = args.config or os.environ.get("ESLCHAN_CONFIG")
-    if not path:
-        print("eslchan cluster status: give --config FILE or set ESLCHAN_CONFIG", file=sys.stderr)
+    configured = _configured(args, "cluster status")
+    if configured is None:
         return 2
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        _print_problems(path, exc)
-        return 2
+    path, config = configured
     if config.cluster is None:
         print(f"{path}: no [cluster] table: this is a single eslchan, not a cluster", file=sys.stderr)
         return 2
