@@ -53,6 +53,11 @@ def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
 
 
+def stats(values: Sequence[float]) -> dict:
+    """How many, the median and the 99th percentile."""
+    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99)}
+
+
 def run_child(args: list[str], timeout: float = 300.0, env: dict | None = None) -> dict:
     """Run ``python <args>`` and return the JSON object on its last stdout line."""
     proc = subprocess.run(

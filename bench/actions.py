@@ -27,13 +27,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import REPO, Profiler, emit, machine, percentile, run_child, summary  # noqa: E402
+from bench._common import REPO, Profiler, emit, machine, run_child, stats, summary  # noqa: E402
 
 ACME_KEY = "bench-acme-key-0123456789abcdef"
-
-
-def stats(values: list[float]) -> dict:
-    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99)}
 
 
 def server(args: argparse.Namespace) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import REPO, Profiler, emit, machine, percentile, run_child, summary  # noqa: E402
+from bench._common import REPO, Profiler, emit, machine, run_child, stats, summary  # noqa: E402
 
 CLIENTS = 50
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
@@ -177,8 +177,7 @@ def _serve(args: argparse.Namespace, blaster, port: int) -> None:
         phase["_ingest"] = rate_between(*phase.pop("_window"))
     result = {
         "load": load,
-        "served": {k: {"n": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99)}
-                   for k, v in served.items()},  # fmt: skip
+        "served": {k: stats(v) for k, v in served.items()},
         "preloaded": preloaded,
         "live_end": len(registry),
         "offered_rate": args.rate,
@@ -265,8 +264,7 @@ def load(args: argparse.Namespace) -> None:
         gevent.joinall(workers, raise_error=True)
         wall = time.monotonic() - t0
         out: dict = {
-            k: {"n": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99), "rps": len(v) / wall}
-            for k, v in lat.items()
+            k: {**stats(v), "rps": len(v) / wall} for k, v in lat.items()
         }
         out["_window"] = (w0, time.time())
         return out
