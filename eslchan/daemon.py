@@ -176,6 +176,7 @@ class Daemon:
         if self.webhooks is not None:
             self.webhooks.set_accounts(fresh.accounts)
         self.interpreter.policies = PolicyBook.from_config(self.config)
+        self.registry.show_prefixes(self.interpreter.policies.variable_prefixes())
         log.info("reloaded %d account(s)", len(fresh.accounts))
 
     def serve_forever(self) -> None:

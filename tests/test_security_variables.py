@@ -283,5 +283,12 @@ api_key = "{keys[ACME]}"
         daemon.reload()
         assert tenant.post(action="set_variable", name="crm_ticket", value="2").status == 200
         refused(tenant.post(action="set_variable", name="hold_music", value="/x.wav"), 403, "variables")
+        # a new prefix of the account's: allowed, and what is set under it shows at once
+        refused(tenant.post(action="set_variable", name="deal_stage", value="won"), 403, "variables")
+        write('[accounts.policy]\nvariable_prefix = "deal_"')
+        daemon.reload()
+        assert tenant.post(action="set_variable", name="deal_stage", value="won").status == 200
+        custom = http.get(tenant.base, token=tenant.token).json["data"]["custom_channel_vars"]
+        assert custom["deal_stage"] == "won"
     finally:
         daemon.stop(drain_seconds=0.5)

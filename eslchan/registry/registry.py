@@ -104,12 +104,7 @@ class ChannelRegistry(ChannelTable):
         self._mapped_outside = {
             k: n for k, n in self._mapped.items() if prefix is None or not k.startswith(prefix)
         }
-        # prefixes tenants may set variables under (the policy's) that the mapping's prefix
-        # does not cover: such variables show in custom_channel_vars under their full name
-        self._v_extra = tuple(
-            "variable_" + p for p in dict.fromkeys(extra_prefixes)
-            if p and not (prefix is not None and ("variable_" + p).startswith(prefix))
-        )
+        self.show_prefixes(extra_prefixes)
         super().__init__()
         self._tombstones: dict[str, OrderedDict[str, float]] = {}
         # removed because FreeSWITCH said so (uuid_exists/uuid_dump): uuid -> expiry
@@ -128,6 +123,16 @@ class ChannelRegistry(ChannelTable):
         #: registry did not) and removed (the other way round); comparisons completed
         self.repairs: dict[str, dict[str, int]] = {}
         self.checks: dict[str, int] = {}
+
+    def show_prefixes(self, prefixes: Iterable[str]) -> None:
+        """The prefixes tenants may set variables under (the policy's) that the mapping's
+        prefix does not cover: such variables show in custom_channel_vars under their full
+        name. A reload sets them anew; each channel shows them from its next event."""
+        prefix = self._v_prefix
+        self._v_extra = tuple(
+            "variable_" + p for p in dict.fromkeys(prefixes)
+            if p and not (prefix is not None and ("variable_" + p).startswith(prefix))
+        )
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -158,6 +163,8 @@ class ChannelRegistry(ChannelTable):
         prefix = self._v_prefix
         if prefix is not None and full.startswith(prefix):
             return intern(full[len(prefix):])
+        if full.startswith(self._v_extra):  # under a policy's own prefix: its full name
+            return intern(name)
         return self._mapped_outside.get(full)
 
     # -- applying events -------------------------------------------------------------------
