@@ -546,8 +546,6 @@ class ChannelRegistry(ChannelTable):
         at = learned.get(uuid) if learned else None
         return at is not None and at > when
 
-    # -- indexes ---------------------------------------------------------------------------
-
     # -- snapshots: resyncs and checks ------------------------------------------------------
 
     def begin_resync(self, node: str) -> ResyncMark:
