@@ -241,6 +241,33 @@ def test_real_answers_match_their_documentation(app, doc):
     )
 
 
+def test_webhooks_routes_without_webhooks_answer_as_documented(app, doc):
+    """This app has no [webhooks]: every webhooks operation, the account's and those for any
+    token, answers a documented 404 once authenticated, and a documented 401 before."""
+    client = app.test_client()
+    tok = client.put("/v2/api_auth", json={"data": {"api_key": KEYS[ACME]}}).json["auth_token"]
+    values = {"account_id": ACME, "webhook_id": "0" * 32, "sample_id": "webhooks_channel_create"}
+    operations = [
+        (path, method)
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if "webhooks" in op.get("tags", ())
+    ]
+    assert {p for p, _ in operations} >= {
+        "/v2/webhooks", "/v2/webhooks/samples", "/v2/webhooks/samples/{sample_id}",
+        "/v2/accounts/{account_id}/webhooks/attempts", "/v2/accounts/{account_id}/descendants/webhooks",
+    }  # fmt: skip
+    for path, method in operations:
+        url = re.sub(r"{([^}]+)}", lambda m: values[m.group(1)], path)
+        body = {"data": {}} if method in ("put", "post", "patch") else None
+        for headers, status in (({"X-Auth-Token": tok}, 404), ({}, 401)):
+            resp = client.open(url, method=method.upper(), json=body, headers=headers)
+            assert resp.status_code == status, (path, method, resp.json)
+            pointer = response_schema(doc, path, method, status)
+            problems = [e.message for e in validator(doc, pointer).iter_errors(resp.json)]
+            assert not problems, (path, method, status, problems)
+
+
 def test_openapi_document_supports_304(app):
     client = app.test_client()
     first = client.get("/v2/openapi.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from test_api_openapi import response_schema, validator
-from test_webhooks_delivery import hooks_config
+from test_webhooks_delivery import hooks_daemon_config
 
 from eslchan.api.openapi import document
 from eslchan.demo import ACME, ACME_SALES, GLOBEX, demo_config
@@ -17,11 +17,8 @@ VALID = {"name": "CRM", "uri": "http://127.0.0.1:9/hook", "hook": "channel_creat
 
 @pytest.fixture
 def daemon_config(simulator, keys, tmp_path):
-    return demo_config(
-        [("fs1", simulator.host, simulator.port, "ClueCon")],
-        keys,
-        listen="127.0.0.1:0",
-        webhooks=hooks_config(tmp_path / "webhooks", max_hooks_per_account=3, custom_data_max_bytes=200),
+    return hooks_daemon_config(
+        simulator, keys, tmp_path / "webhooks", max_hooks_per_account=3, custom_data_max_bytes=200
     )
 
 

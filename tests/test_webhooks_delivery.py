@@ -34,14 +34,19 @@ def hooks_config(data_dir, **overrides) -> WebhooksConfig:
     return WebhooksConfig(**settings)
 
 
-@pytest.fixture
-def daemon_config(simulator, keys, tmp_path):
+def hooks_daemon_config(simulator, keys, data_dir, **overrides):
+    """The demo configuration on the simulator, with webhooks as :func:`hooks_config` sets them."""
     return demo_config(
         [("fs1", simulator.host, simulator.port, "ClueCon")],
         keys,
         listen="127.0.0.1:0",
-        webhooks=hooks_config(tmp_path / "webhooks"),
+        webhooks=hooks_config(data_dir, **overrides),
     )
+
+
+@pytest.fixture
+def daemon_config(simulator, keys, tmp_path):
+    return hooks_daemon_config(simulator, keys, tmp_path / "webhooks")
 
 
 @pytest.fixture
@@ -183,12 +188,7 @@ def test_retries_back_off_exponentially(daemon, http, simulator, receiver):
 def test_repeated_failures_disable_the_hook_and_reenabling_delivers_the_queue(
     simulator, keys, tmp_path, receiver
 ):
-    config = demo_config(
-        [("fs1", simulator.host, simulator.port, "ClueCon")],
-        keys,
-        listen="127.0.0.1:0",
-        webhooks=hooks_config(tmp_path / "webhooks", disable_after=2),
-    )
+    config = hooks_daemon_config(simulator, keys, tmp_path / "webhooks", disable_after=2)
     daemon = Daemon(config)
     daemon.start()
     try:
@@ -228,12 +228,7 @@ def test_repeated_failures_disable_the_hook_and_reenabling_delivers_the_queue(
 
 
 def test_a_restart_delivers_what_was_pending(simulator, keys, tmp_path, receiver):
-    config = demo_config(
-        [("fs1", simulator.host, simulator.port, "ClueCon")],
-        keys,
-        listen="127.0.0.1:0",
-        webhooks=hooks_config(tmp_path / "webhooks"),
-    )
+    config = hooks_daemon_config(simulator, keys, tmp_path / "webhooks")
     from conftest import HttpClient
 
     first = Daemon(config)
@@ -275,12 +270,7 @@ def test_a_slow_receiver_does_not_hold_up_another_hook(daemon, http, simulator, 
 
 
 def test_a_full_queue_drops_new_events_and_says_so(simulator, keys, tmp_path, receiver):
-    config = demo_config(
-        [("fs1", simulator.host, simulator.port, "ClueCon")],
-        keys,
-        listen="127.0.0.1:0",
-        webhooks=hooks_config(tmp_path / "webhooks", max_pending_per_hook=3),
-    )
+    config = hooks_daemon_config(simulator, keys, tmp_path / "webhooks", max_pending_per_hook=3)
     from conftest import HttpClient
 
     daemon = Daemon(config)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 from conftest import HttpClient, eventually, wait_for
-from test_webhooks_delivery import calls, create_hook, hooks_config
+from test_webhooks_delivery import calls, create_hook, hooks_config, hooks_daemon_config
 from webhook_receiver import Receiver
 
 from eslchan.daemon import Daemon
@@ -53,12 +53,7 @@ class FakeDns:
 @pytest.fixture
 def daemon_config(simulator, keys, tmp_path):
     """For the ``daemon`` fixture: webhooks on, loopback receivers allowed."""
-    return demo_config(
-        [("fs1", simulator.host, simulator.port, "ClueCon")],
-        keys,
-        listen="127.0.0.1:0",
-        webhooks=hooks_config(tmp_path / "webhooks"),
-    )
+    return hooks_daemon_config(simulator, keys, tmp_path / "webhooks")
 
 
 @pytest.fixture

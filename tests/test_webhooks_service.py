@@ -110,13 +110,13 @@ def test_the_attempts_log_keeps_the_latest_only(tmp_path):
         for i in range(12):
             attempt = Attempt(hook.id, delivery.seq, float(i), False, 500, 1.0, "HTTP 500", 0)
             store.log_attempt(attempt, hook, keep=5)
-        kept = store.attempts(hook.id, 100)
+        kept = store.attempts([hook.id], 100)
         assert [a.at for a in kept] == [11.0, 10.0, 9.0, 8.0, 7.0]
         assert store.pending(hook.id, 0, 10)[0].attempts == 12
         store.log_attempt(Attempt(hook.id, delivery.seq, 12.0, True, 200, 1.0, None, 0), hook, keep=5)
         assert store.pending(hook.id, 0, 10) == []  # delivered: off the queue
         store.delete_hook(hook.id)
-        assert store.attempts(hook.id, 100) == [] and store.pending_counts() == {}
+        assert store.attempts([hook.id], 100) == [] and store.pending_counts() == {}
     finally:
         store.close()
 

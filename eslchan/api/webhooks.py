@@ -8,6 +8,12 @@ the field's dotted path in the request body (``data.uri``).
 
 The hook's ``secret`` (Standard Webhooks ``whsec_…``) is shown once: in the answer that creates
 the hook and in the one that rotates it (``"rotate_secret": true``).
+
+Beside an account's hooks, Kazoo's other webhooks routes: /v2/webhooks (the hooks offered) and
+/v2/webhooks/samples (their payloads, from a made-up call) for any valid token, the account's
+attempts across its hooks, and the bulk re-enable of hooks eslchan disabled, for an account or
+with its descendants. Every route needs the service: an eslchan without ``[webhooks]`` (in a
+cluster, every instance but the one that delivers) answers 404 to all of them alike.
 """
 
 from __future__ import annotations
@@ -25,10 +31,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 import schemas
+from eslchan.api.accounts import descendants
+from eslchan.api.auth import authenticate
 from eslchan.api.channels import checked_account
 from eslchan.api.envelope import ApiError, field_error, json_body, respond, typed_field, validation_error
 from eslchan.registry.channel import GREGORIAN_OFFSET
-from eslchan.webhooks import DestinationError, Hook, TooManyHooks, WebhookService
+from eslchan.webhooks import (
+    HOOK_DESCRIPTIONS,
+    HOOK_NAMES,
+    DestinationError,
+    Hook,
+    TooManyHooks,
+    WebhookService,
+    samples,
+)
 from eslchan.webhooks.store import Attempt
 from metaflow.validation import FillingValidator, StrictValidator, kazoo_errors
 
@@ -49,6 +65,12 @@ _NAME_FORBIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _SCHEMA = schemas.load("webhooks")
 _VALIDATOR = FillingValidator(_SCHEMA)
 _PATCH_VALIDATOR = StrictValidator({**_SCHEMA, "required": []})
+_REENABLE_VALIDATOR = StrictValidator(schemas.load("webhooks.reenable"))
+# the schema says what a tenant may ask for, the payload module what the service fires on: GET
+# /v2/webhooks lists the one and must not promise what the other does not do
+if tuple(_SCHEMA["properties"]["hook"]["enum"]) != HOOK_NAMES:
+    raise RuntimeError(f"schemas/webhooks.json names hooks {_SCHEMA['properties']['hook']['enum']}, "
+                       f"the service fires {HOOK_NAMES}")  # fmt: skip
 
 
 def _service() -> WebhookService:
@@ -112,11 +134,19 @@ def _request_data() -> tuple[dict[str, Any], bool]:
     return {k: v for k, v in data.items() if k not in READ_ONLY}, rotate
 
 
-def _check(fields: dict[str, Any], validator: Any, service: WebhookService) -> dict[str, Any]:
-    """``fields`` validated (defaults filled by a filling validator); raises Kazoo's 400."""
+def _schema_errors(fields: dict[str, Any], validator: Any) -> dict[str, Any]:
+    """What ``validator`` finds wrong in the body's data, keyed as Kazoo does (``data.uri``), each
+    field with every keyword it breaks (``"yes"`` for ``true`` is both a type and an enum)."""
     errors: dict[str, Any] = {}
     for error in validator.iter_errors(fields):
-        errors.update(kazoo_errors(error, "data."))
+        for path, keywords in kazoo_errors(error, "data.").items():
+            errors.setdefault(path, {}).update(keywords)
+    return errors
+
+
+def _check(fields: dict[str, Any], validator: Any, service: WebhookService) -> dict[str, Any]:
+    """``fields`` validated (defaults filled by a filling validator); raises Kazoo's 400."""
+    errors = _schema_errors(fields, validator)
     name = fields.get("name")
     if isinstance(name, str) and "data.name" not in errors:
         bad = next((ch for ch in name if unicodedata.category(ch) in _NAME_FORBIDDEN), None)
@@ -238,6 +268,75 @@ def hook_attempts(account_id: str, webhook_id: str) -> Response:
     service = _service()
     hook = _hook(service, account_id, webhook_id)
     return respond([attempt_document(a) for a in service.attempts(hook)])
+
+
+@bp.route("/v2/accounts/<account_id>/webhooks/attempts", methods=["GET"])
+def account_attempts(account_id: str) -> Response:
+    """The latest delivery attempts of all the account's hooks, newest first (``attempts_kept``)."""
+    checked_account(account_id)
+    service = _service()
+    return respond([attempt_document(a) for a in service.account_attempts(account_id)])
+
+
+@bp.route("/v2/accounts/<account_id>/webhooks", methods=["PATCH"])
+def re_enable_hooks(account_id: str) -> Response:
+    """Kazoo's bulk re-enable of the account's hooks: ``{"data": {"re-enable": true}}``."""
+    return _re_enable(account_id, with_descendants=False)
+
+
+@bp.route("/v2/accounts/<account_id>/descendants/webhooks", methods=["PATCH"])
+def re_enable_descendant_hooks(account_id: str) -> Response:
+    """The same for the account and every account below it."""
+    return _re_enable(account_id, with_descendants=True)
+
+
+def _re_enable(account_id: str, *, with_descendants: bool) -> Response:
+    """Re-enable the hooks eslchan disabled; answers them, as Kazoo answers the list."""
+    checked_account(account_id)  # reaching the account is reaching every account below it
+    service = _service()
+    data = typed_field(json_body().get("data"), "data", "object")
+    errors = _schema_errors(data, _REENABLE_VALIDATOR)
+    if errors:
+        raise validation_error(errors)
+    accounts = [account_id]
+    if with_descendants:
+        below = descendants(current_app.extensions["eslchan"].tenancy.accounts, account_id)
+        accounts.extend(acc["id"] for acc in below)
+    return respond([document(service, hook) for hook in service.re_enable(accounts)])
+
+
+# --- what this eslchan offers --------------------------------------------------------------
+
+
+def _offered() -> WebhookService:
+    """The service, for any valid token (these routes name no account)."""
+    authenticate()
+    return _service()
+
+
+@bp.route("/v2/webhooks", methods=["GET"])
+def available_hooks() -> Response:
+    """The hooks a hook's ``hook`` field may name, as Kazoo lists those it has installed."""
+    _offered()
+    return respond(
+        [{"id": name, "name": name, "description": HOOK_DESCRIPTIONS[name]} for name in HOOK_NAMES]
+    )
+
+
+@bp.route("/v2/webhooks/samples", methods=["GET"])
+def sample_list() -> Response:
+    _offered()
+    return respond(samples.sample_ids())
+
+
+@bp.route("/v2/webhooks/samples/<sample_id>", methods=["GET"])
+def sample_detail(sample_id: str) -> Response:
+    """One sample payload, in a list as Kazoo answers it."""
+    _offered()
+    payload = samples.sample(sample_id)
+    if payload is None:
+        raise ApiError(404, "bad identifier", [sample_id[:64]])
+    return respond([payload])
 
 
 # --- metrics -------------------------------------------------------------------------------

@@ -12,15 +12,21 @@ from typing import Any
 
 from eslchan.registry.channel import GREGORIAN_OFFSET
 
-#: FreeSWITCH event -> Kazoo's hook_event, for the events a channel hook can fire on.
-HOOK_EVENTS = {
-    "CHANNEL_CREATE": "channel_create",
-    "CHANNEL_ANSWER": "channel_answer",
-    "CHANNEL_BRIDGE": "channel_bridge",
-    "CHANNEL_DESTROY": "channel_destroy",
+#: The hooks eslchan offers: Kazoo's hook_event -> the FreeSWITCH event that fires it, and what
+#: GET /v2/webhooks says of it (Kazoo's words where Kazoo has the hook).
+HOOKS = {
+    "channel_create": ("CHANNEL_CREATE", "Events when new calls start"),
+    "channel_answer": ("CHANNEL_ANSWER", "Events for when the channel is answered by the endpoint"),
+    "channel_bridge": ("CHANNEL_BRIDGE", "Events for when the channel is bridged to another"),
+    "channel_destroy": ("CHANNEL_DESTROY", "Events when calls end"),
 }
+ALL = "all"
+#: FreeSWITCH event -> Kazoo's hook_event, for the events a channel hook can fire on.
+HOOK_EVENTS = {event: name for name, (event, _) in HOOKS.items()}
 #: what a hook's ``hook`` field may name
-HOOK_NAMES = (*HOOK_EVENTS.values(), "all")
+HOOK_NAMES = (*HOOKS, ALL)
+#: each of HOOK_NAMES as GET /v2/webhooks describes it
+HOOK_DESCRIPTIONS = {**{name: text for name, (_, text) in HOOKS.items()}, ALL: "All of the events above"}
 
 
 def _micros(event: Mapping[str, str], header: str) -> int:

@@ -295,7 +295,7 @@ class WebhookService:
         return sum(self._pending.values())
 
     def auto_disabled(self) -> int:
-        return sum(1 for h in self._hooks.values() if not h.enabled and h.disable_reason)
+        return sum(1 for h in self._hooks.values() if h.auto_disabled)
 
     def create(self, account_id: str, fields: Mapping[str, Any]) -> Hook:
         """A new hook from validated ``fields``; raises TooManyHooks past the account's bound."""
@@ -346,5 +346,21 @@ class WebhookService:
         self.store.delete_hook(hook.id)
         self._pending.pop(hook.id, None)
 
+    def re_enable(self, account_ids: Iterable[str]) -> list[Hook]:
+        """Enable again the accounts' hooks that eslchan disabled, as enabling each one does; a
+        hook its tenant disabled stays disabled."""
+        stopped = [h.id for account in account_ids for h in self.hooks_of(account) if h.auto_disabled]
+        enabled = []
+        for hook_id in stopped:
+            hook = self._hooks.get(hook_id)  # each update yields to the store: look again
+            if hook is not None and hook.auto_disabled:
+                enabled.append(self.update(hook, {"enabled": True}))
+        return enabled
+
     def attempts(self, hook: Hook, limit: int | None = None) -> list[Attempt]:
-        return self.store.attempts(hook.id, limit or self.config.attempts_kept)
+        return self.store.attempts([hook.id], limit or self.config.attempts_kept)
+
+    def account_attempts(self, account_id: str, limit: int | None = None) -> list[Attempt]:
+        """The latest attempts of all the account's hooks, newest first: as many as one hook's."""
+        hook_ids = [h.id for h in self.hooks_of(account_id)]
+        return self.store.attempts(hook_ids, limit or self.config.attempts_kept)

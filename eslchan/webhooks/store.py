@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 from gevent.threadpool import ThreadPool
 
+from eslchan.webhooks.payload import ALL
+
 DB_NAME = "webhooks.sqlite3"
 LOCK_NAME = "webhooks.lock"
 SCHEMA_VERSION = 1
@@ -123,7 +125,12 @@ class Hook:
     dropped: int = 0
 
     def wants(self, hook_event: str) -> bool:
-        return self.hook == "all" or self.hook == hook_event
+        return self.hook == ALL or self.hook == hook_event
+
+    @property
+    def auto_disabled(self) -> bool:
+        """Disabled by eslchan after repeated failures, not by its tenant."""
+        return not self.enabled and self.disable_reason is not None
 
     @property
     def accepting(self) -> bool:
@@ -182,8 +189,8 @@ class WebhookStore(Protocol):
         """Record an attempt and the hook's resulting state in one transaction; a successful
         attempt removes its delivery. Keeps the hook's last ``keep`` attempts."""
 
-    def attempts(self, hook_id: str, limit: int) -> list[Attempt]:
-        """The hook's latest attempts, newest first."""
+    def attempts(self, hook_ids: Sequence[str], limit: int) -> list[Attempt]:
+        """The latest attempts of these hooks together, newest first."""
 
     def close(self) -> None: ...
 
@@ -405,12 +412,13 @@ class SQLiteStore:
 
         self._transaction(log)
 
-    def attempts(self, hook_id: str, limit: int) -> list[Attempt]:
+    def attempts(self, hook_ids: Sequence[str], limit: int) -> list[Attempt]:
+        # the ids as one JSON parameter: an account may have more hooks than SQLite has parameters
         rows = self._run(
             lambda: self._db.execute(
                 "SELECT hook_id, seq, at, ok, status, latency_ms, error, retries_left, hook_event, call_id "
-                "FROM attempts WHERE hook_id = ? ORDER BY id DESC LIMIT ?",
-                (hook_id, limit),
+                "FROM attempts WHERE hook_id IN (SELECT value FROM json_each(?)) ORDER BY id DESC LIMIT ?",
+                (json.dumps(list(hook_ids)), limit),
             ).fetchall()
         )
         return [Attempt(*row[:3], bool(row[3]), *row[4:]) for row in rows]

@@ -1,5 +1,6 @@
-"""Webhooks: list, create, read, replace, patch, delete an account's hooks, and a hook's attempts;
-also the payload and the signed request a receiver gets."""
+"""Webhooks: list, create, read, replace, patch, delete an account's hooks, a hook's attempts and
+the account's, the bulk re-enable; the hooks offered and their sample payloads; also the payload
+and the signed request a receiver gets."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from eslchan.api.openapi.common import (
     success,
 )
 from eslchan.api.webhooks import HOOK_ID
+from eslchan.webhooks import HOOK_DESCRIPTIONS, HOOK_NAMES, samples
+from eslchan.webhooks.payload import HOOKS
 
 HOOK = "5c2a0f8e9b7d4c3a8e1f0d2b4a6c8e0f"
 FIELDS_EXAMPLE = {
@@ -85,16 +88,20 @@ PAYLOAD_EXAMPLE = {
 }
 
 
-def _fields_schema() -> dict[str, Any]:
-    """The writable fields, from the same schemas/webhooks.json the API validates with."""
-    fields = copy.deepcopy(schema_files.load("webhooks"))
+OFFERED_EXAMPLE = [{"id": name, "name": name, "description": HOOK_DESCRIPTIONS[name]} for name in HOOK_NAMES]
+SAMPLE = samples.PREFIX + "channel_destroy"
+
+
+def _schema_file(name: str) -> dict[str, Any]:
+    """A schema of schemas/, the same file the API validates with."""
+    schema = copy.deepcopy(schema_files.load(name))
     for key in ("$schema", "$id"):
-        fields.pop(key, None)
-    return fields
+        schema.pop(key, None)
+    return schema
 
 
 def schemas() -> dict[str, Any]:
-    fields = _fields_schema()
+    fields = _schema_file("webhooks")
     string_or_null = nullable("string")
     integer_or_null = nullable("integer")
     return {
@@ -140,6 +147,17 @@ def schemas() -> dict[str, Any]:
                 },
             },
         },
+        "WebhookReEnable": _schema_file("webhooks.reenable"),
+        "WebhookOffered": {
+            "type": "object",
+            "description": "A hook this eslchan offers: what a webhook's hook field may name",
+            "required": ["id", "name", "description"],
+            "properties": {
+                "id": {"enum": list(HOOK_NAMES)},
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+            },
+        },
         "WebhookAttempt": {
             "type": "object",
             "required": ["hook_id", "delivery_id", "timestamp", "result", "latency_ms"],
@@ -172,9 +190,7 @@ def schemas() -> dict[str, Any]:
             "fields of the same name.",
             "required": ["hook_event", "call_id", "account_id", "timestamp"],
             "properties": {
-                "hook_event": {
-                    "enum": ["channel_create", "channel_answer", "channel_bridge", "channel_destroy"]
-                },
+                "hook_event": {"enum": list(HOOKS)},
                 "call_id": {"type": "string"},
                 "other_leg_call_id": string_or_null,
                 "call_direction": string_or_null,
@@ -210,10 +226,22 @@ _NOT_ENABLED = json_response(
     error_example(404, "faulty request", {"reason": "webhooks are not enabled on this eslchan"}),
     "webhooks are not enabled on this eslchan (no [webhooks] table)",
 )
-_NOT_FOUND = json_response(
-    error({"type": "array", "items": {"type": "string"}}),
-    error_example(404, "bad identifier", [HOOK]),
-    "no such webhook in this account (unknown and other accounts' hooks look the same)",
+
+
+def _not_found(example_id: str, what: str) -> dict[str, Any]:
+    """404 for an unknown id (the id in data), and also when webhooks are off (a reason)."""
+    ids = {"type": "array", "items": {"type": "string"}}
+    off = {"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}}
+    return json_response(
+        error({"anyOf": [ids, off]}),
+        error_example(404, "bad identifier", [example_id]),
+        f"{what}; also when webhooks are not enabled on this eslchan",
+    )
+
+
+_NO_SAMPLE = _not_found(samples.PREFIX + "object", "no such sample (the list names them)")
+_NOT_FOUND = _not_found(
+    HOOK, "no such webhook in this account (unknown and other accounts' hooks look the same)"
 )
 
 
@@ -233,6 +261,92 @@ def _body(schema: str, example: dict[str, Any], description: str) -> dict[str, A
     }  # fmt: skip
 
 
+def _re_enable(whose: str) -> dict[str, Any]:
+    """Kazoo's bulk re-enable, of the account's hooks or also of its descendants'."""
+    return {
+        "summary": f"Re-enable {whose} webhooks that eslchan disabled after repeated failures",
+        "description": "Each hook with a disable_reason is enabled again as PATCH "
+        '{"enabled": true} on it does: its failures are cleared and its queue is delivered. A '
+        "hook its tenant disabled (enabled false, no disable_reason) stays disabled.",
+        "tags": ["webhooks"],
+        "parameters": param_refs("AccountId"),
+        "requestBody": _body("WebhookReEnable", {"re-enable": True}, "what to do"),
+        "responses": {
+            "200": json_response(
+                success({"type": "array", "items": ref("Webhook")}),
+                envelope_example([HOOK_EXAMPLE]),
+                "the webhooks re-enabled (none: an empty list)",
+            ),
+            "404": _NOT_ENABLED,
+            **response_refs(**AUTHED_ERRORS, **BODY_ERRORS),
+        },
+    }
+
+
+def _offered_paths() -> dict[str, Any]:
+    """What this eslchan offers, for any valid token."""
+    sample_param = param(
+        "sample_id", "path", {"type": "string"}, "a sample's id, from the list", example=SAMPLE
+    )
+    return {
+        "/v2/webhooks": {
+            "get": {
+                "operationId": "listOfferedWebhooks",
+                "summary": "The hooks this eslchan offers (what a webhook's hook field may name)",
+                "tags": ["webhooks"],
+                "parameters": param_refs(),
+                "responses": {
+                    "200": json_response(
+                        success({"type": "array", "items": ref("WebhookOffered")}),
+                        envelope_example(OFFERED_EXAMPLE),
+                        "the hooks",
+                    ),
+                    "404": _NOT_ENABLED,
+                    **response_refs(**AUTHED_ERRORS),
+                },
+            },
+        },
+        "/v2/webhooks/samples": {
+            "get": {
+                "operationId": "listWebhookSamples",
+                "summary": "The ids of the sample payloads, one per hook event (Kazoo's names)",
+                "tags": ["webhooks"],
+                "parameters": param_refs(),
+                "responses": {
+                    "200": json_response(
+                        success({"type": "array", "items": {"type": "string"}}),
+                        envelope_example(samples.sample_ids()),
+                        "the sample ids",
+                    ),
+                    "404": _NOT_ENABLED,
+                    **response_refs(**AUTHED_ERRORS),
+                },
+            },
+        },
+        "/v2/webhooks/samples/{sample_id}": {
+            "get": {
+                "operationId": "getWebhookSample",
+                "summary": "A sample payload, in a list of one",
+                "description": "Built by the function that builds every delivery, from a made-up "
+                "call: exactly the fields a receiver gets (a hook's custom_data aside).",
+                "tags": ["webhooks"],
+                "parameters": [*param_refs(), sample_param],
+                "responses": {
+                    "200": json_response(
+                        success(
+                            {"type": "array", "items": ref("WebhookPayload"), "minItems": 1, "maxItems": 1}
+                        ),
+                        envelope_example([samples.sample(SAMPLE)]),
+                        "the sample",
+                    ),
+                    "404": _NO_SAMPLE,
+                    **response_refs(**AUTHED_ERRORS),
+                },
+            },
+        },
+    }
+
+
 def paths() -> dict[str, Any]:
     one = [*param_refs("AccountId"), _hook_param()]
     hook_answer = json_response(success(ref("Webhook")), envelope_example(HOOK_EXAMPLE), "the webhook")
@@ -242,6 +356,7 @@ def paths() -> dict[str, Any]:
         "the webhook; with its new secret when the request rotated it",
     )
     return {
+        **_offered_paths(),
         "/v2/accounts/{account_id}/webhooks": {
             "get": {
                 "operationId": "listWebhooks",
@@ -277,6 +392,32 @@ def paths() -> dict[str, Any]:
                     "404": _NOT_ENABLED,
                     **response_refs(**AUTHED_ERRORS, **BODY_ERRORS),
                 },
+            },
+            "patch": {"operationId": "reEnableWebhooks", **_re_enable("the account's")},
+        },
+        "/v2/accounts/{account_id}/webhooks/attempts": {
+            "get": {
+                "operationId": "listAccountWebhookAttempts",
+                "summary": "The latest delivery attempts of all the account's webhooks, newest first",
+                "description": "As many as one hook's listing keeps ([webhooks] attempts_kept); each "
+                "names its hook_id.",
+                "tags": ["webhooks"],
+                "parameters": param_refs("AccountId"),
+                "responses": {
+                    "200": json_response(
+                        success({"type": "array", "items": ref("WebhookAttempt")}),
+                        envelope_example([ATTEMPT_EXAMPLE]),
+                        "the attempts",
+                    ),
+                    "404": _NOT_ENABLED,
+                    **response_refs(**AUTHED_ERRORS),
+                },
+            },
+        },
+        "/v2/accounts/{account_id}/descendants/webhooks": {
+            "patch": {
+                "operationId": "reEnableDescendantWebhooks",
+                **_re_enable("the account's and every account's below it"),
             },
         },
         "/v2/accounts/{account_id}/webhooks/{webhook_id}": {
