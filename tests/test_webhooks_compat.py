@@ -13,6 +13,7 @@ from test_api_openapi import response_schema, validator
 from test_webhooks_delivery import attempts, calls, create_hook, delivered, hook_state, hooks_daemon_config
 from webhook_receiver import Receiver
 
+import schemas
 from eslchan.api.openapi import document
 from eslchan.demo import ACME, ACME_SALES, ADMIN, GLOBEX, PARTIES
 
@@ -74,6 +75,8 @@ def test_the_hooks_offered_are_those_a_hook_may_name(http):
         offered = resp.json["data"]
         assert [h["id"] for h in offered] == OFFERED
         assert all(h["name"] == h["id"] and h["description"].strip() for h in offered)
+    # what a tenant may ask for (the schema) is what the service fires on (the list offered)
+    assert schemas.load("webhooks")["properties"]["hook"]["enum"] == OFFERED
     for name in OFFERED:  # each one listed is accepted by a hook ...
         assert create_hook(http, ACME, name=name, uri="http://127.0.0.1:9/", hook=name)["hook"] == name
     resp = http.request(  # ... and one not listed is not
