@@ -60,3 +60,22 @@ def test_the_readme_ivr_hangs_up_the_whole_call(simulator, daemon, http):
     simulator.press_dtmf(call.a_uuid, "2")
     eventually(lambda: not simulator.channels(), timeout=10)
     eventually(lambda: len(daemon.registry) == 0, timeout=10)
+
+
+def test_a_line_whose_call_a_flow_ended_places_the_next_one_soon(simulator):
+    """The demo keeps its calls up: a call a flow (or a tenant's hangup) ended early is replaced
+    within a few seconds, not once its planned talk time (here ten minutes) is over."""
+    from eslchan.simulator.cli import DemoCalls
+
+    line = DemoCalls(simulator, 1, 600.0 * simulator.speed, PARTIES)
+    line.start()
+    try:
+        eventually(lambda: len(simulator.channels()) == 2 and all(c.answered for c in simulator.channels()),
+                   timeout=10)
+        first = [c.uuid for c in simulator.channels()]
+        for uuid in first:
+            simulator.hangup(uuid)
+        nxt = eventually(lambda: [c.uuid for c in simulator.channels() if c.uuid not in first], timeout=5)
+        assert nxt and not set(nxt) & set(first)
+    finally:
+        line.stop()

@@ -7,8 +7,10 @@ import argparse
 import random
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
 import gevent.event
@@ -133,6 +135,16 @@ class DemoCalls:
     def stop(self) -> None:
         gevent.killall(self._greenlets, block=False)
 
+    def _talk(self, call: Any, seconds: float) -> bool:
+        """Wait while the call goes on, at most ``seconds``; False once both legs are gone (a
+        flow or a hangup ended it), so its line places the next call soon, as a busy PBX would."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if all(self.sim.channel(uuid) is None for uuid in call.uuids):
+                return False
+            gevent.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+        return True
+
     def _slot(self, i: int) -> None:
         rng = random.Random(i)
         gevent.sleep(rng.uniform(0, 1.0))
@@ -149,13 +161,13 @@ class DemoCalls:
                 self.sim.answer_call(call.b_uuid)
             talk = rng.uniform(0.5, 1.5) * self.mean / self.sim.speed
             if rng.random() < 0.35:
-                gevent.sleep(talk / 3)
-                self.sim.api(f"uuid_hold {call.a_uuid}")  # -ERR if the call is gone: nothing to do
-                gevent.sleep(talk / 3)
-                self.sim.api(f"uuid_hold off {call.a_uuid}")
-                gevent.sleep(talk / 3)
+                if self._talk(call, talk / 3):
+                    self.sim.api(f"uuid_hold {call.a_uuid}")
+                if self._talk(call, talk / 3):
+                    self.sim.api(f"uuid_hold off {call.a_uuid}")
+                self._talk(call, talk / 3)
             else:
-                gevent.sleep(talk)
+                self._talk(call, talk)
             for uuid in call.uuids:
                 if self.sim.channel(uuid) is not None:
                     self.sim.hangup(uuid)
