@@ -390,7 +390,11 @@ class WebhookDeliverer:
         self.holder = self.instance
         self.stats["takeovers"] += 1
         log.info("webhooks: delivering from this instance (lease %s)", value)
-        self.service.deliver(True)
+        try:
+            self.service.deliver(True)  # the queue lengths read before anything is fed
+        except Exception:
+            self._step_down("the hooks could not be loaded")  # the lease lapses for the next one
+            raise
         self._feeder = gevent.spawn(self._feed_loop, value)
 
     def _step_down(self, reason: str) -> None:

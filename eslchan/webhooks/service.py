@@ -116,20 +116,22 @@ class WebhookService:
             except Exception as exc:  # the shared store's Redis: the next refresh loads them
                 log.warning("webhooks: hooks not loaded yet: %s", exc)
             return
-        self._load()
+        self._load(counts=True)
         self._writer = gevent.spawn(self._write_loop)
         self._unlisten = self.registry.listen(self._on_event)
         pending = sum(self._pending.values())
         log.info("webhooks: %d hook(s), %d delivery(ies) pending, in %s", len(self._hooks), pending,
                  self.config.data_dir)  # fmt: skip
 
-    def _load(self) -> None:
-        """Take the hooks and the queue lengths from the store; start, poke or stop the workers
-        of the hooks that appeared, changed or went."""
+    def _load(self, *, counts: bool) -> None:
+        """Take the hooks (with ``counts``, the queue lengths too) from the store; start, poke or
+        stop the workers of the hooks that appeared, changed or went. ``counts`` only while no
+        worker runs: a worker counts a delivery a moment before the store shows it."""
         version = self.store.version()
         fresh = {hook.id: hook for hook in self.store.load_hooks()}
+        if counts:
+            self._pending = self.store.pending_counts()
         before, self._hooks = self._hooks, fresh
-        self._pending = self.store.pending_counts()
         self._version = version
         self._reindex()
         for hook_id in [h for h in before if h not in fresh]:
@@ -147,15 +149,17 @@ class WebhookService:
         if version is None:
             return
         if version != self._version:
-            self._load()
-        elif not self._delivering:
-            self._pending = self.store.pending_counts()
+            self._load(counts=False)
+        if not self._delivering:
+            pending = self.store.pending_counts()
+            if not self._delivering:  # delivering began meanwhile, with counts of its own
+                self._pending = pending
 
     def deliver(self, on: bool) -> None:
         """Start (with the hooks and queues as the store has them now) or stop the workers."""
         self._delivering = on
         if on:
-            self._load()
+            self._load(counts=True)
             for hook_id in self._hooks:
                 self._worker(hook_id)
             return
