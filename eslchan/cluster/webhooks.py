@@ -416,7 +416,9 @@ class WebhookDeliverer:
         while self.value == value:
             try:
                 if not self.feed():
-                    self._wake.wait(self.interval)  # records arrive, or hook changes are looked at
+                    # records arrive, or every quarter second hook changes are looked at (a
+                    # re-enable or a new uri made on another instance is acted on promptly)
+                    self._wake.wait(min(self.interval, 0.25))
                     self._wake.clear()
                 backoff = 0.1
             except StaleDeliverer:
