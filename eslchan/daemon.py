@@ -81,9 +81,11 @@ class Daemon:
             self.links[node.name] = link
         self.interpreter = Interpreter(view, self.links, config.metaflow, policies=policies, book=book)
         # opens (or creates) the webhooks database now: a directory in use or unwritable
-        # stops the start-up before anything listens
+        # stops the start-up before anything listens (in a cluster: the shared store in Redis)
         self.webhooks: WebhookService | None = None
-        if config.webhooks is not None:
+        if config.webhooks is not None and self.cluster is not None:
+            self.webhooks = self.cluster.shared_webhooks(config.webhooks, config.accounts)
+        elif config.webhooks is not None:
             self.webhooks = WebhookService(config.webhooks, view, config.accounts)
         self.app = create_app(config, view, self.links, self.interpreter, webhooks=self.webhooks,
                               cluster=self.cluster)

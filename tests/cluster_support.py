@@ -169,8 +169,10 @@ def _toml(value: Any) -> str:
 
 
 def write_config(path: Path, *, nodes: list[tuple[str, str, int, str]], keys: dict[str, str],
-                 redis_url: str, instance: str, port: int, lease: float, signing_key: str) -> Path:
-    """A TOML file for ``eslchan serve`` with the demo's accounts, these nodes, this cluster."""
+                 redis_url: str, instance: str, port: int, lease: float, signing_key: str,
+                 webhooks: dict[str, Any] | None = None) -> Path:
+    """A TOML file for ``eslchan serve`` with the demo's accounts, these nodes, this cluster
+    (and a ``[webhooks]`` table of these settings, if given)."""
     from eslchan.demo import ACME, ACME_SALES, ADMIN, GLOBEX
 
     lines = [
@@ -182,6 +184,8 @@ def write_config(path: Path, *, nodes: list[tuple[str, str, int, str]], keys: di
         "[cluster]", f"redis_url = {_toml(redis_url)}", f"instance = {_toml(instance)}",
         f"lease_seconds = {lease}", "",
     ]
+    if webhooks is not None:
+        lines += ["[webhooks]", *(f"{key} = {_toml(value)}" for key, value in webhooks.items()), ""]
     for name, host, nport, password in nodes:
         lines += ["[[nodes]]", f"name = {_toml(name)}", f"host = {_toml(host)}", f"port = {nport}",
                   f"password = {_toml(password)}", ""]

@@ -30,7 +30,10 @@ class Pair:
     def __init__(self, simulator, keys, redis_url, **cluster):
         nodes = [("fs1", simulator.host, simulator.port, "ClueCon")]
         policy = cluster.pop("policy", None)
-        webhooks = cluster.pop("webhooks", None)  # (instance, WebhooksConfig): one instance's
+        # (instance or instances, WebhooksConfig): the instances with a [webhooks] table
+        webhooks = cluster.pop("webhooks", None)
+        with_webhooks = () if webhooks is None else (
+            {webhooks[0]} if isinstance(webhooks[0], str) else set(webhooks[0]))
         accounts = cluster.pop("accounts", None)  # per-account settings, as with_accounts takes them
         self.daemons = {}
         for name in ("one", "two"):
@@ -39,7 +42,7 @@ class Pair:
                 config = replace(config, policy=policy)
             if accounts is not None:
                 config = with_accounts(config, **accounts)
-            if webhooks is not None and webhooks[0] == name:
+            if name in with_webhooks:
                 config = replace(config, webhooks=webhooks[1])
             self.daemons[name] = Daemon(config)
             self.daemons[name].start()

@@ -4,7 +4,6 @@ what FreeSWITCH recorded."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from eslchan.demo import ACME, ACME_SALES, demo_accounts
 from eslchan.esl.parser import FrameParser, decode_event
 from eslchan.registry import GREGORIAN_OFFSET, ChannelRegistry
 from eslchan.webhooks import Hook, SQLiteStore, StoreError, WebhookService, channel_payload
-from eslchan.webhooks.store import Attempt
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,56 +96,6 @@ def test_a_second_process_cannot_use_the_same_directory(tmp_path):
         first.close()
     SQLiteStore(tmp_path).close()  # released on close
     assert oct((tmp_path / "webhooks.sqlite3").stat().st_mode & 0o777) == "0o600"  # it holds secrets
-
-
-def test_the_attempts_log_keeps_the_latest_only(tmp_path):
-    store = SQLiteStore(tmp_path)
-    try:
-        hook = Hook(id="a" * 32, account_id=ACME, name="h", uri="http://192.0.2.1/", hook="all")
-        store.save_hook(hook)
-        store.enqueue([(1.0, "{}", [hook.id])])
-        (delivery,) = store.pending(hook.id, 0, 10)
-        for i in range(12):
-            attempt = Attempt(hook.id, delivery.seq, float(i), False, 500, 1.0, "HTTP 500", 0)
-            store.log_attempt(attempt, hook, keep=5)
-        kept = store.attempts([hook.id], 100)
-        assert [a.at for a in kept] == [11.0, 10.0, 9.0, 8.0, 7.0]
-        assert store.pending(hook.id, 0, 10)[0].attempts == 12
-        store.log_attempt(Attempt(hook.id, delivery.seq, 12.0, True, 200, 1.0, None, 0), hook, keep=5)
-        assert store.pending(hook.id, 0, 10) == []  # delivered: off the queue
-        store.delete_hook(hook.id)
-        assert store.attempts([hook.id], 100) == [] and store.pending_counts() == {}
-    finally:
-        store.close()
-
-
-def rows(path: Path, table: str) -> int:
-    with sqlite3.connect(path / "webhooks.sqlite3") as db:
-        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-
-
-def test_an_event_is_stored_once_and_goes_with_its_last_delivery(tmp_path):
-    store = SQLiteStore(tmp_path)
-    try:
-        one, two, gone = (Hook(id=c * 32, account_id=ACME, name="h", uri="http://192.0.2.1/", hook="all")
-                          for c in "abc")  # fmt: skip
-        store.save_hook(one)
-        store.save_hook(two)
-        # two events for both hooks, one for a hook deleted before the write
-        store.enqueue([(1.0, '{"n": 1}', [one.id, two.id]), (2.0, '{"n": 2}', [one.id, two.id, gone.id]),
-                       (3.0, '{"n": 3}', [gone.id])])  # fmt: skip
-        assert rows(tmp_path, "events") == 2 and rows(tmp_path, "deliveries") == 4
-        assert [d.payload for d in store.pending(two.id, 0, 10)] == ['{"n": 1}', '{"n": 2}']
-        first = store.pending(one.id, 0, 10)[0]
-        store.log_attempt(Attempt(one.id, first.seq, 4.0, True, 200, 1.0, None, 0), one, keep=5)
-        assert rows(tmp_path, "events") == 2  # hook two still waits for event 1
-        store.delete_hook(two.id)
-        assert rows(tmp_path, "events") == 1 and rows(tmp_path, "deliveries") == 1  # event 2, for hook one
-        last = store.pending(one.id, 0, 10)[0]
-        store.log_attempt(Attempt(one.id, last.seq, 5.0, True, 200, 1.0, None, 0), one, keep=5)
-        assert rows(tmp_path, "events") == 0 and rows(tmp_path, "deliveries") == 0
-    finally:
-        store.close()
 
 
 def test_payloads_carry_kazoos_fields_from_recorded_events(captures_dir):

@@ -45,7 +45,7 @@ from eslchan.webhooks import (
     WebhookService,
     samples,
 )
-from eslchan.webhooks.store import Attempt
+from eslchan.webhooks.store import Attempt, StoreError
 from metaflow.validation import FillingValidator, StrictValidator, kazoo_errors
 
 bp = Blueprint("webhooks", __name__)
@@ -72,6 +72,10 @@ def _service() -> WebhookService:
     service = current_app.extensions["eslchan"].webhooks
     if service is None:
         raise ApiError(404, "faulty request", {"reason": "webhooks are not enabled on this eslchan"})
+    try:
+        service.refresh()  # a shared store: what another instance changed shows here at once
+    except StoreError as exc:
+        raise ApiError(503, "webhooks unavailable", {"reason": str(exc)}) from None
     return service
 
 

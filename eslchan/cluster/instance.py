@@ -33,9 +33,11 @@ from eslchan.cluster.mirror import SEQ_HEADER, Mirror
 from eslchan.cluster.publish import STATE, Publisher, encode
 from eslchan.cluster.runs import ClusterRuns
 from eslchan.cluster.store import Store
-from eslchan.config import Config
+from eslchan.cluster.webhooks import RedisWebhookStore, WebhookDeliverer
+from eslchan.config import Config, WebhooksConfig
 from eslchan.esl.link import NodeLink
 from eslchan.registry import ChannelRegistry, NodeSync
+from eslchan.webhooks import WebhookService
 
 log = logging.getLogger("eslchan.cluster")
 
@@ -90,9 +92,19 @@ class ClusterInstance:
         self._pubsub: Any = None
         self.stale_runs_failed = 0
         self._events_before = 0  # received by event links since let go
+        #: who delivers the shared webhooks, with a [webhooks] table (see webhooks.py)
+        self.webhooks: WebhookDeliverer | None = None
         self._gone_channels: list[tuple[str, str]] = []  # their run memory is forgotten next round
 
     # -- life ------------------------------------------------------------------------------
+
+    def shared_webhooks(self, config: WebhooksConfig, accounts: Any) -> WebhookService:
+        """The webhook service of this instance, on the cluster's shared store; delivering
+        while this instance holds the webhooks lease."""
+        store = RedisWebhookStore(self.store)
+        service = WebhookService(config, None, accounts, store=store)
+        self.webhooks = WebhookDeliverer(self.store, service, store, self.mirror)
+        return service
 
     def start(self, *, wait_mirror: float = 10.0) -> None:
         """Connect: the mirror is built from the snapshots (waited for, up to ``wait_mirror``
@@ -108,11 +120,15 @@ class ClusterInstance:
         except self.store.errors as exc:
             log.warning("cluster: runs of a former process not checked: %s", exc)
         self.leases.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         self._greenlets = [gevent.spawn(self._control_loop), gevent.spawn(self._round_loop),
                            gevent.spawn(self._cut_off_loop)]
 
     def stop(self) -> None:
         """Write what is left, give the nodes up (at once, for the others), disconnect."""
+        if self.webhooks is not None:
+            self.webhooks.stop()  # the webhooks lease too: another instance delivers at once
         try:
             self.runs.close()
         except self.store.errors as exc:
@@ -318,6 +334,7 @@ class ClusterInstance:
             "mirror_age_s": None if age is None else round(age, 3),
             "mirror_seq": self.mirror.seq,
             "publish_pending": self.publisher.pending,
+            "webhooks_deliverer": None if self.webhooks is None else self.webhooks.holder,
         }
 
     @property

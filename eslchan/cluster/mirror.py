@@ -55,7 +55,18 @@ def channel_from(node: str, uuid: str, state: list) -> Channel:
     return ch
 
 
-def _seq_of(entry_id: bytes | str) -> int:
+def channel_event(seq: int, record: list) -> tuple[str, Channel, Event] | None:
+    """Stream record ``seq`` as listeners hear it, (node, a detached channel, event); None for a
+    record that is not a channel event (a state alone, a node's state)."""
+    kind, node, uuid, name, _when, state, headers = record[:7]
+    if kind not in (EVENT, GONE):
+        return None
+    event: Event = dict(headers)
+    event.update({"Event-Name": name, "Unique-ID": uuid, SEQ_HEADER: str(seq)})
+    return node, channel_from(node, uuid, state), event
+
+
+def seq_of(entry_id: bytes | str) -> int:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.split("-", 1)[0])
 
@@ -144,7 +155,7 @@ class Mirror(ChannelTable):
         _, entries = reply[0]
         since_yield = 0
         for entry_id, fields in entries:
-            seq = _seq_of(entry_id)
+            seq = seq_of(entry_id)
             if seq != self.seq + 1:
                 log.warning("cluster: mirror missed records %d-%d (past the retention); rebuilding",
                             self.seq + 1, seq - 1)
@@ -331,17 +342,14 @@ class Mirror(ChannelTable):
         reply = self.store.redis.xrange(self.store.keys.stream, min=f"{after + 1}-0", max="+",
                                         count=limit + 1)
         last = int(self.store.redis.get(self.store.keys.seq) or 0)
-        if last > after and (not reply or _seq_of(reply[0][0]) != after + 1):
+        if last > after and (not reply or seq_of(reply[0][0]) != after + 1):
             return None  # trimmed past it
         if len(reply) > limit:
             return None  # more than a client may be sent again: it re-lists instead
         out: list[tuple[int, str, Channel, Event]] = []
         for entry_id, fields in reply:
-            seq = _seq_of(entry_id)
-            kind, node, uuid, name, _when, state, headers = decode(fields[RECORD_FIELD])[:7]
-            if kind not in (EVENT, GONE):
-                continue
-            event: Event = dict(headers)
-            event.update({"Event-Name": name, "Unique-ID": uuid, SEQ_HEADER: str(seq)})
-            out.append((seq, node, channel_from(node, uuid, state), event))
+            seq = seq_of(entry_id)
+            found = channel_event(seq, decode(fields[RECORD_FIELD]))
+            if found is not None:
+                out.append((seq, *found))
         return out

@@ -1,4 +1,5 @@
-"""The cluster's Redis: the connections, every key name (under one prefix) and the Lua scripts.
+"""The cluster's Redis: the connections, every key name (under one prefix) and the Lua scripts
+(those of the shared webhooks are in webhooks.py, beside the store they serve).
 
 eslchan leans on Redis's own guarantees rather than on any consensus of its own: one primary
 serialises every command, and a Lua script runs whole, with nothing in between. So every write
@@ -231,6 +232,11 @@ class Keys:
 
     def channel_memory(self, node: str, uuid: str) -> str:
         return f"{self.prefix}chmem:{node}:{uuid}"
+
+    def webhooks(self, name: str) -> str:
+        """The shared webhooks' keys (see webhooks.py): ``hooks``, ``events``, ``lease``, ...,
+        and per hook ``q:<id>`` (its queue), ``tries:<id>``, ``log:<id>``."""
+        return f"{self.prefix}wh:{name}"
 
 
 class Store:

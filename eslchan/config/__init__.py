@@ -125,7 +125,7 @@ def parse_config(
     check_policy(r, "policy", policy, channels.mapping, channels.preset)
     for i, acc in enumerate(accounts):
         check_policy(r, f"accounts[{i}].policy", dict(acc.policy), channels.mapping, channels.preset)
-    webhooks = parse_webhooks(r, top.get("webhooks"), source)
+    webhooks = parse_webhooks(r, top.get("webhooks"), source, shared=top.get("cluster") is not None)
     cluster = parse_cluster(r, top.get("cluster"))
 
     if problems:

@@ -75,13 +75,16 @@ def _networks(r: Reader, t: dict, name: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def parse_webhooks(r: Reader, data: Any, source: Path | None) -> WebhooksConfig | None:
+def parse_webhooks(
+    r: Reader, data: Any, source: Path | None, *, shared: bool = False
+) -> WebhooksConfig | None:
+    """``shared``: the cluster's Redis holds the webhooks, so no database directory is needed."""
     if data is None:
         return None
     t = r.table(data, "webhooks", _KEYS)
     d = WebhooksConfig(data_dir=Path("."))
     raw_dir = r.get(t, "webhooks", "data_dir", str, "")
-    if not raw_dir:
+    if not raw_dir and not shared:
         r.problems.append(("webhooks.data_dir", "required: the directory of the webhooks database"))
     data_dir = Path(raw_dir)
     if not data_dir.is_absolute() and source is not None:

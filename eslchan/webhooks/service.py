@@ -11,6 +11,12 @@ hand-off queue is written out first; a kill -9 loses only what the writer had no
 (the events of the last few milliseconds). Overflow of the hand-off queue or of a hook's queue
 (``max_pending_per_hook``) drops the event for that hook and counts it in the hook's
 ``dropped`` and in /metrics.
+
+With a shared store (cluster mode) there is no registry listener: the instance that delivers
+reads the cluster's stream and hands the events to :meth:`WebhookService.accept`, and the
+workers run only while :meth:`WebhookService.deliver` says this instance delivers. Every instance
+serves the API from the shared store, looking at its version before answering
+(:meth:`WebhookService.refresh`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -61,7 +67,7 @@ class WebhookService:
     def __init__(
         self,
         config: WebhooksConfig,
-        registry: Any,
+        registry: Any | None,
         accounts: Iterable[Account],
         *,
         store: WebhookStore | None = None,
@@ -87,6 +93,9 @@ class WebhookService:
         self._unlisten: Callable[[], None] | None = None
         self._changes = gevent.lock.Semaphore()
         self._closed = False
+        #: the workers run (always with the embedded store; while ours to, with a shared one)
+        self._delivering = registry is not None
+        self._version: int | None = None
         self.stats = {
             "accepted": 0,
             "dropped_handoff": 0,
@@ -101,17 +110,63 @@ class WebhookService:
 
     def start(self) -> None:
         """Load the hooks, resume their queues, and start listening to the registry."""
-        for hook in self.store.load_hooks():
-            self._hooks[hook.id] = hook
-        self._pending = self.store.pending_counts()
-        self._reindex()
-        for hook_id in self._hooks:
-            self._worker(hook_id)
+        if self.registry is None:
+            try:
+                self.refresh()
+            except Exception as exc:  # the shared store's Redis: the next refresh loads them
+                log.warning("webhooks: hooks not loaded yet: %s", exc)
+            return
+        self._load(counts=True)
         self._writer = gevent.spawn(self._write_loop)
         self._unlisten = self.registry.listen(self._on_event)
         pending = sum(self._pending.values())
         log.info("webhooks: %d hook(s), %d delivery(ies) pending, in %s", len(self._hooks), pending,
                  self.config.data_dir)  # fmt: skip
+
+    def _load(self, *, counts: bool) -> None:
+        """Take the hooks (with ``counts``, the queue lengths too) from the store; start, poke or
+        stop the workers of the hooks that appeared, changed or went. ``counts`` only while no
+        worker runs: a worker counts a delivery a moment before the store shows it."""
+        version = self.store.version()
+        fresh = {hook.id: hook for hook in self.store.load_hooks()}
+        if counts:
+            self._pending = self.store.pending_counts()
+        before, self._hooks = self._hooks, fresh
+        self._version = version
+        self._reindex()
+        for hook_id in [h for h in before if h not in fresh]:
+            worker = self._workers.pop(hook_id, None)
+            if worker is not None and worker.greenlet is not None:
+                worker.greenlet.kill(block=False)
+        for hook_id, hook in fresh.items():
+            if before.get(hook_id) != hook:
+                self._worker(hook_id)
+
+    def refresh(self) -> None:
+        """With a shared store: take the hooks again if another instance changed them, and
+        the queue lengths unless this instance delivers (then it keeps them itself)."""
+        version = self.store.version()
+        if version is None:
+            return
+        if version != self._version:
+            self._load(counts=False)
+        if not self._delivering:
+            pending = self.store.pending_counts()
+            if not self._delivering:  # delivering began meanwhile, with counts of its own
+                self._pending = pending
+
+    def deliver(self, on: bool) -> None:
+        """Start (with the hooks and queues as the store has them now) or stop the workers."""
+        self._delivering = on
+        if on:
+            self._load(counts=True)
+            for hook_id in self._hooks:
+                self._worker(hook_id)
+            return
+        workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
+            if worker.greenlet is not None:
+                worker.greenlet.kill(block=False)  # a request under way is sent again by the next
 
     def stop(self) -> None:
         """Stop listening, persist what the hand-off queue holds, stop the workers, close."""
@@ -152,14 +207,18 @@ class WebhookService:
             parent = self._parents.get(parent)
         return targets
 
-    def _on_event(self, node: str, channel: Any, event: Mapping[str, str]) -> None:
-        """Registry listener: O(matching hooks), no I/O, never blocks."""
+    def _match(self, channel: Any, event: Mapping[str, str]) -> list[str]:
+        """The hooks that take this event."""
         if not self._by_account:
-            return
+            return []
         hook_event = HOOK_EVENTS.get(event.get("Event-Name", ""))
         if hook_event is None or channel is None or channel.account_id is None:
-            return
-        targets = self._targets(channel.account_id, hook_event)
+            return []
+        return self._targets(channel.account_id, hook_event)
+
+    def _on_event(self, node: str, channel: Any, event: Mapping[str, str]) -> None:
+        """Registry listener: O(matching hooks), no I/O, never blocks."""
+        targets = self._match(channel, event)
         if not targets:
             return
         if len(self._handoff) >= self.config.handoff_max:
@@ -193,24 +252,34 @@ class WebhookService:
                 rows += len(item[2])
             self._persist(batch)
 
-    def _persist(self, batch: list[tuple[float, dict[str, Any], list[str]]]) -> None:
+    def _select(self, batch: Sequence[tuple[float, dict[str, Any], list[str]]],
+                dropped: dict[str, int]) -> tuple[list[tuple[float, str, list[str]]], list[str]]:
+        """The events to write and the hooks they go to (one entry per delivery); what a full
+        queue refuses is counted in ``dropped``. Changes nothing else."""
         events: list[tuple[float, str, list[str]]] = []
-        dropped, self._handoff_dropped = self._handoff_dropped, {}
+        counts: dict[str, int] = {}
         taken: list[str] = []
         for created, payload, targets in batch:
             hook_ids = []
             for hook_id in targets:
                 if hook_id not in self._hooks:
                     continue  # deleted since
-                if self._pending.get(hook_id, 0) >= self.config.max_pending_per_hook:
+                queued = counts.get(hook_id, self._pending.get(hook_id, 0))
+                if queued >= self.config.max_pending_per_hook:
                     dropped[hook_id] = dropped.get(hook_id, 0) + 1
-                    self.stats["dropped_queue"] += 1
                     continue
                 hook_ids.append(hook_id)
-                self._pending[hook_id] = self._pending.get(hook_id, 0) + 1
+                counts[hook_id] = queued + 1
             if hook_ids:
                 events.append((created, _payload_text(payload), hook_ids))
                 taken.extend(hook_ids)
+        return events, taken
+
+    def _persist(self, batch: list[tuple[float, dict[str, Any], list[str]]]) -> None:
+        dropped, self._handoff_dropped = self._handoff_dropped, {}
+        before = sum(dropped.values())
+        events, taken = self._select(batch, dropped)
+        self.stats["dropped_queue"] += sum(dropped.values()) - before
         if events:
             try:
                 self.store.enqueue(events)
@@ -218,10 +287,31 @@ class WebhookService:
                 log.exception("webhooks: %d event(s) could not be stored and are dropped", len(taken))
                 self.stats["dropped_store"] += len(taken)
                 for hook_id in taken:
-                    self._pending[hook_id] -= 1
                     dropped[hook_id] = dropped.get(hook_id, 0) + 1
                 taken = []
-            self.stats["accepted"] += len(taken)
+        self._accepted(taken, dropped)
+
+    def accept(self, events: Sequence[tuple[float, str, Any, Mapping[str, str]]], cursor: int) -> None:
+        """(created, node, channel, event) events read from a shared source up to ``cursor``,
+        written with the cursor in one step. Raises when the store refused them: nothing is
+        accepted, and whoever reads next starts again at the same place."""
+        batch = []
+        for created, node, channel, event in events:
+            targets = self._match(channel, event)
+            if targets:
+                batch.append((created, channel_payload(node, channel, event, created), targets))
+        dropped: dict[str, int] = {}
+        written, taken = self._select(batch, dropped)
+        self.store.enqueue(written, cursor)
+        self.stats["dropped_queue"] += sum(dropped.values())
+        self._accepted(taken, dropped)
+
+    def _accepted(self, taken: list[str], dropped: dict[str, int]) -> None:
+        """Count what was written (one entry per delivery) and what was dropped; wake the
+        workers concerned."""
+        self.stats["accepted"] += len(taken)
+        for hook_id in taken:
+            self._pending[hook_id] = self._pending.get(hook_id, 0) + 1
         for hook_id, count in dropped.items():
             hook = self._hooks.get(hook_id)
             if hook is not None:
@@ -259,12 +349,15 @@ class WebhookService:
         else:
             self.stats["failed_attempts"] += 1
 
-    def _worker(self, hook_id: str) -> HookWorker:
+    def _worker(self, hook_id: str) -> None:
+        """Start the hook's worker if this instance delivers, and have it look at its hook again."""
+        if not self._delivering:
+            return
         worker = self._workers.get(hook_id)
         if worker is None:
             worker = self._workers[hook_id] = HookWorker(hook_id, self)
         worker.start()
-        return worker
+        worker.poke()
 
     def _reindex(self) -> None:
         by_account: dict[str, list[Hook]] = {}
@@ -334,7 +427,7 @@ class WebhookService:
         self._hooks[hook.id] = changed
         self._reindex()
         self.store.save_hook(changed)
-        self._worker(hook.id).poke()  # a new uri or a re-enable: try again now
+        self._worker(hook.id)  # a new uri or a re-enable: try again now
         return changed
 
     def delete(self, hook: Hook) -> None:

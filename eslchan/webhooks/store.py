@@ -1,8 +1,9 @@
 """Where webhooks live: the hooks, a durable per-hook delivery queue, and the attempts log.
 
-:class:`WebhookStore` is the small interface the service and the workers use, so a shared
-store can stand in for the embedded one later. :class:`SQLiteStore` is the embedded one: one
-SQLite file (standard library) under the configured data directory, in WAL mode.
+:class:`WebhookStore` is the small interface the service and the workers use, so the
+cluster's shared store (eslchan/cluster/webhooks.py, in Redis) stands in for the embedded one.
+:class:`SQLiteStore` is the embedded one: one SQLite file (standard library) under the
+configured data directory, in WAL mode.
 
 SQLite calls block the thread they run in, so every call runs in one dedicated OS thread
 (gevent's thread pool of size 1): the event loop keeps serving while a transaction commits, the
@@ -170,15 +171,21 @@ class Attempt:
 class WebhookStore(Protocol):
     """What the service and the workers need from a store."""
 
+    def version(self) -> int | None:
+        """A number that changes whenever the hooks change; None for a store only this process
+        writes (the service then never has to look again)."""
+
     def load_hooks(self) -> list[Hook]: ...
 
     def save_hook(self, hook: Hook) -> None: ...
 
     def delete_hook(self, hook_id: str) -> None: ...
 
-    def enqueue(self, events: Sequence[tuple[float, str, Sequence[str]]]) -> None:
+    def enqueue(self, events: Sequence[tuple[float, str, Sequence[str]]], cursor: int | None = None) -> None:
         """Persist (created, payload, hook ids) events, in order, in one transaction: each
-        event once, and a delivery of it for each hook (hooks deleted meanwhile are skipped)."""
+        event once, and a delivery of it for each hook (hooks deleted meanwhile are skipped).
+        ``cursor``: how far a shared source of events was read with these (a shared store keeps
+        it in the same transaction, so whoever reads next resumes right after them)."""
 
     def pending_counts(self) -> dict[str, int]: ...
 
@@ -305,6 +312,9 @@ class SQLiteStore:
 
     # -- hooks -----------------------------------------------------------------------------
 
+    def version(self) -> int | None:
+        return None  # only this process writes the file (the lock file sees to it)
+
     def load_hooks(self) -> list[Hook]:
         sql = f"SELECT {_HOOK_COLUMNS} FROM hooks ORDER BY created"
         rows = self._run(lambda: self._db.execute(sql).fetchall())
@@ -334,7 +344,8 @@ class SQLiteStore:
 
     # -- the queue -------------------------------------------------------------------------
 
-    def enqueue(self, events: Sequence[tuple[float, str, Sequence[str]]]) -> None:
+    def enqueue(self, events: Sequence[tuple[float, str, Sequence[str]]], cursor: int | None = None) -> None:
+        # no cursor here: this store's events come from this process's own registry
         def write(db: sqlite3.Connection) -> None:
             nums = self._nums
             rows: list[tuple[int, int]] = []
