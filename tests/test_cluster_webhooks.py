@@ -13,6 +13,7 @@ from test_cluster_state import ALICE, Pair, place
 from test_webhooks_delivery import hooks_config
 from webhook_receiver import Receiver
 
+from eslchan.cluster.status import cluster_status, format_status
 from eslchan.demo import ACME, ADMIN, GLOBEX
 from eslchan.webhooks.payload import HOOK_EVENTS
 
@@ -81,6 +82,10 @@ def test_hooks_are_shared_and_one_instance_delivers_each_event_once(simulator, k
             assert c.get(f"{base}/{hook_id}", token=c.token(ACME)).json["data"]["pending"] == 0
             health = c.get("/health", token=c.token(ADMIN)).json["data"]
             assert health["cluster"]["webhooks_deliverer"] == deliverer.cluster.name
+        # and the cluster's view from Redis alone (eslchan cluster status) names it too
+        status = cluster_status(deliverer.config)
+        assert status["webhooks_deliverer"] == deliverer.cluster.name
+        assert f"webhooks: delivered by {deliverer.cluster.name}" in format_status(status)
 
         # deleted on one instance: gone on the other, and its worker stops on the deliverer
         assert c_other.request("DELETE", f"{base}/{hook_id}", token=c_other.token(ACME)).status == 200

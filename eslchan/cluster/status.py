@@ -1,5 +1,6 @@
 """The cluster's view from Redis alone (``eslchan cluster status``): who is alive, who owns
-which node, how far each instance's mirror is behind, how long the stream is."""
+which node, how far each instance's mirror is behind, how long the stream is, which instance
+delivers the webhooks."""
 
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def cluster_status(config: Config, *, store: Store | None = None) -> dict[str, A
                       "lease_expires_in_s": round(ttl / 1000, 2) if ttl and ttl > 0 else None,
                       "channels": r.hlen(k.snapshot(node.name))})
     seq = int(r.get(k.seq) or 0)
+    deliverer = (_text(r.get(k.webhooks("lease"))) or "").partition("|")[0] or None
     return {"instances": instances, "nodes": nodes, "stream": {"length": r.xlen(k.stream), "last": seq},
-            "epoch": _text(r.get(k.epoch))}
+            "epoch": _text(r.get(k.epoch)), "webhooks_deliverer": deliverer}
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -67,4 +69,5 @@ def format_status(status: dict[str, Any]) -> str:
         expires = f", lease {node['lease_expires_in_s']} s" if node["lease_expires_in_s"] is not None else ""
         lines.append(f"  {node['node']:<20} {owner:<20} token {node['token']}{expires}, "
                      f"{node['channels']} channel(s)")
+    lines += ["", f"webhooks: delivered by {status['webhooks_deliverer'] or '(no instance)'}"]
     return "\n".join(lines)
