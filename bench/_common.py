@@ -6,6 +6,7 @@ are shared and noisy) and prints one closing line ``NAME: VALUE (RATIO vs BASELI
 
 from __future__ import annotations
 
+import argparse
 import cProfile
 import io
 import json
@@ -15,7 +16,7 @@ import pstats
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,3 +123,43 @@ def now() -> float:
 
 def summary(name: str, value: str, ratio: float, baseline: str) -> None:
     print(f"{name}: {value} ({ratio:.2f}x vs {baseline})")
+
+
+# --- benchmarks whose server and HTTP client run as child processes ------------------------
+
+
+def add_roles(ap: argparse.ArgumentParser) -> None:
+    """The hidden flags a benchmark gives the children it starts: ``--server``, ``--client``
+    and the server's ``--port``."""
+    ap.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+
+
+def run_role(args: argparse.Namespace, server: Callable[[argparse.Namespace], None],
+             client: Callable[[argparse.Namespace], None]) -> bool:
+    """In a child: run its role and say so (True); in the parent: False."""
+    if args.server:
+        server(args)
+    elif args.client:
+        client(args)
+    return bool(args.server or args.client)
+
+
+def json_caller(port: int) -> Callable[..., tuple[int, dict]]:
+    """``call(method, path, body=None, token=None) -> (status, json)`` over one keep-alive
+    connection to the daemon on loopback, as a dashboard's HTTP client would hold."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call(method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["X-Auth-Token"] = token
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, (json.loads(data) if data.startswith((b"{", b"[")) else {})
+
+    return call

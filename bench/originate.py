@@ -31,7 +31,18 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import REPO, Profiler, emit, machine, run_child, stats, summary  # noqa: E402
+from bench._common import (  # noqa: E402
+    REPO,
+    Profiler,
+    add_roles,
+    emit,
+    json_caller,
+    machine,
+    run_child,
+    run_role,
+    stats,
+    summary,
+)
 
 ACME_KEY = "bench-acme-key-0123456789abcdef"
 ENDPOINT = "user/1001@sim.local"
@@ -167,18 +178,7 @@ def server(args: argparse.Namespace) -> None:
 
 
 def client(args: argparse.Namespace) -> None:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
-
-    def call(method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["X-Auth-Token"] = token
-        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-        r = conn.getresponse()
-        data = r.read()
-        return r.status, (json.loads(data) if data.startswith((b"{", b"[")) else {})
+    call = json_caller(args.port)
 
     from eslchan.demo import ACME
 
@@ -208,16 +208,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="~15 s")
     ap.add_argument("--calls", type=int, help="timed starts of each kind (default 150, quick 40)")
     ap.add_argument("--profile", action="store_true", help="cProfile the app handling PUT .../channels")
-    ap.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    add_roles(ap)
     args = ap.parse_args()
     args.calls = args.calls or (40 if args.quick else 150)
-    if args.server:
-        server(args)
-        return
-    if args.client:
-        client(args)
+    if run_role(args, server, client):
         return
     print(f"machine: {machine()}")
     cmd = [str(REPO / "bench" / "originate.py"), "--server", "--calls", str(args.calls)]
