@@ -4,6 +4,7 @@ signed, and when it is killed (kill -9) another takes over and delivers what was
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -82,6 +83,13 @@ def test_hooks_are_shared_and_one_instance_delivers_each_event_once(simulator, k
             assert c.get(f"{base}/{hook_id}", token=c.token(ACME)).json["data"]["pending"] == 0
             health = c.get("/health", token=c.token(ADMIN)).json["data"]
             assert health["cluster"]["webhooks_deliverer"] == deliverer.cluster.name
+        # /metrics says which instance delivers
+        for daemon, delivering in ((deliverer, 1.0), (other, 0.0)):
+            metrics = pair.client(daemon).get("/metrics").body.decode()
+            assert f"eslchan_cluster_webhooks_delivering {delivering}" in metrics
+            took = re.search(r"^eslchan_cluster_webhooks_takeovers_total (\S+)$", metrics, re.M)
+            assert took is not None and (float(took.group(1)) >= 1 or not delivering)
+            assert "eslchan_cluster_webhooks_events_lost_total 0.0" in metrics
         # and the cluster's view from Redis alone (eslchan cluster status) names it too
         status = cluster_status(deliverer.config)
         assert status["webhooks_deliverer"] == deliverer.cluster.name

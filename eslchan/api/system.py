@@ -161,6 +161,18 @@ class _ClusterCollector(Collector):
         yield CounterMetricFamily("eslchan_cluster_runs_reaped",
                                   "Runs of dead instances this instance marked failed",
                                   value=cluster.runs.reaped)
+        deliverer = cluster.webhooks
+        if deliverer is not None:  # this instance has [webhooks]: it may deliver them
+            yield GaugeMetricFamily("eslchan_cluster_webhooks_delivering",
+                                    "1 while this instance holds the webhooks lease and delivers",
+                                    value=1 if deliverer.delivering else 0)
+            yield CounterMetricFamily("eslchan_cluster_webhooks_takeovers",
+                                      "Times this instance took the webhooks lease",
+                                      value=deliverer.stats["takeovers"])
+            yield CounterMetricFamily("eslchan_cluster_webhooks_events_lost",
+                                      "Stream records trimmed before the deliverer read them "
+                                      "(their events were not delivered)",
+                                      value=deliverer.stats["lost_in_stream"])
 
 
 class Metrics:
