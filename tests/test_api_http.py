@@ -417,8 +417,15 @@ def test_put_metaflow_runs_are_listed_and_stoppable(simulator, daemon, http):
         "DELETE", f"/v2/accounts/{GLOBEX}/channels/{call.a_uuid}/metaflows/{run['id']}", token=globex
     )
     assert resp.status == 404
-    resp = http.request("DELETE", f"{base}/metaflows/no-such-run", token=acme)
+    resp = http.request("DELETE", f"{base}/metaflows/{'0' * 32}", token=acme)
     assert resp.status == 404
+    # what cannot be a run id is refused as such, on both routes, and echoed only in part
+    for bad in ("no-such-run", "A" * 32, "0" * 33, "0" * 31 + "g", "x" * 300):
+        for method, path in (("DELETE", f"{base}/metaflows/{bad}"),
+                             ("GET", f"/v2/accounts/{ACME}/metaflows/{bad}")):
+            resp = http.request(method, path, token=acme)
+            assert resp.status == 400, (bad, resp.status)
+            assert len(resp.json["data"]["run_id"]["pattern"]["value"]) <= 64
     # nor through a channel of its own, nor through another channel of the same account
     other_globex = place(simulator, daemon, DAVE)
     resp = http.request(

@@ -6,6 +6,7 @@ channel-scoped ones need the channel."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -16,6 +17,19 @@ from eslchan.esl import commands
 from eslchan.esl.commands import CommandError
 
 bp = Blueprint("runs", __name__)
+
+#: a run's id, as the interpreter makes them (uuid4, hex): nothing else is looked up, here or
+#: in a cluster's Redis
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _find(run_id: str) -> Any:
+    """The run (running, remembered, or another instance's), or None; 400 for what cannot
+    be a run id."""
+    if not RUN_ID.fullmatch(run_id):
+        raise field_error("run_id", "pattern", "a run id is 32 lowercase hexadecimal characters",
+                          value=run_id[:64])
+    return _interpreter().get(run_id)
 
 
 @bp.route("/v2/accounts/<account_id>/channels/<channel_uuid>/metaflows", methods=["GET"])
@@ -30,7 +44,7 @@ def stop_run(account_id: str, channel_uuid: str, run_id: str) -> Response:
     checked_account(account_id)
     channel = find_channel(account_id, channel_uuid)
     interpreter = _interpreter()
-    run = interpreter.get(run_id)
+    run = _find(run_id)
     # only a run of this (already tenant-checked) channel: a run id alone must not reach across
     if run is None or run.channel_uuid != channel.uuid:
         raise ApiError(404, "bad identifier", [run_id])
@@ -58,7 +72,7 @@ def account_runs(account_id: str) -> Response:
 @bp.route("/v2/accounts/<account_id>/metaflows/<run_id>", methods=["GET"])
 def get_run(account_id: str, run_id: str) -> Response:
     checked_account(account_id)
-    run = _interpreter().get(run_id)
+    run = _find(run_id)
     if run is None or run.account_id != account_id:  # another tenant's run does not exist
         raise ApiError(404, "bad identifier", [run_id])
     return respond(run.as_dict())

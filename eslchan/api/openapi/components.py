@@ -43,7 +43,7 @@ CHANNEL_EXAMPLE = {
     "uuid": CHANNEL,
 }
 RUN_EXAMPLE = {
-    "id": "8d6f1e0a2b3c4d5e",
+    "id": "8d6f1e0a2b3c4d5e9f8a7b6c5d4e3f2a",
     "kind": "metaflow",
     "module": "play",
     "tree": {"module": "play", "data": {"id": "welcome"}, "children": {"_": {"module": "hangup"}}},
@@ -430,7 +430,8 @@ def parameters() -> dict[str, Any]:
             "the channel's Unique-ID",
             example=CHANNEL,
         ),
-        "RunId": param("run_id", "path", {"type": "string"}, "a metaflow run id", example=RUN_EXAMPLE["id"]),
+        "RunId": param("run_id", "path", {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                       "a metaflow run id (32 lowercase hex)", example=RUN_EXAMPLE["id"]),
         "RequestId": param(
             "X-Request-ID",
             "header",
