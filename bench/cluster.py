@@ -113,22 +113,22 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def single_config(path: Path, nodes, port: int) -> Path:
+def single_config(path: Path, nodes, port: int, webhooks: dict | None = None) -> Path:
     """The same configuration without [cluster]: the single process."""
     write_config(path, nodes=nodes, keys=KEYS, redis_url="redis://x", instance="x", port=port, lease=1,
-                 signing_key=SIGNING)
+                 signing_key=SIGNING, webhooks=webhooks)
     text = path.read_text()
     start = text.index("[cluster]")
-    end = text.index("[[nodes]]")
+    end = text.index("\n\n", start) + 2  # the table ends at its blank line
     path.write_text(text[:start] + text[end:])
     return path
 
 
-def start_single(workdir: Path, nodes, name: str) -> Instance:
+def start_single(workdir: Path, nodes, name: str, webhooks: dict | None = None) -> Instance:
     inst = Instance.__new__(Instance)
     inst.name = name
     inst.port = free_port()
-    inst.config_path = single_config(workdir / f"{name}.toml", nodes, inst.port)
+    inst.config_path = single_config(workdir / f"{name}.toml", nodes, inst.port, webhooks)
     inst.log_path = workdir / f"{name}.log"
     inst.proc = None
     inst.url = f"http://127.0.0.1:{inst.port}"
@@ -220,7 +220,7 @@ class SimCluster:
     """Simulated nodes in this process and eslchan instances as processes."""
 
     def __init__(self, workdir: Path, redis: RedisServer, names: list[str], nodes: int, lease: float,
-                 single: bool = False):
+                 single: bool = False, webhooks: dict | None = None):
         from eslchan.simulator import Simulator
 
         self.sims = {f"fs{i + 1}": Simulator(speed=20.0, seed=i) for i in range(nodes)}
@@ -230,8 +230,9 @@ class SimCluster:
         self.redis = redis
         self.workdir = workdir
         self.lease = lease
+        self.webhooks = webhooks  # a [webhooks] table for every instance, if given
         if single:
-            self.procs = {"single": start_single(workdir, self.nodes, "single")}
+            self.procs = {"single": start_single(workdir, self.nodes, "single", webhooks)}
         else:
             redis.client().flushall()
             self.procs = {n: self.instance(n) for n in names}
@@ -244,7 +245,7 @@ class SimCluster:
 
     def instance(self, name: str) -> Instance:
         return Instance(self.workdir, name, nodes=self.nodes, keys=KEYS, redis_url=self.redis.url,
-                        lease=self.lease, signing_key=SIGNING).start()
+                        lease=self.lease, signing_key=SIGNING, webhooks=self.webhooks).start()
 
     def owners(self) -> dict[str, str | None]:
         r = self.redis.client()

@@ -41,13 +41,28 @@ def receiver(mode: str) -> None:
     from gevent import monkey
 
     monkey.patch_all()
+    import json
+
     import gevent
     from gevent.pywsgi import WSGIServer
 
+    arrivals: list[tuple[float, str, str, str]] = []
+
     def app(environ, start_response):
+        if mode == "log" and environ["REQUEST_METHOD"] == "GET":  # how many arrived, or which from the n-th
+            if environ["PATH_INFO"] == "/count":
+                body = str(len(arrivals)).encode()
+            else:
+                body = json.dumps(arrivals[int(environ.get("QUERY_STRING") or 0):]).encode()
+            start_response("200 OK", [("Content-Type", "application/json"),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length:
-            environ["wsgi.input"].read(length)
+        data = environ["wsgi.input"].read(length) if length else b""
+        if mode == "log":  # when (CLOCK_MONOTONIC, shared by the machine's processes) and what
+            payload = json.loads(data)
+            arrivals.append((time.monotonic(), payload["call_id"], payload["hook_event"],
+                             environ.get("HTTP_WEBHOOK_ID", "")))
         if mode == "slow":
             gevent.sleep(3600)  # holds every request: the hook's worker waits for its timeout
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
