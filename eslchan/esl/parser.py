@@ -155,9 +155,12 @@ def decode_json_event(text: str | bytes) -> Event:
     if not isinstance(event, dict):
         raise ProtocolError("json event is not an object")
     # A multi-valued variable (push, a regex's captures) comes as a JSON array. Only arrays
-    # follow '":[' unescaped, so one substring test keeps the common all-string event fast.
-    marker = b'":[' if isinstance(text, bytes | bytearray) else '":['
-    if marker in text:
+    # follow '":[' unescaped; most events hold no '[' at all, and a one-character test (memchr)
+    # costs a tenth of the three-character search, so it goes first.
+    if isinstance(text, bytes | bytearray):
+        if b"[" in text and b'":[' in text:
+            return flat_event(event)
+    elif "[" in text and '":[' in text:
         return flat_event(event)
     return event
 
