@@ -473,6 +473,30 @@ def test_after_the_stream_drops_the_board_reloads_the_listing(browser, daemon, s
     console.wait_gone(before.a_uuid)
 
 
+def test_a_reset_on_the_stream_reloads_the_listing(browser, daemon, simulator, keys):
+    """What a cluster instance sends when its mirror started again from the snapshots: the
+    events in between never reach the stream, which stays open and says ``reset``."""
+    console = Console(browser, daemon).signed_in(keys[ACME])
+    before = call_from(simulator, ALICE, destination="1002")
+    console.wait_row(before.a_uuid)
+    hub = hub_of(daemon.app)
+    hub._unlisten()  # the stream hears nothing of what follows
+    during = call_from(simulator, BOB, destination="2001")
+    simulator.hangup(before.a_uuid)
+    eventually(
+        lambda: (
+            daemon.registry.find(during.b_uuid) is not None and daemon.registry.find(before.a_uuid) is None
+        )
+    )
+    hub._unlisten = daemon.registry.listen(hub._on_event)
+    gevent.sleep(0.5)
+    assert console.row(during.a_uuid) is None and console.row(before.a_uuid) is not None  # missed
+    hub.reset_all()
+    console.wait_row(during.a_uuid)
+    console.wait_gone(before.a_uuid)
+    assert console.status() == "live"  # the same stream goes on
+
+
 def test_a_node_down_marks_its_rows_stale(browser, daemon, simulator, keys):
     console = Console(browser, daemon).signed_in(keys[ACME])
     call = call_from(simulator, ALICE, destination="1002")

@@ -1,7 +1,9 @@
 // The account's live event stream (Server-Sent Events), kept open: EventSource retries by
 // itself after a dropped connection; when the server refuses or ends the stream for good
 // (overflow, expired token, eslchan stopping) a new one is opened here, with backoff. Every
-// (re)open is reported so the board reloads the listing: the stream has no replay.
+// (re)open is reported so the board reloads the listing, and so is every `reset`: the server
+// could not give all the events the board missed (past its history, or a cluster instance's
+// mirror started again from the snapshots).
 
 const BACKOFF_MS = [500, 1000, 2000, 5000, 10000];
 
@@ -70,6 +72,9 @@ export class LiveStream {
         this.handlers.event(name, data);
       });
     }
+    source.addEventListener("reset", () => {
+      if (source === this.source) this.handlers.open(); // re-list, and go on with this stream
+    });
     source.addEventListener("overflow", () => {
       // the console fell behind: a new stream and a fresh listing catch up
       if (source === this.source) this.retry(0);
