@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTURES = REPO.parent / "shared" / "esl-captures"
@@ -163,3 +164,24 @@ def json_caller(port: int) -> Callable[..., tuple[int, dict]]:
         return r.status, (json.loads(data) if data.startswith((b"{", b"[")) else {})
 
     return call
+
+
+def serve_and_run_client(daemon: Any, script: str, calls: int, timeout: float) -> dict:
+    """Start ``daemon`` (in a gevent-patched server child), wait until every node is up and
+    resynced, then run ``bench/<script> --client`` against its HTTP port and return what the
+    client emitted (its last line, JSON)."""
+    import gevent
+    import gevent.subprocess
+
+    daemon.start()
+    while not all(link.is_up for link in daemon.links.values()) or not all(
+        daemon.sync.is_synced(name) for name in daemon.links
+    ):
+        gevent.sleep(0.01)
+    cmd = [sys.executable, str(REPO / "bench" / script), "--client", "--port", str(daemon.http.server_port),
+           "--calls", str(calls)]  # fmt: skip
+    out = gevent.subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
+        raise SystemExit("client failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])

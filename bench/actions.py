@@ -19,7 +19,6 @@ round trip to the simulator's reply. Overhead = action p50 - bare p50.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from bench._common import (  # noqa: E402
     machine,
     run_child,
     run_role,
+    serve_and_run_client,
     stats,
     summary,
 )
@@ -48,7 +48,6 @@ def server(args: argparse.Namespace) -> None:
 
     monkey.patch_all()
     import gevent
-    import gevent.subprocess
     from flask import jsonify, request
 
     from eslchan.daemon import Daemon
@@ -90,19 +89,8 @@ def server(args: argparse.Namespace) -> None:
         return jsonify([c for c in sim.commands if uuid in c])
 
     daemon.app.add_url_rule("/bench/commands", "bench_commands", commands_route)
-    daemon.start()
-    while not all(link.is_up for link in daemon.links.values()) or not daemon.sync.is_synced("fs1"):
-        gevent.sleep(0.01)
+    client = serve_and_run_client(daemon, "actions.py", args.calls, timeout=600)
     link = daemon.links["fs1"]
-
-    port = daemon.http.server_port
-    cmd = [sys.executable, str(REPO / "bench" / "actions.py"), "--client", "--port", str(port),
-           "--calls", str(args.calls)]  # fmt: skip
-    out = gevent.subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
-        raise SystemExit("client failed")
-    client = json.loads(out.stdout.strip().splitlines()[-1])
 
     # the baseline: the very commands the actions sent, straight through the link
     def bare(kind: str) -> list[float]:

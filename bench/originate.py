@@ -23,7 +23,6 @@ Overhead = PUT p50 - bare p50. Each call is hung up after it is timed (untimed).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from bench._common import (  # noqa: E402
     machine,
     run_child,
     run_role,
+    serve_and_run_client,
     stats,
     summary,
 )
@@ -57,7 +57,6 @@ def server(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     import gevent
-    import gevent.subprocess
     from flask import jsonify
 
     from eslchan.daemon import Daemon
@@ -98,19 +97,8 @@ def server(args: argparse.Namespace) -> None:
         return jsonify([c for c in sim.commands if uuid in c and "originate" in c])
 
     daemon.app.add_url_rule("/bench/sent/<uuid>", "bench_sent", sent_route)
-    daemon.start()
-    while not all(link.is_up for link in daemon.links.values()) or not daemon.sync.is_synced("fs1"):
-        gevent.sleep(0.01)
+    client = serve_and_run_client(daemon, "originate.py", args.calls, timeout=900)
     link = daemon.links["fs1"]
-
-    port = daemon.http.server_port
-    cmd = [sys.executable, str(REPO / "bench" / "originate.py"), "--client", "--port", str(port),
-           "--calls", str(args.calls)]  # fmt: skip
-    out = gevent.subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
-        raise SystemExit("client failed")
-    client = json.loads(out.stdout.strip().splitlines()[-1])
 
     def seen(uuid: str) -> tuple[gevent.event.Event, object]:
         """An event set once the registry applied the channel's first event carrying the
